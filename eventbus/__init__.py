@@ -1,0 +1,56 @@
+"""eventbus: event processing on Redis Pub/Sub with plain async handlers.
+
+    from eventbus import on, on_pattern
+
+    @on("purchase_orders")
+    async def count(msg, ctx):
+        await ctx.redis.incr("orders_seen")
+
+Run a module of handlers with ``python -m eventbus run mymod``.
+"""
+
+from eventbus.context import Context
+from eventbus.deadletter import DeadLetter, DeadLetterStore
+from eventbus.errors import (
+    ConfigError,
+    ConnectError,
+    EventbusError,
+    LoadError,
+    PayloadError,
+    Reject,
+    SubscribeError,
+)
+from eventbus.message import Message
+from eventbus.publisher import Publisher, connect
+from eventbus.router import Router
+from eventbus.runner import Runner, run
+from eventbus.stats import BusStats, HandlerStats
+from eventbus.subscription import on, on_pattern, on_shutdown, on_startup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BusStats",
+    "ConfigError",
+    "ConnectError",
+    "Context",
+    "DeadLetter",
+    "DeadLetterStore",
+    "EventbusError",
+    "HandlerStats",
+    "LoadError",
+    "Message",
+    "PayloadError",
+    "Publisher",
+    "Reject",
+    "Router",
+    "Runner",
+    "SubscribeError",
+    "__version__",
+    "connect",
+    "on",
+    "on_pattern",
+    "on_shutdown",
+    "on_startup",
+    "run",
+]

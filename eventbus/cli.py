@@ -1,0 +1,180 @@
+"""``python -m eventbus``: run, publish, routes, dead-letters.
+
+Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscription);
+2 bad usage or a handler module that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from eventbus.config import redact_url, resolve_url
+from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
+from eventbus.errors import ConfigError, EventbusError, LoadError
+from eventbus.publisher import connect
+from eventbus.router import ensure_cwd_on_path, load_target
+from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventbus", description="Event processing on Redis Pub/Sub.")
+    parser.add_argument("--version", action="version", version="eventbus 0.1.0")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def url_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+
+    run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM")
+    run.add_argument("target", help="module to load: pkg.mod or pkg.mod:attr (a Router or list of handlers)")
+    url_option(run)
+    run.add_argument("--grace", type=float, default=10.0, help="seconds to finish queued work on shutdown (10)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to keep retrying an unreachable --url before giving up (15)",
+    )
+    run.add_argument(
+        "--max-payload",
+        type=int,
+        default=DEFAULT_MAX_PAYLOAD,
+        help=f"largest payload in bytes delivered to handlers; larger ones are dead-lettered ({DEFAULT_MAX_PAYLOAD})",
+    )
+    run.add_argument(
+        "--stats-interval", type=float, default=60.0, help="seconds between summary log lines; 0 disables (60)"
+    )
+    run.add_argument(
+        "--no-embedded",
+        action="store_true",
+        help="fail instead of starting an embedded Redis when nothing answers at the default URL",
+    )
+
+    publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
+    publish.add_argument("channel")
+    publish.add_argument("data", nargs="?", help="the payload; omitted or '-' reads standard input")
+    publish.add_argument("--lines", action="store_true", help="publish each line of standard input separately")
+    url_option(publish)
+
+    routes = commands.add_parser("routes", help="show what a module would subscribe to, by which handler")
+    routes.add_argument("target")
+
+    dead = commands.add_parser("dead-letters", help="inspect or replay the dead-letter stream")
+    dead.add_argument("action", choices=["list", "replay"])
+    dead.add_argument("--count", type=int, default=20, help="how many entries (list: 20; replay: all given)")
+    dead.add_argument("--id", action="append", default=[], help="entry id to replay (repeatable)")
+    dead.add_argument("--all", action="store_true", help="replay every entry")
+    dead.add_argument("--keep", action="store_true", help="keep replayed entries in the stream")
+    dead.add_argument("--stream", default=DEFAULT_STREAM)
+    url_option(dead)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "publish":
+            return asyncio.run(_publish(args))
+        if args.command == "routes":
+            return _routes(args)
+        return asyncio.run(_dead_letters(args))
+    except (LoadError, ConfigError) as exc:
+        print(f"eventbus: error: {exc}", file=sys.stderr)
+        return 2
+    except EventbusError as exc:
+        print(f"eventbus: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    ensure_cwd_on_path()
+    runner = Runner(
+        args.target,
+        url=args.url,
+        grace=args.grace,
+        connect_timeout=args.connect_timeout,
+        max_payload=args.max_payload or None,
+        stats_interval=args.stats_interval or None,
+        embedded=not args.no_embedded,
+    )
+    asyncio.run(runner.serve())
+    return 0
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    if args.data is None or args.data == "-":
+        raw = sys.stdin.buffer.read()
+        payloads = [line for line in raw.splitlines() if line] if args.lines else [raw]
+    else:
+        payloads = [args.data.encode("utf-8", "surrogateescape")]
+    async with connect(args.url) as bus:
+        receivers = 0
+        try:
+            for payload in payloads:
+                receivers += await bus.publish(args.channel, payload)
+        except OSError as exc:
+            url = redact_url(resolve_url(args.url).url)
+            print(f"eventbus: error: cannot publish to {url}: {exc}", file=sys.stderr)
+            return 1
+    print(f"published {len(payloads)} message(s) to {args.channel!r}: {receivers} reception(s)")
+    return 0
+
+
+def _routes(args: argparse.Namespace) -> int:
+    ensure_cwd_on_path()
+    router = load_target(args.target)
+    rows = [("KIND", "SUBSCRIPTION", "HANDLER", "OPTIONS")]
+    for subscription, handler in sorted(router.routes(), key=lambda r: (r[0].kind, r[0].name, r[1].name)):
+        o = handler.options
+        options = f"concurrency={o.concurrency} inbox={o.inbox_size} overflow={o.overflow} retries={o.retries}"
+        if not handler.is_async:
+            options += " sync"
+        rows.append((subscription.kind, subscription.name, handler.name, options))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+    hooks = [f"startup: {h.__qualname__}" for h in router.startup] + [
+        f"shutdown: {h.__qualname__}" for h in router.shutdown
+    ]
+    for hook in hooks:
+        print(hook)
+    return 0
+
+
+async def _dead_letters(args: argparse.Namespace) -> int:
+    async with connect(args.url) as bus:
+        store = DeadLetterStore(bus.redis, args.stream)
+        if args.action == "list":
+            entries = await store.list(count=args.count)
+            for entry in entries:
+                pattern = f" via {entry.pattern!r}" if entry.pattern else ""
+                print(
+                    f"{entry.id}  {entry.handler}  {entry.channel!r}{pattern}  attempts={entry.attempts}  "
+                    f"{len(entry.payload)} bytes  {entry.error}"
+                )
+            print(f"{len(entries)} dead letter(s) shown from {args.stream!r}")
+            return 0
+        if not args.all and not args.id:
+            raise ConfigError("dead-letters replay needs --id ID (repeatable) or --all")
+        entries = await store.list(count=1_000_000)
+        chosen = entries if args.all else [e for e in entries if e.id in set(args.id)]
+        missing = set(args.id) - {e.id for e in chosen}
+        if missing:
+            raise ConfigError(f"no dead letter with id(s): {', '.join(sorted(missing))}")
+        for entry in chosen:
+            await bus.publish(entry.channel, entry.payload)
+            if not args.keep:
+                await store.delete(entry.id)
+        print(f"replayed {len(chosen)} dead letter(s) to their channels")
+        return 0

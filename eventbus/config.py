@@ -1,0 +1,59 @@
+"""Where Redis is: URL resolution, and URLs made safe to log."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from eventbus.errors import ConfigError
+
+ENV_URL = "EVENTBUS_URL"
+DEFAULT_URL = "redis://localhost:6379/0"
+SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedURL:
+    url: str
+    explicit: bool  # given by --url / EVENTBUS_URL; the default may fall back to an embedded Redis
+    source: str  # "--url", "EVENTBUS_URL" or "default"
+
+
+def resolve_url(url: str | None) -> ResolvedURL:
+    """The URL to use: the argument, else $EVENTBUS_URL, else the local default."""
+    if url:
+        return ResolvedURL(_validated(url), True, "--url")
+    env = os.environ.get(ENV_URL)
+    if env:
+        return ResolvedURL(_validated(env), True, ENV_URL)
+    return ResolvedURL(DEFAULT_URL, False, "default")
+
+
+def _validated(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ConfigError(
+            f"unsupported Redis URL scheme {parts.scheme!r} in {redact_url(url)}: use redis://, rediss:// or unix://"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"invalid port in Redis URL {redact_url(url)}") from None
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,49 @@
+"""What a handler (or a lifecycle hook) gets besides the message."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eventbus.publisher import Publisher
+    from eventbus.stats import BusStats
+
+
+class Context:
+    """Shared services for handlers: a Redis command client, publishing, a logger, app state.
+
+    ``redis`` is one client shared by every handler (a bounded pool that waits when all its
+    connections are busy), separate from the subscription connection. ``state`` is one dict for
+    the whole app: startup hooks put long-lived clients there for handlers to use.
+    """
+
+    __slots__ = ("handler", "log", "publisher", "redis", "state", "stats")
+
+    def __init__(
+        self,
+        *,
+        redis: Any,
+        publisher: Publisher,
+        state: dict[str, Any],
+        stats: BusStats,
+        handler: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.publisher = publisher
+        self.state = state
+        self.stats = stats
+        self.handler = handler
+        logger = logging.getLogger("eventbus.handler" if handler is None else f"eventbus.handler.{handler}")
+        self.log = logging.LoggerAdapter(logger, {"handler": handler})
+
+    async def publish(self, channel: str, data: Any) -> int:
+        """Publish ``data`` (bytes, str, number, or JSON-serializable) to ``channel``.
+
+        Returns the number of subscribers that received it, as Redis PUBLISH does.
+        """
+        return await self.publisher.publish(channel, data)
+
+    def for_handler(self, handler: str) -> Context:
+        """A copy for one handler: same services, its own name and logger."""
+        return Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, handler=handler)

@@ -1,0 +1,89 @@
+"""The dead-letter store: messages that a handler could not or would not process.
+
+A capped Redis stream (``eventbus:dead-letter`` by default), so dead letters survive a restart of
+the consumer, can be inspected with any Redis client (``XRANGE``) and replayed with
+``python -m eventbus dead-letters replay``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eventbus.message import Message
+
+DEFAULT_STREAM = "eventbus:dead-letter"
+DEFAULT_MAXLEN = 100_000
+log = logging.getLogger("eventbus.deadletter")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    handler: str
+    channel: str
+    pattern: str | None
+    payload: bytes
+    error: str
+    attempts: int
+    ts: float
+
+
+class DeadLetterStore:
+    """Appends to and reads from the dead-letter stream through a redis.asyncio client."""
+
+    def __init__(self, redis: Any, stream: str = DEFAULT_STREAM, maxlen: int = DEFAULT_MAXLEN) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.maxlen = maxlen
+
+    async def add(self, handler: str, msg: Message, error: str, attempts: int) -> bool:
+        """Keep ``msg``; returns False (and logs) if Redis itself refused, so the caller goes on."""
+        fields: dict[str, Any] = {
+            "handler": handler,
+            "channel": msg.channel,
+            "pattern": msg.pattern or "",
+            "payload": msg.data,
+            "error": error[:4000],
+            "attempts": attempts,
+            "ts": f"{time.time():.6f}",
+        }
+        try:
+            await self.redis.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+        except Exception as exc:  # noqa: BLE001 - the message is already lost; say so loudly
+            log.error(
+                "could not dead-letter a message of handler %s on %r (%s): %s",
+                handler,
+                msg.channel,
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        return True
+
+    async def list(self, count: int = 100, start: str = "-") -> list[DeadLetter]:
+        entries = await self.redis.xrange(self.stream, min=start, max="+", count=count)
+        return [self._parse(entry_id, fields) for entry_id, fields in entries]
+
+    async def delete(self, *ids: str) -> int:
+        return int(await self.redis.xdel(self.stream, *ids)) if ids else 0
+
+    @staticmethod
+    def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
+        def text(key: str) -> str:
+            value = fields.get(key.encode(), fields.get(key, b""))
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+        payload = fields.get(b"payload", fields.get("payload", b""))
+        return DeadLetter(
+            id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
+            handler=text("handler"),
+            channel=text("channel"),
+            pattern=text("pattern") or None,
+            payload=payload if isinstance(payload, bytes) else str(payload).encode(),
+            error=text("error"),
+            attempts=int(text("attempts") or 0),
+            ts=float(text("ts") or 0),
+        )

@@ -1,0 +1,117 @@
+"""An embedded Redis for runs with nothing configured: try it out with no setup at all.
+
+A ``redis-server`` child on a free loopback port when the binary exists (real Redis semantics),
+else fakeredis's TCP server in a thread. Either lives exactly as long as the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger("eventbus.embedded")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A private Redis server; ``url`` is where publishers in other shells can reach it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.kind = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tcp_server: Any = None
+        self._thread: threading.Thread | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> EmbeddedRedis:
+        binary = shutil.which("redis-server")
+        if binary:
+            self._start_redis_server(binary)
+        else:
+            self._start_fakeredis()
+        return self
+
+    def _start_redis_server(self, binary: str) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="eventbus-redis-")
+        self._process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir.name,
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.kind = "redis-server"
+        self._wait_ready()
+
+    def _start_fakeredis(self) -> None:
+        import fakeredis
+
+        self._tcp_server = fakeredis.TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+        self._thread = threading.Thread(target=self._tcp_server.serve_forever, daemon=True, name="fakeredis")
+        self._thread.start()
+        self.kind = "fakeredis"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self._process is not None and self._process.poll() is not None:
+                    raise RuntimeError(f"embedded redis-server exited with code {self._process.returncode}")
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"embedded Redis did not start within {timeout:.0f}s") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._tcp_server is not None:
+            self._tcp_server.shutdown()
+            self._tcp_server.server_close()
+            self._tcp_server = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None

@@ -1,0 +1,365 @@
+"""The Redis backend: a command client for handlers and one multiplexed subscription connection.
+
+The subscription connection bypasses redis-py: an ``asyncio.Protocol`` feeds every socket read to
+hiredis and routes each parsed message synchronously into the handlers' inboxes. That is what
+makes eager reading cheap (no task or future per message), and eager reading is what keeps Redis
+from disconnecting a subscriber whose handlers fall behind (``client-output-buffer-limit pubsub``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+
+from eventbus.config import redact_url
+from eventbus.errors import ConnectError, SubscribeError
+from eventbus.resp import PUSH_KINDS, chunks, pack_command
+from eventbus.stats import BusStats
+
+log = logging.getLogger("eventbus.redis")
+
+SUBSCRIBE_CHUNK = 1000
+Feed = Callable[[list[bytes]], None]
+
+
+def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """A shared redis.asyncio client whose pool waits for a free connection instead of failing.
+
+    A plain ConnectionPool raises "Too many connections" when thousands of handlers call at once;
+    BlockingConnectionPool with no timeout queues them, bounding the server's connection count.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None)
+    return aioredis.Redis(connection_pool=pool)
+
+
+class _Pending:
+    """A command sent on the subscription connection, waiting for ``count`` replies."""
+
+    __slots__ = ("count", "future", "replies")
+
+    def __init__(self, count: int, future: asyncio.Future[list[Any]]) -> None:
+        self.count = count
+        self.future = future
+        self.replies: list[Any] = []
+
+
+class _SubscriptionProtocol(asyncio.Protocol):
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.reader = hiredis.Reader()
+        self.pending: deque[_Pending] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.bytes_received = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        reader = self.reader
+        reader.feed(data)
+        feed = self.feed
+        try:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    return
+                if type(reply) is list and reply[0] in PUSH_KINDS:
+                    feed(reply)
+                else:
+                    self._reply(reply)
+        except hiredis.ProtocolError as exc:
+            log.error("protocol error on the subscription connection, reconnecting: %s", exc)
+            self.close(exc)
+        except Exception as exc:
+            log.exception("internal error while routing a message; the connection is reset")
+            self.close(exc)
+
+    def _reply(self, reply: Any) -> None:
+        if not self.pending:
+            log.debug("unexpected reply on the subscription connection: %r", reply)
+            return
+        head = self.pending[0]
+        if isinstance(reply, hiredis.ReplyError):
+            self.pending.popleft()
+            if not head.future.done():
+                head.future.set_exception(reply)
+            return
+        head.replies.append(reply)
+        head.count -= 1
+        if head.count <= 0:
+            self.pending.popleft()
+            if not head.future.done():
+                head.future.set_result(head.replies)
+
+    def send(self, *args: bytes | str | int, replies: int = 1) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            future.set_exception(ConnectionError("subscription connection is closed"))
+            return future
+        self.pending.append(_Pending(replies, future))
+        self.transport.write(pack_command(*args))
+        return future
+
+    def close(self, exc: Exception | None = None) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail_pending(exc or ConnectionError("subscription connection closed"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_pending(exc or ConnectionError("connection closed by the server"))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        while self.pending:
+            pending = self.pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+                pending.future.exception()  # mark retrieved: the caller may be gone
+
+
+def _ssl_context(params: dict[str, Any]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+    if params.get("ssl_certfile"):
+        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
+    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
+    if reqs == "none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif reqs == "optional":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_OPTIONAL
+    elif str(params.get("ssl_check_hostname", "true")).lower() in ("false", "0", "no"):
+        context.check_hostname = False
+    return context
+
+
+class RedisSubscriber:
+    """Keeps one subscription connection alive: connect, subscribe, ping, reconnect, resubscribe."""
+
+    def __init__(
+        self,
+        url: str,
+        stats: BusStats,
+        *,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 5.0,
+        reconnect_max_delay: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.safe_url = redact_url(url)
+        self.stats = stats
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.reconnect_max_delay = reconnect_max_delay
+        self.params: dict[str, Any] = dict(parse_url(url))
+        self.channels: list[str] = []
+        self.patterns: list[str] = []
+        self._feed: Feed | None = None
+        self._protocol: _SubscriptionProtocol | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connected = asyncio.Event()
+
+    async def start(self, feed: Feed, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        """Connect and subscribe once (errors propagate), then keep the connection alive."""
+        self._feed = feed
+        self.channels = list(channels)
+        self.patterns = list(patterns)
+        await self._connect_and_subscribe()
+        self._supervisor = asyncio.create_task(self._supervise(), name="eventbus:subscriber")
+
+    async def stop(self) -> None:
+        """Stop reading and close the connection; messages already in inboxes stay there."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self._protocol is not None:
+            self._protocol.close()
+        self.connected.clear()
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def _open(self) -> _SubscriptionProtocol:
+        assert self._feed is not None
+        loop = asyncio.get_running_loop()
+        feed = self._feed
+        params = self.params
+
+        def factory() -> _SubscriptionProtocol:
+            return _SubscriptionProtocol(feed)
+
+        async with asyncio.timeout(5.0):
+            if "path" in params:
+                _, protocol = await loop.create_unix_connection(factory, params["path"])
+            else:
+                use_tls = params.get("connection_class") is aioredis.SSLConnection
+                host = params.get("host", "localhost")
+                _, protocol = await loop.create_connection(
+                    factory,
+                    host,
+                    params.get("port", 6379),
+                    ssl=_ssl_context(params) if use_tls else None,
+                    server_hostname=host if use_tls else None,
+                )
+            if params.get("password"):
+                auth = (params.get("username"), params["password"]) if params.get("username") else (params["password"],)
+                await protocol.send("AUTH", *auth)
+            # A name makes the connection easy to find in CLIENT LIST; an ACL may forbid it.
+            with contextlib.suppress(hiredis.ReplyError):
+                await protocol.send("CLIENT", "SETNAME", f"eventbus-sub-{os.getpid()}")
+        return protocol
+
+    async def _connect_and_subscribe(self) -> None:
+        protocol = await self._open()
+        try:
+            await self._subscribe(protocol)
+        except BaseException:
+            protocol.close()
+            raise
+        self._protocol = protocol
+        self.connected.set()
+
+    async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
+        for command, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
+            futures = [
+                (batch, protocol.send(command, *batch, replies=len(batch))) for batch in chunks(names, SUBSCRIBE_CHUNK)
+            ]
+            for batch, future in futures:
+                try:
+                    await future
+                except hiredis.ReplyError as exc:
+                    refused = await self._find_refused(protocol, command, batch)
+                    raise SubscribeError(
+                        f"Redis refused {command} to {', '.join(map(repr, refused or batch[:5]))}: {exc}"
+                    ) from None
+
+    @staticmethod
+    async def _find_refused(protocol: _SubscriptionProtocol, command: str, batch: list[str]) -> list[str]:
+        # One SUBSCRIBE with many channels fails as a whole; ask one by one to name the culprits.
+        refused = []
+        for name in batch:
+            try:
+                await protocol.send(command, name)
+            except hiredis.ReplyError:
+                refused.append(name)
+        return refused
+
+    # -- staying connected --------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            protocol = self._protocol
+            assert protocol is not None
+            reason = await self._watch(protocol)
+            if self._stopping:
+                return
+            self.connected.clear()
+            protocol.close()
+            lost_at = time.monotonic()
+            log.warning(
+                "subscription connection to %s lost (%s); reconnecting. Pub/sub is at-most-once: "
+                "messages published until the reconnect are lost",
+                self.safe_url,
+                reason,
+            )
+            await self._reconnect()
+            gap = time.monotonic() - lost_at
+            self.stats.reconnects += 1
+            self.stats.gap_seconds += gap
+            log.warning(
+                "reconnected to %s after a gap of %.1fs; resubscribed %d channel(s) and %d pattern(s)",
+                self.safe_url,
+                gap,
+                len(self.channels),
+                len(self.patterns),
+            )
+
+    async def _watch(self, protocol: _SubscriptionProtocol) -> str:
+        """Return why the connection must be replaced: closed, or silent past the ping deadline."""
+        while True:
+            try:
+                exc = await asyncio.wait_for(asyncio.shield(protocol.lost), self.ping_interval)
+            except TimeoutError:
+                pass
+            else:
+                return f"closed: {exc}" if exc else "closed by the server"
+            before = protocol.bytes_received
+            pong = protocol.send("PING")
+            try:
+                await asyncio.wait_for(pong, self.ping_timeout)
+            except TimeoutError:
+                # Bytes that arrived meanwhile prove the link is alive even if the PONG is queued
+                # behind a backlog of messages.
+                if protocol.bytes_received == before:
+                    return f"no answer to PING within {self.ping_timeout:.1f}s (half-open connection?)"
+            except (ConnectionError, OSError) as exc:
+                return f"closed: {exc}"
+
+    async def _reconnect(self) -> None:
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._connect_and_subscribe()
+                return
+            except SubscribeError as exc:
+                log.error("resubscribe failed: %s", exc)
+            except (OSError, TimeoutError, ConnectionError, hiredis.ReplyError) as exc:
+                log.info("reconnect attempt %d to %s failed: %s", attempt, self.safe_url, exc or type(exc).__name__)
+            # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+
+async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
+    """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            try:
+                await client.ping()
+                return
+            except aioredis.AuthenticationError as exc:
+                raise ConnectError(f"Redis at {redact_url(url)} refused the credentials: {exc}") from None
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ConnectError(
+                        f"Redis at {redact_url(url)} did not answer within {timeout:.0f}s: {exc}"
+                    ) from None
+                if not quiet:
+                    log.warning(
+                        "Redis at %s is not answering (attempt %d: %s); retrying for %.0fs more",
+                        redact_url(url),
+                        attempt,
+                        exc,
+                        remaining,
+                    )
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 2.0)
+            except aioredis.ResponseError as exc:
+                raise ConnectError(f"Redis at {redact_url(url)} answered with an error: {exc}") from None
+    finally:
+        await client.aclose()

@@ -1,0 +1,146 @@
+"""Collecting marked handlers into a router: the one place load-time errors come from."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from eventbus.errors import LoadError
+from eventbus.subscription import HOOK_MARK, HandlerOptions, Subscription, spec_of
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A handler function with its resolved name, subscriptions and options."""
+
+    name: str
+    func: Callable[..., Any]
+    subscriptions: tuple[Subscription, ...]
+    options: HandlerOptions
+    is_async: bool
+
+
+class Router:
+    """The handlers and lifecycle hooks of one application.
+
+    Build it from a module (``Router.from_module``), a list of functions (``Router(funcs)``), or
+    let :func:`load_target` resolve a ``"pkg.mod"`` / ``"pkg.mod:attr"`` string. Validation
+    happens here, once: duplicate names and non-handlers fail before anything connects.
+    """
+
+    def __init__(self, functions: Iterable[Callable[..., Any]] = (), *, name: str = "app") -> None:
+        self.name = name
+        self.handlers: list[Handler] = []
+        self.startup: list[Callable[..., Any]] = []
+        self.shutdown: list[Callable[..., Any]] = []
+        for func in functions:
+            self.add(func)
+
+    def add(self, func: Callable[..., Any]) -> None:
+        """Add a marked handler or hook; anything else is a load error."""
+        hook = getattr(func, HOOK_MARK, None)
+        if hook is not None:
+            hooks = self.startup if hook == "startup" else self.shutdown
+            if func not in hooks:
+                hooks.append(func)
+            return
+        spec = spec_of(func)
+        if spec is None:
+            raise LoadError(f"{_describe(func)} is not a handler: decorate it with @on or @on_pattern")
+        if any(h.func is func for h in self.handlers):
+            return
+        name = spec.options.name or getattr(func, "__qualname__", None) or repr(func)
+        if any(h.name == name for h in self.handlers):
+            raise LoadError(f"duplicate handler name {name!r}: give one of them @on(..., name='...')")
+        # A callable object whose __call__ is async counts as async too.
+        is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+        self.handlers.append(Handler(name, func, spec.subscriptions, spec.options, is_async))
+
+    def include(self, other: Router) -> None:
+        """Merge another router's handlers and hooks into this one."""
+        for handler in other.handlers:
+            self.add(handler.func)
+        for hook in (*other.startup, *other.shutdown):
+            self.add(hook)
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Router:
+        """Every marked handler and hook defined in or imported into ``module``."""
+        router = cls(name=module.__name__)
+        for value in list(vars(module).values()):
+            if spec_of(value) is not None or getattr(value, HOOK_MARK, None) is not None:
+                router.add(value)
+        if not router.handlers:
+            raise LoadError(f"module {module.__name__!r} defines no handlers (functions marked with @on/@on_pattern)")
+        return router
+
+    def routes(self) -> Iterator[tuple[Subscription, Handler]]:
+        for handler in self.handlers:
+            for subscription in handler.subscriptions:
+                yield subscription, handler
+
+    def channels(self) -> list[str]:
+        return sorted({s.name for s, _ in self.routes() if s.kind == "channel"})
+
+    def patterns(self) -> list[str]:
+        return sorted({s.name for s, _ in self.routes() if s.kind == "pattern"})
+
+
+def load_target(target: Any) -> Router:
+    """Resolve what a user named into a Router.
+
+    Accepted: a Router, a module, a list/tuple of handler functions, a single handler, or a string
+    ``"pkg.mod"`` / ``"pkg.mod:attr"`` where attr names any of those.
+    """
+    if isinstance(target, Router):
+        if not target.handlers:
+            raise LoadError(f"router {target.name!r} has no handlers")
+        return target
+    if isinstance(target, ModuleType):
+        return Router.from_module(target)
+    if isinstance(target, str):
+        return load_target(_import_target(target))
+    if isinstance(target, (list, tuple)):
+        router = Router(target)
+        if not router.handlers:
+            raise LoadError("the list of handlers is empty")
+        return router
+    if callable(target):
+        return Router([target])
+    raise LoadError(f"cannot load handlers from {target!r}: expected a module, router, list or handler")
+
+
+def _import_target(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise LoadError(f"invalid target {spec!r}: expected 'package.module' or 'package.module:attr'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise LoadError(f"module {module_name!r} not found (is it on sys.path? cwd is added)") from None
+        raise LoadError(f"module {module_name!r} failed to import: {exc}") from exc
+    except Exception as exc:
+        raise LoadError(f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise LoadError(f"module {module_name!r} does not define {attr!r}") from None
+
+
+def _describe(obj: Any) -> str:
+    name = getattr(obj, "__qualname__", None)
+    return repr(name) if name else repr(obj)
+
+
+def ensure_cwd_on_path() -> None:
+    """Let ``python -m eventbus run mymod`` find mymod.py in the current directory, like arq does."""
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")

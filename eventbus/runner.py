@@ -1,0 +1,306 @@
+"""The runtime: connect, run hooks, subscribe, dispatch, and shut down gracefully.
+
+Where a message goes: socket -> hiredis (backend's subscriber) -> :class:`Dispatcher` (one dict
+lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> the handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from types import TracebackType
+from typing import Any, Protocol
+
+from eventbus.config import DEFAULT_URL, redact_url, resolve_url
+from eventbus.context import Context
+from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
+from eventbus.dispatch import Dispatcher
+from eventbus.embedded import EmbeddedRedis
+from eventbus.errors import ConnectError
+from eventbus.memory_backend import MemoryBroker, MemorySubscriber
+from eventbus.publisher import Publisher
+from eventbus.redis_backend import Feed, RedisSubscriber, command_client, wait_until_reachable
+from eventbus.router import Router, load_target
+from eventbus.stats import BusStats, HandlerStats
+from eventbus.worker import HandlerWorker
+
+log = logging.getLogger("eventbus")
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class Subscriber(Protocol):
+    """What the runner needs from a backend's subscription side."""
+
+    async def start(self, feed: Feed, channels: list[str], patterns: list[str]) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Runner:
+    """Runs the handlers of one application on one subscription connection.
+
+    ``target``: a module, ``"pkg.mod[:attr]"``, a Router, or a list of handlers.
+    ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
+    Redis started if nothing answers there. ``broker``: run in memory instead (tests).
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        url: str | None = None,
+        broker: MemoryBroker | None = None,
+        grace: float = 10.0,
+        connect_timeout: float = 15.0,
+        max_payload: int | None = DEFAULT_MAX_PAYLOAD,
+        max_connections: int = 64,
+        dead_letter_stream: str = DEFAULT_STREAM,
+        stats_interval: float | None = None,
+        ping_interval: float = 5.0,
+        ping_timeout: float = 5.0,
+        embedded: bool = True,
+    ) -> None:
+        self.router: Router = load_target(target)
+        self.requested_url = url
+        self.broker = broker
+        self.grace = grace
+        self.connect_timeout = connect_timeout
+        self.max_payload = max_payload
+        self.max_connections = max_connections
+        self.dead_letter_stream = dead_letter_stream
+        self.stats_interval = stats_interval
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.allow_embedded = embedded
+        self.stats = BusStats()
+        self.state: dict[str, Any] = {}
+        self.url: str | None = None
+        self.embedded: EmbeddedRedis | None = None
+        self.ready = asyncio.Event()
+        self.workers: list[HandlerWorker] = []
+        self.redis: Any = None
+        self.publisher: Publisher | None = None
+        self._subscriber: Subscriber | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._signals = 0
+        self._background: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- starting -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, run startup hooks, start the workers and subscribe. Returns when subscribed."""
+        self._stop_requested = asyncio.Event()
+        self._started = True
+        try:
+            await self._connect()
+            await self._start_app()
+        except BaseException:
+            await self._close_backend()
+            raise
+
+    async def _connect(self) -> None:
+        if self.broker is not None:
+            self.redis = self.broker.client()
+            self.publisher = Publisher(self.broker.apublish, self.redis)
+            self._subscriber = MemorySubscriber(self.broker)
+            self.url = "memory://"
+            return
+        self.url = await self._reachable_url()
+        self.redis = command_client(self.url, max_connections=self.max_connections)
+        client = self.redis
+
+        async def publish(channel: str, payload: bytes) -> int:
+            return int(await client.publish(channel, payload))
+
+        self.publisher = Publisher(publish, client)
+        self._subscriber = RedisSubscriber(
+            self.url, self.stats, ping_interval=self.ping_interval, ping_timeout=self.ping_timeout
+        )
+
+    async def _reachable_url(self) -> str:
+        resolved = resolve_url(self.requested_url)
+        if resolved.explicit or not self.allow_embedded:
+            log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
+            await wait_until_reachable(resolved.url, self.connect_timeout)
+            return resolved.url
+        try:
+            await wait_until_reachable(resolved.url, 0.3, quiet=True)
+            log.info("connected to Redis at %s (the default; set --url or EVENTBUS_URL to change)", DEFAULT_URL)
+            return resolved.url
+        except ConnectError:
+            pass
+        self.embedded = await asyncio.to_thread(EmbeddedRedis().start)
+        log.warning(
+            "no Redis at %s and none configured: started an embedded %s at %s for this run. "
+            "Publish to it from another shell with: EVENTBUS_URL=%s python -m eventbus publish CHANNEL DATA",
+            DEFAULT_URL,
+            self.embedded.kind,
+            self.embedded.url,
+            self.embedded.url,
+        )
+        return self.embedded.url
+
+    async def _start_app(self) -> None:
+        assert self.publisher is not None and self._subscriber is not None
+        base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
+        for hook in self.router.startup:
+            await _call_hook(hook, base)
+        dead_letters = DeadLetterStore(self.redis, self.dead_letter_stream)
+        dispatcher = Dispatcher(self.stats, self.max_payload)
+        by_name: dict[str, HandlerWorker] = {}
+        for handler in self.router.handlers:
+            stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
+            worker = HandlerWorker(handler, base.for_handler(handler.name), stats, dead_letters)
+            by_name[handler.name] = worker
+            self.workers.append(worker)
+        dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
+        for worker in self.workers:
+            worker.start()
+        channels, patterns = self.router.channels(), self.router.patterns()
+        await self._subscriber.start(dispatcher.feed, channels, patterns)
+        log.info(
+            "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s",
+            self.router.name,
+            len(self.workers),
+            len(channels),
+            len(patterns),
+            redact_url(self.url or ""),
+        )
+        if self.stats_interval:
+            self._background.append(asyncio.create_task(self._report_periodically(self.stats_interval)))
+        self.ready.set()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM), then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            assert self._stop_requested is not None
+            await self._stop_requested.wait()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info(
+                "%s received: stopping; finishing queued work for up to %.1fs (send again to exit at once)",
+                sig.name,
+                self.grace,
+            )
+            self.request_stop()
+            return
+        pending = sum(len(w.inbox) + w.in_flight for w in self.workers)
+        log.warning("%s received again: exiting now, abandoning %d message(s)", sig.name, pending)
+        if self.embedded is not None:
+            self.embedded.stop()
+        logging.shutdown()
+        os._exit(130)
+
+    def idle(self) -> bool:
+        return all(worker.idle for worker in self.workers)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every inbox is empty and no handler is running; False if ``timeout`` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.idle():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop reading, let queued work finish within the grace period, then close everything."""
+        if not self._started:
+            return
+        self._started = False
+        for task in self._background:
+            task.cancel()
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+        drained = await self.drain(self.grace)
+        abandoned = 0
+        for worker in self.workers:
+            abandoned += await worker.stop()
+        if drained:
+            log.info("stopped: all queued work finished")
+        else:
+            log.warning(
+                "stopped: the %.1fs grace period ran out; %d queued or in-flight message(s) abandoned",
+                self.grace,
+                abandoned,
+            )
+        if self.publisher is not None:
+            base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
+            for hook in self.router.shutdown:
+                await _call_hook(hook, base)
+        log.info("summary: %s", summarize(self.stats))
+        await self._close_backend()
+
+    async def _close_backend(self) -> None:
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+            self.redis = None
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+            self.embedded = None
+
+    async def _report_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            log.info("stats: %s", summarize(self.stats))
+
+    async def __aenter__(self) -> Runner:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def _call_hook(hook: Any, ctx: Context) -> None:
+    result = hook(ctx)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+def summarize(stats: BusStats) -> str:
+    """One log line: totals over handlers, then the reconnect figures."""
+    totals: dict[str, float] = {}
+    for handler_stats in stats.handlers.values():
+        for key, value in handler_stats.as_dict().items():
+            if key != "latency_total":
+                totals[key] = totals.get(key, 0) + value
+    parts = [f"messages={stats.messages}"] + [f"{k}={int(v)}" for k, v in totals.items()]
+    if stats.oversized:
+        parts.append(f"oversized={stats.oversized}")
+    if stats.reconnects:
+        parts.append(f"reconnects={stats.reconnects} gap={stats.gap_seconds:.1f}s")
+    return " ".join(parts)
+
+
+def run(target: Any, **options: Any) -> None:
+    """Run ``target``'s handlers until SIGINT/SIGTERM (blocking); options as for :class:`Runner`."""
+    asyncio.run(Runner(target, **options).serve())

@@ -1,0 +1,48 @@
+"""Per-handler counters: plain integers bumped on the hot path, read by reports and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    """What happened to the messages routed to one handler.
+
+    received = handled + failed + rejected + dropped + abandoned + (queued or in flight now)
+    """
+
+    received: int = 0
+    handled: int = 0
+    failed: int = 0  # raised on the last attempt (then dead-lettered)
+    rejected: int = 0  # raised Reject (then dead-lettered)
+    retried: int = 0
+    dropped: int = 0  # refused by a full inbox
+    dead_lettered: int = 0
+    abandoned: int = 0  # still queued or running when the shutdown grace period ran out
+    latency_total: float = 0.0  # seconds spent in the handler, summed over handled messages
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters of the whole runner, plus each handler's."""
+
+    messages: int = 0  # messages read from the subscription connection
+    unrouted: int = 0  # messages no handler subscribed to (e.g. after an unsubscribe race)
+    oversized: int = 0
+    reconnects: int = 0
+    gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
+    handlers: dict[str, HandlerStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "messages": self.messages,
+            "unrouted": self.unrouted,
+            "oversized": self.oversized,
+            "reconnects": self.reconnects,
+            "gap_seconds": round(self.gap_seconds, 3),
+            "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
+        }

@@ -1,0 +1,145 @@
+"""The decorators: they only mark a function with what it subscribes to.
+
+Nothing is registered globally at import time; a :class:`~eventbus.router.Router` is built from a
+module or a list of functions when a runner starts, so importing a handler module twice, or in a
+test, has no side effects.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeVar
+
+from eventbus.errors import ConfigError
+
+Kind = Literal["channel", "pattern"]
+Overflow = Literal["drop_newest", "drop_oldest"]
+OVERFLOW_POLICIES: tuple[str, ...] = ("drop_newest", "drop_oldest")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MARK = "__eventbus__"
+HOOK_MARK = "__eventbus_hook__"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One SUBSCRIBE (kind "channel") or PSUBSCRIBE (kind "pattern")."""
+
+    kind: Kind
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerOptions:
+    """How a handler's messages are queued, run and retried.
+
+    concurrency: how many messages the handler works on at once (1 keeps publish order).
+    inbox_size:  how many messages may wait for the handler before the overflow policy applies.
+    overflow:    "drop_newest" refuses the arriving message; "drop_oldest" evicts the oldest waiting.
+    retries:     extra attempts after a failure (not after :class:`~eventbus.Reject`).
+    backoff:     seconds before the first retry; doubles each attempt (with jitter).
+    name:        the handler's name in logs, metrics and dead letters (default: qualified name).
+    """
+
+    concurrency: int = 1
+    inbox_size: int = 10_000
+    overflow: Overflow = "drop_newest"
+    retries: int = 0
+    backoff: float = 0.1
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
+        if not isinstance(self.inbox_size, int) or self.inbox_size < 1:
+            raise ConfigError(f"inbox_size must be an integer >= 1, got {self.inbox_size!r}")
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not isinstance(self.backoff, (int, float)) or self.backoff < 0:
+            raise ConfigError(f"backoff must be a number of seconds >= 0, got {self.backoff!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """What the decorators attach to a function: its subscriptions and options."""
+
+    subscriptions: tuple[Subscription, ...]
+    options: HandlerOptions = field(default_factory=HandlerOptions)
+    explicit_options: frozenset[str] = frozenset()
+
+
+def _mark(kind: Kind, name: str, options: dict[str, Any]) -> Callable[[F], F]:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a {kind} must be a non-empty string, got {name!r}")
+    unknown = set(options) - set(HandlerOptions.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
+    new_options = HandlerOptions(**options)  # validates
+    subscription = Subscription(kind, name)
+
+    def decorate(func: F) -> F:
+        if not callable(func):
+            raise ConfigError(f"@on/@on_pattern decorate a function, not {func!r}")
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            raise ConfigError(f"handler {func.__qualname__} is a generator; it must be a plain (async) def")
+        previous: HandlerSpec | None = getattr(func, MARK, None)
+        if previous is None:
+            spec = HandlerSpec((subscription,), new_options, frozenset(options))
+        else:
+            # Stacked decorators add subscriptions; options may be given once or identically.
+            merged = previous.options
+            for key, value in options.items():
+                if key in previous.explicit_options and getattr(merged, key) != value:
+                    raise ConfigError(f"handler {func.__qualname__}: option {key} given twice with different values")
+                merged = replace(merged, **{key: value})
+            subs = previous.subscriptions
+            if subscription not in subs:
+                subs = (subscription, *subs)
+            spec = HandlerSpec(subs, merged, previous.explicit_options | frozenset(options))
+        setattr(func, MARK, spec)
+        return func
+
+    return decorate
+
+
+def on(channel: str, **options: Any) -> Callable[[F], F]:
+    """Subscribe the decorated handler to exactly ``channel`` (Redis SUBSCRIBE).
+
+    A ``*`` in the name is just a character here; use :func:`on_pattern` for globs.
+    """
+    return _mark("channel", channel, options)
+
+
+def on_pattern(pattern: str, **options: Any) -> Callable[[F], F]:
+    """Subscribe the decorated handler to every channel matching the glob (Redis PSUBSCRIBE)."""
+    return _mark("pattern", pattern, options)
+
+
+def on_startup(func: F) -> F:
+    """Mark ``async def hook(ctx)`` to run once before the runner subscribes."""
+    return _hook("startup", func)
+
+
+def on_shutdown(func: F) -> F:
+    """Mark ``async def hook(ctx)`` to run once after the handlers have drained."""
+    return _hook("shutdown", func)
+
+
+def _hook(when: str, func: F) -> F:
+    if not callable(func):
+        raise ConfigError(f"@on_{when} decorates a function, not {func!r}")
+    setattr(func, HOOK_MARK, when)
+    return func
+
+
+def spec_of(func: Any) -> HandlerSpec | None:
+    """The subscriptions a function was marked with, or None."""
+    spec = getattr(func, MARK, None)
+    return spec if isinstance(spec, HandlerSpec) else None

@@ -1,0 +1,199 @@
+"""A handler's inbox and the long-lived tasks that drain it.
+
+The reader calls :meth:`HandlerWorker.put` synchronously for every message routed to the handler:
+it must never block, so the inbox is a bounded deque with an explicit overflow policy. Each
+worker task pops messages and awaits the handler, so a slow handler only fills its own inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+
+from eventbus.context import Context
+from eventbus.deadletter import DeadLetterStore
+from eventbus.errors import PayloadError, Reject
+from eventbus.message import Message
+from eventbus.router import Handler
+from eventbus.stats import HandlerStats
+
+log = logging.getLogger("eventbus.worker")
+
+# A worker yields to the event loop after this many messages that completed without suspending,
+# so the reader and the other handlers get their turn even when a handler never awaits I/O.
+FAIRNESS_BATCH = 64
+DROP_LOG_INTERVAL = 5.0
+
+
+class HandlerWorker:
+    """The inbox and worker tasks of one handler."""
+
+    def __init__(self, handler: Handler, ctx: Context, stats: HandlerStats, dead_letters: DeadLetterStore):
+        self.handler = handler
+        self.name = handler.name
+        self.ctx = ctx
+        self.stats = stats
+        self.dead_letters = dead_letters
+        self.inbox: deque[Message] = deque()
+        self.capacity = handler.options.inbox_size
+        self.drop_oldest = handler.options.overflow == "drop_oldest"
+        self.in_flight = 0
+        self._sleepers: deque[asyncio.Future[None]] = deque()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._drops_unreported = 0
+        self._last_drop_log = 0.0
+        options = handler.options
+        self._retries = options.retries
+        self._backoff = options.backoff
+        self._call = self._call_async if handler.is_async else self._call_sync
+
+    # -- the reader's side -------------------------------------------------------------------
+
+    def put(self, msg: Message) -> None:
+        self.stats.received += 1
+        inbox = self.inbox
+        if len(inbox) >= self.capacity:
+            self._dropped()
+            if not self.drop_oldest:
+                return
+            inbox.popleft()
+        inbox.append(msg)
+        if self._sleepers:
+            waiter = self._sleepers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def refuse(self, msg: Message, reason: str) -> None:
+        """Count and dead-letter a message the reader would not deliver (e.g. over the size cap)."""
+        self.stats.received += 1
+        self.stats.rejected += 1
+        # Keep only a prefix: the point is to show what arrived, not to store a flood.
+        kept = Message(msg.channel, msg.data[:1024], msg.pattern)
+        task = asyncio.get_running_loop().create_task(self._dead_letter(kept, reason, 0))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _dropped(self) -> None:
+        self.stats.dropped += 1
+        self._drops_unreported += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            log.warning(
+                "inbox of handler %s is full (%d messages): dropped %d message(s) since the last report "
+                "(policy %s, %d dropped in total)",
+                self.name,
+                self.capacity,
+                self._drops_unreported,
+                self.handler.options.overflow,
+                self.stats.dropped,
+            )
+            self._drops_unreported = 0
+            self._last_drop_log = now
+
+    # -- the workers' side -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.handler.options.concurrency):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"eventbus:{self.name}:{i}"))
+
+    @property
+    def idle(self) -> bool:
+        return not self.inbox and self.in_flight == 0
+
+    async def _work(self) -> None:
+        inbox = self.inbox
+        loop = asyncio.get_running_loop()
+        streak = 0
+        while True:
+            if not inbox:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._sleepers.append(waiter)
+                await waiter
+                streak = 0
+                continue
+            msg = inbox.popleft()
+            self.in_flight += 1
+            try:
+                await self._process(msg)
+            finally:
+                self.in_flight -= 1
+            streak += 1
+            if streak >= FAIRNESS_BATCH:
+                streak = 0
+                await asyncio.sleep(0)
+
+    async def _process(self, msg: Message) -> None:
+        stats = self.stats
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                await self._call(msg)
+            except (Reject, PayloadError) as exc:
+                # Retrying cannot fix a refused or undecodable payload: dead-letter it at once.
+                reason = exc.reason if isinstance(exc, Reject) else f"invalid payload: {exc}"
+                stats.rejected += 1
+                log.warning("handler %s rejected a message on %r: %s", self.name, msg.channel, reason)
+                await self._dead_letter(msg, f"rejected: {reason}", attempt)
+                return
+            except Exception as exc:
+                if attempt <= self._retries:
+                    stats.retried += 1
+                    delay = self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                    log.warning(
+                        "handler %s failed on %r (attempt %d of %d), retrying in %.2fs: %s: %s",
+                        self.name,
+                        msg.channel,
+                        attempt,
+                        self._retries + 1,
+                        delay,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                stats.failed += 1
+                log.error(
+                    "handler %s failed on %r after %d attempt(s): %s: %s",
+                    self.name,
+                    msg.channel,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
+                await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
+                return
+            stats.handled += 1
+            stats.latency_total += time.perf_counter() - started
+            return
+
+    async def _call_async(self, msg: Message) -> Any:
+        return await self.handler.func(msg, self.ctx)
+
+    async def _call_sync(self, msg: Message) -> Any:
+        # Plain `def` handlers may block: run them in a worker thread, never on the loop.
+        return await asyncio.to_thread(self.handler.func, msg, self.ctx)
+
+    async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
+        if await self.dead_letters.add(self.name, msg, error, attempts):
+            self.stats.dead_lettered += 1
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def stop(self) -> int:
+        """Cancel the worker tasks; returns how many messages were abandoned (queued + in flight)."""
+        abandoned = len(self.inbox) + self.in_flight
+        self.inbox.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.stats.abandoned += abandoned
+        return abandoned

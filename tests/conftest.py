@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_redis_server() -> Iterator[RedisServer]:
+    """One private server for tests that only need a clean database (flushed per test)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(shared_redis_server: RedisServer) -> RedisServer:
+    """A clean private redis-server (shared by the session, FLUSHALL before each test)."""
+    if shared_redis_server.process is None:
+        shared_redis_server.start()
+    with shared_redis_server.client() as client:
+        client.flushall()
+        client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    return shared_redis_server
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server for this test alone: fault tests kill, pause and restart it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    with redis_server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for running `python -m eventbus` as a subprocess from the repo root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env.pop("EVENTBUS_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -9,6 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 from eventbus.errors import ConfigError
 
 ENV_URL = "EVENTBUS_URL"
+# Where to look when nothing is configured, before falling back to an embedded Redis. The
+# override exists for machines (and tests) where something else owns localhost:6379.
+ENV_DEFAULT_URL = "EVENTBUS_DEFAULT_URL"
 DEFAULT_URL = "redis://localhost:6379/0"
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -27,7 +30,11 @@ def resolve_url(url: str | None) -> ResolvedURL:
     env = os.environ.get(ENV_URL)
     if env:
         return ResolvedURL(_validated(env), True, ENV_URL)
-    return ResolvedURL(DEFAULT_URL, False, "default")
+    return ResolvedURL(default_url(), False, "default")
+
+
+def default_url() -> str:
+    return _validated(os.environ.get(ENV_DEFAULT_URL) or DEFAULT_URL)
 
 
 def _validated(url: str) -> str:

@@ -15,7 +15,7 @@ import time
 from types import TracebackType
 from typing import Any, Protocol
 
-from eventbus.config import DEFAULT_URL, redact_url, resolve_url
+from eventbus.config import redact_url, resolve_url
 from eventbus.context import Context
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
@@ -130,7 +130,7 @@ class Runner:
             return resolved.url
         try:
             await wait_until_reachable(resolved.url, 0.3, quiet=True)
-            log.info("connected to Redis at %s (the default; set --url or EVENTBUS_URL to change)", DEFAULT_URL)
+            log.info("using Redis at %s (the default; set --url or EVENTBUS_URL to change)", resolved.url)
             return resolved.url
         except ConnectError:
             pass
@@ -138,7 +138,7 @@ class Runner:
         log.warning(
             "no Redis at %s and none configured: started an embedded %s at %s for this run. "
             "Publish to it from another shell with: EVENTBUS_URL=%s python -m eventbus publish CHANNEL DATA",
-            DEFAULT_URL,
+            resolved.url,
             self.embedded.kind,
             self.embedded.url,
             self.embedded.url,

@@ -22,6 +22,8 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
@@ -31,6 +33,10 @@ from eventbus.stats import BusStats
 log = logging.getLogger("eventbus.redis")
 
 SUBSCRIBE_CHUNK = 1000
+# ctx.redis retries a command for up to ~10 s of outage (the sum of the capped backoffs).
+COMMAND_RETRIES = 12
+COMMAND_RETRY_BASE = 0.05
+COMMAND_RETRY_CAP = 1.0
 Feed = Callable[[list[bytes]], None]
 
 
@@ -39,8 +45,19 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
 
     A plain ConnectionPool raises "Too many connections" when thousands of handlers call at once;
     BlockingConnectionPool with no timeout queues them, bounding the server's connection count.
+
+    redis-py gives ``Redis(host=...)`` a retry policy by default, but a client built on an explicit
+    pool (as here, or through ``from_url``) gets none: the first command after a server restart
+    would fail. So the pool gets redis-py's own default policy explicitly: exponential backoff with
+    jitter on connection errors and timeouts, which rides out a restart of a few seconds.
     """
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=None,
+        retry=Retry(ExponentialWithJitterBackoff(cap=COMMAND_RETRY_CAP, base=COMMAND_RETRY_BASE), COMMAND_RETRIES),
+        retry_on_error=[OSError],
+    )
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -63,6 +80,9 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.bytes_received = 0
+        # When the server was last heard from: a half-open connection's gap starts there.
+        self.last_read = time.monotonic()
+        self.lost_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -70,6 +90,7 @@ class _SubscriptionProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        self.last_read = time.monotonic()  # once per socket read, not per message
         reader = self.reader
         reader.feed(data)
         feed = self.feed
@@ -121,6 +142,7 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self._fail_pending(exc or ConnectionError("subscription connection closed"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_at = time.monotonic()
         self._fail_pending(exc or ConnectionError("connection closed by the server"))
         if not self.lost.done():
             self.lost.set_result(exc)
@@ -166,6 +188,9 @@ class RedisSubscriber:
         self.stats = stats
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        # How long any step of (re)connecting may wait for the server; the ping deadline, but
+        # never so short that a slow TLS handshake or a large SUBSCRIBE batch cannot finish.
+        self.answer_timeout = max(ping_timeout, 2.0)
         self.reconnect_max_delay = reconnect_max_delay
         self.params: dict[str, Any] = dict(parse_url(url))
         self.channels: list[str] = []
@@ -205,7 +230,9 @@ class RedisSubscriber:
         def factory() -> _SubscriptionProtocol:
             return _SubscriptionProtocol(feed)
 
-        async with asyncio.timeout(5.0):
+        # A server that accepts TCP but never answers (stopped, or a blackholing middlebox) must
+        # fail the attempt, not hang it: every step of connecting has the answer deadline.
+        async with asyncio.timeout(self.answer_timeout):
             if "path" in params:
                 _, protocol = await loop.create_unix_connection(factory, params["path"])
             else:
@@ -218,12 +245,18 @@ class RedisSubscriber:
                     ssl=_ssl_context(params) if use_tls else None,
                     server_hostname=host if use_tls else None,
                 )
-            if params.get("password"):
-                auth = (params.get("username"), params["password"]) if params.get("username") else (params["password"],)
-                await protocol.send("AUTH", *auth)
-            # A name makes the connection easy to find in CLIENT LIST; an ACL may forbid it.
-            with contextlib.suppress(hiredis.ReplyError):
-                await protocol.send("CLIENT", "SETNAME", f"eventbus-sub-{os.getpid()}")
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                if params.get("password"):
+                    username = params.get("username")
+                    auth = (username, params["password"]) if username else (params["password"],)
+                    await protocol.send("AUTH", *auth)
+                # A name makes the connection easy to find in CLIENT LIST; an ACL may forbid it.
+                with contextlib.suppress(hiredis.ReplyError):
+                    await protocol.send("CLIENT", "SETNAME", f"eventbus-sub-{os.getpid()}")
+        except BaseException:
+            protocol.close()
+            raise
         return protocol
 
     async def _connect_and_subscribe(self) -> None:
@@ -243,7 +276,8 @@ class RedisSubscriber:
             ]
             for batch, future in futures:
                 try:
-                    await future
+                    async with asyncio.timeout(self.answer_timeout):
+                        await future
                 except hiredis.ReplyError as exc:
                     refused = await self._find_refused(protocol, command, batch)
                     raise SubscribeError(
@@ -265,41 +299,49 @@ class RedisSubscriber:
 
     async def _supervise(self) -> None:
         while not self._stopping:
-            protocol = self._protocol
-            assert protocol is not None
-            reason = await self._watch(protocol)
-            if self._stopping:
-                return
-            self.connected.clear()
-            protocol.close()
-            lost_at = time.monotonic()
-            log.warning(
-                "subscription connection to %s lost (%s); reconnecting. Pub/sub is at-most-once: "
-                "messages published until the reconnect are lost",
-                self.safe_url,
-                reason,
-            )
-            await self._reconnect()
-            gap = time.monotonic() - lost_at
-            self.stats.reconnects += 1
-            self.stats.gap_seconds += gap
-            log.warning(
-                "reconnected to %s after a gap of %.1fs; resubscribed %d channel(s) and %d pattern(s)",
-                self.safe_url,
-                gap,
-                len(self.channels),
-                len(self.patterns),
-            )
+            try:
+                await self._replace_when_lost()
+            except Exception:
+                # The supervisor is all that keeps the subscription alive: it must not die quietly.
+                log.exception("internal error while supervising the subscription connection; retrying")
+                await asyncio.sleep(1.0)
 
-    async def _watch(self, protocol: _SubscriptionProtocol) -> str:
-        """Return why the connection must be replaced: closed, or silent past the ping deadline."""
+    async def _replace_when_lost(self) -> None:
+        protocol = self._protocol
+        assert protocol is not None
+        reason, lost_at = await self._watch(protocol)
+        if self._stopping:
+            return
+        self.connected.clear()
+        protocol.close()
+        log.warning(
+            "subscription connection to %s lost (%s); reconnecting. Pub/sub is at-most-once: "
+            "messages published until the reconnect are lost",
+            self.safe_url,
+            reason,
+        )
+        await self._reconnect()
+        gap = time.monotonic() - lost_at
+        self.stats.reconnects += 1
+        self.stats.gap_seconds += gap
+        log.warning(
+            "reconnected to %s after a gap of %.1fs (messages published in it are lost); "
+            "resubscribed %d channel(s) and %d pattern(s)",
+            self.safe_url,
+            gap,
+            len(self.channels),
+            len(self.patterns),
+        )
+
+    async def _watch(self, protocol: _SubscriptionProtocol) -> tuple[str, float]:
+        """Why the connection must be replaced (closed, or silent past the ping deadline), and since when."""
         while True:
             try:
                 exc = await asyncio.wait_for(asyncio.shield(protocol.lost), self.ping_interval)
             except TimeoutError:
                 pass
             else:
-                return f"closed: {exc}" if exc else "closed by the server"
+                return (f"closed: {exc}" if exc else "closed by the server"), protocol.lost_at or time.monotonic()
             before = protocol.bytes_received
             pong = protocol.send("PING")
             try:
@@ -308,9 +350,10 @@ class RedisSubscriber:
                 # Bytes that arrived meanwhile prove the link is alive even if the PONG is queued
                 # behind a backlog of messages.
                 if protocol.bytes_received == before:
-                    return f"no answer to PING within {self.ping_timeout:.1f}s (half-open connection?)"
+                    reason = f"no answer to PING within {self.ping_timeout:.1f}s (half-open connection?)"
+                    return reason, protocol.last_read
             except (ConnectionError, OSError) as exc:
-                return f"closed: {exc}"
+                return f"closed: {exc}", protocol.lost_at or time.monotonic()
 
     async def _reconnect(self) -> None:
         delay = 0.1
@@ -322,7 +365,7 @@ class RedisSubscriber:
                 return
             except SubscribeError as exc:
                 log.error("resubscribe failed: %s", exc)
-            except (OSError, TimeoutError, ConnectionError, hiredis.ReplyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is to try again later
                 log.info("reconnect attempt %d to %s failed: %s", attempt, self.safe_url, exc or type(exc).__name__)
             # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
             await asyncio.sleep(random.uniform(0, delay))

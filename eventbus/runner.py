@@ -62,6 +62,7 @@ class Runner:
         stats_interval: float | None = None,
         ping_interval: float = 5.0,
         ping_timeout: float = 5.0,
+        reconnect_max_delay: float = 5.0,
         embedded: bool = True,
     ) -> None:
         self.router: Router = load_target(target)
@@ -75,6 +76,7 @@ class Runner:
         self.stats_interval = stats_interval
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.reconnect_max_delay = reconnect_max_delay
         self.allow_embedded = embedded
         self.stats = BusStats()
         self.state: dict[str, Any] = {}
@@ -119,7 +121,11 @@ class Runner:
 
         self.publisher = Publisher(publish, client)
         self._subscriber = RedisSubscriber(
-            self.url, self.stats, ping_interval=self.ping_interval, ping_timeout=self.ping_timeout
+            self.url,
+            self.stats,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            reconnect_max_delay=self.reconnect_max_delay,
         )
 
     async def _reachable_url(self) -> str:
@@ -188,10 +194,13 @@ class Runner:
             assert self._stop_requested is not None
             await self._stop_requested.wait()
         finally:
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-            await self.stop()
+            # Handlers stay installed while draining, so a second signal can still cut it short.
+            try:
+                await self.stop()
+            finally:
+                if handle_signals:
+                    for sig in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats-interval", type=float, default=60.0, help="seconds between summary log lines; 0 disables (60)"
     )
     run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port at /metrics (off by default; 0 picks a free port)",
+    )
+    run.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics endpoint listens on (0.0.0.0)")
+    run.add_argument(
         "--no-embedded",
         action="store_true",
         help="fail instead of starting an embedded Redis when nothing answers at the default URL",
@@ -106,6 +113,8 @@ def _run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         max_payload=args.max_payload or None,
         stats_interval=args.stats_interval or None,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         embedded=not args.no_embedded,
     )
     asyncio.run(runner.serve())

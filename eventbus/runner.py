@@ -22,6 +22,7 @@ from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
+from eventbus.metrics import MetricsServer, runner_collector
 from eventbus.publisher import Publisher
 from eventbus.redis_backend import Feed, RedisSubscriber, command_client, wait_until_reachable
 from eventbus.router import Router, load_target
@@ -63,6 +64,8 @@ class Runner:
         ping_interval: float = 5.0,
         ping_timeout: float = 5.0,
         reconnect_max_delay: float = 5.0,
+        metrics_port: int | None = None,
+        metrics_addr: str = "0.0.0.0",
         embedded: bool = True,
     ) -> None:
         self.router: Router = load_target(target)
@@ -77,6 +80,9 @@ class Runner:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.reconnect_max_delay = reconnect_max_delay
+        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        self.metrics: MetricsServer | None = None
         self.allow_embedded = embedded
         self.stats = BusStats()
         self.state: dict[str, Any] = {}
@@ -179,6 +185,9 @@ class Runner:
         )
         if self.stats_interval:
             self._background.append(asyncio.create_task(self._report_periodically(self.stats_interval)))
+        if self.metrics_port is not None:
+            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
+            log.info("Prometheus metrics at %s", self.metrics.url)
         self.ready.set()
 
     # -- running ------------------------------------------------------------------------------
@@ -266,6 +275,9 @@ class Runner:
         await self._close_backend()
 
     async def _close_backend(self) -> None:
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
+            self.metrics = None
         if self.redis is not None:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
+
+# Upper bounds (seconds) of the handler latency histogram's buckets; the last bucket is +Inf.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -21,9 +27,18 @@ class HandlerStats:
     dead_lettered: int = 0
     abandoned: int = 0  # still queued or running when the shutdown grace period ran out
     latency_total: float = 0.0  # seconds spent in the handler, summed over handled messages
+    # Handled messages per latency bucket (not cumulative; index len(LATENCY_BUCKETS) is +Inf).
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+    def observe(self, seconds: float) -> None:
+        """Count one handled message that took ``seconds``: a C bisect and two additions."""
+        self.latency_total += seconds
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        counters = asdict(self)
+        del counters["latency_buckets"]
+        return counters
 
 
 @dataclass(slots=True)

@@ -171,7 +171,7 @@ class HandlerWorker:
                 await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
                 return
             stats.handled += 1
-            stats.latency_total += time.perf_counter() - started
+            stats.observe(time.perf_counter() - started)
             return
 
     async def _call_async(self, msg: Message) -> Any:

@@ -1,0 +1,75 @@
+"""The Prometheus endpoint: per-handler counters and latency histograms, read at scrape time."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from eventbus import Context, Message, Reject, on
+from eventbus.stats import LATENCY_BUCKETS, HandlerStats
+from tests.fault.helpers import eventually, publish_all, running
+from tests.redis_server import RedisServer
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_histogram_buckets_are_le_bounds() -> None:
+    stats = HandlerStats()
+    for seconds in (0.0001, 0.0005, 0.0006, 99.0):
+        stats.observe(seconds)
+    assert stats.latency_buckets[0] == 2  # 0.0001 and exactly 0.0005 (le)
+    assert stats.latency_buckets[1] == 1
+    assert stats.latency_buckets[len(LATENCY_BUCKETS)] == 1  # +Inf
+    assert "latency_buckets" not in stats.as_dict()
+
+
+async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) -> None:
+    @on("m", name="ok")
+    async def ok(msg: Message, ctx: Context) -> None:
+        await asyncio.sleep(0.002)
+
+    @on("m", name="flaky", retries=1, backoff=0)
+    async def flaky(msg: Message, ctx: Context) -> None:
+        raise RuntimeError("always")
+
+    @on("m", name="picky")
+    async def picky(msg: Message, ctx: Context) -> None:
+        raise Reject("no")
+
+    async with running([ok, flaky, picky], redis_server.url, metrics_port=0, metrics_addr="127.0.0.1") as runner:
+        assert runner.metrics is not None
+        await publish_all(runner, "m", [b"x"] * 5)
+        await eventually(lambda: runner.stats.handlers["flaky"].dead_lettered == 5, what="dead letters")
+        await eventually(lambda: runner.stats.handlers["picky"].dead_lettered == 5, what="dead letters")
+        assert await runner.drain(10)
+        samples = await asyncio.to_thread(scrape, runner.metrics.url)
+
+    def value(name: str, handler: str | None = None) -> float:
+        labels = (("handler", handler),) if handler else ()
+        return samples[(name, labels)]
+
+    assert value("eventbus_handler_received_total", "ok") == 5
+    assert value("eventbus_handler_handled_total", "ok") == 5
+    assert value("eventbus_handler_latency_seconds_count", "ok") == 5
+    assert value("eventbus_handler_latency_seconds_sum", "ok") > 0
+    assert samples[("eventbus_handler_latency_seconds_bucket", (("handler", "ok"), ("le", "+Inf")))] == 5
+    assert value("eventbus_handler_failed_total", "flaky") == 5
+    assert value("eventbus_handler_retried_total", "flaky") == 5
+    assert value("eventbus_handler_dead_lettered_total", "flaky") == 5
+    assert value("eventbus_handler_rejected_total", "picky") == 5
+    assert value("eventbus_handler_dropped_total", "ok") == 0
+    assert value("eventbus_handler_inbox", "ok") == 0
+    assert value("eventbus_messages_total") == 5  # one read, routed to three handlers
+    assert value("eventbus_reconnects_total") == 0
+    assert value("eventbus_gap_seconds_total") == 0
+    assert value("eventbus_connected") == 1

@@ -13,7 +13,7 @@ ENV_URL = "EVENTBUS_URL"
 # override exists for machines (and tests) where something else owns localhost:6379.
 ENV_DEFAULT_URL = "EVENTBUS_DEFAULT_URL"
 DEFAULT_URL = "redis://localhost:6379/0"
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +41,14 @@ def _validated(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise ConfigError(
-            f"unsupported Redis URL scheme {parts.scheme!r} in {redact_url(url)}: use redis://, rediss:// or unix://"
+            f"unsupported Redis URL scheme {parts.scheme!r} in {redact_url(url)}: use redis://, rediss://, unix:// "
+            "or redis+cluster://host:port,host:port"
         )
+    if parts.scheme.endswith("+cluster"):
+        from eventbus.cluster import parse_cluster_url
+
+        parse_cluster_url(url)  # raises ConfigError on a malformed seed list
+        return url
     try:
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:

@@ -39,8 +39,13 @@ class DeadLetterStore:
         self.stream = stream
         self.maxlen = maxlen
 
-    async def add(self, handler: str, msg: Message, error: str, attempts: int) -> bool:
-        """Keep ``msg``; returns False (and logs) if Redis itself refused, so the caller goes on."""
+    async def add(
+        self, handler: str, msg: Message, error: str, attempts: int, extra: dict[str, Any] | None = None
+    ) -> bool:
+        """Keep ``msg``; returns False (and logs) if Redis itself refused, so the caller goes on.
+
+        ``extra`` adds fields (a stream entry's ``stream``, ``group`` and ``entry_id``).
+        """
         fields: dict[str, Any] = {
             "handler": handler,
             "channel": msg.channel,
@@ -49,6 +54,7 @@ class DeadLetterStore:
             "error": error[:4000],
             "attempts": attempts,
             "ts": f"{time.time():.6f}",
+            **(extra or {}),
         }
         try:
             await self.redis.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)

@@ -32,10 +32,15 @@ class Dispatcher:
         # channel bytes -> (channel as str, workers); pattern bytes -> (pattern as str, workers)
         self.channels: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
         self.patterns: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
+        # Sharded channels are a namespace of their own: PUBLISH x does not reach SSUBSCRIBE x.
+        self.sharded: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
 
     def add_routes(self, routes: Iterable[tuple[Subscription, HandlerWorker]]) -> None:
+        tables = {"channel": self.channels, "pattern": self.patterns, "sharded": self.sharded}
         for subscription, worker in routes:
-            table = self.channels if subscription.kind == "channel" else self.patterns
+            table = tables.get(subscription.kind)
+            if table is None:  # streams are read by their own consumers, not the subscription connection
+                continue
             key = subscription.name.encode("utf-8", "surrogateescape")
             name, workers = table.get(key, (subscription.name, ()))
             if worker not in workers:
@@ -51,8 +56,8 @@ class Dispatcher:
                 self.stats.unrouted += 1
                 return
             msg = Message(_decode(reply[2]), reply[3], route[0])
-        else:  # b"message" or b"smessage" (sharded)
-            route = self.channels.get(reply[1])
+        else:  # b"message", or b"smessage" (sharded)
+            route = (self.channels if kind == b"message" else self.sharded).get(reply[1])
             if route is None:
                 self.stats.unrouted += 1
                 return

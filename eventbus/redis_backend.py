@@ -51,6 +51,11 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     would fail. So the pool gets redis-py's own default policy explicitly: exponential backoff with
     jitter on connection errors and timeouts, which rides out a restart of a few seconds.
     """
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        # redis-py's cluster client (see eventbus.cluster): it routes each command by key slot.
+        from eventbus.cluster import cluster_client
+
+        return cluster_client(url, max_connections=max_connections)  # type: ignore[return-value]
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -374,6 +379,11 @@ class RedisSubscriber:
 
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from eventbus.cluster import wait_until_cluster_reachable
+
+        await wait_until_cluster_reachable(url, timeout)
+        return
     client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
     deadline = time.monotonic() + timeout
     delay = 0.1

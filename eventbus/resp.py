@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-PUSH_KINDS = frozenset({b"message", b"pmessage", b"smessage"})
+# "sunsubscribe" arrives unasked when a cluster slot moves; the sharded subscriber handles it.
+PUSH_KINDS = frozenset({b"message", b"pmessage", b"smessage", b"sunsubscribe"})
 
 
 def _as_bytes(arg: bytes | str | int) -> bytes:

@@ -54,12 +54,14 @@ class Router:
             raise LoadError(f"{_describe(func)} is not a handler: decorate it with @on or @on_pattern")
         if any(h.func is func for h in self.handlers):
             return
-        name = spec.options.name or getattr(func, "__qualname__", None) or repr(func)
+        name = spec.options.name or _default_name(func)
         if any(h.name == name for h in self.handlers):
             raise LoadError(f"duplicate handler name {name!r}: give one of them @on(..., name='...')")
         # A callable object whose __call__ is async counts as async too.
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
-        self.handlers.append(Handler(name, func, spec.subscriptions, spec.options, is_async))
+        handler = Handler(name, func, spec.subscriptions, spec.options, is_async)
+        _check_stream_groups(handler, self.handlers)
+        self.handlers.append(handler)
 
     def include(self, other: Router) -> None:
         """Merge another router's handlers and hooks into this one."""
@@ -89,6 +91,30 @@ class Router:
 
     def patterns(self) -> list[str]:
         return sorted({s.name for s, _ in self.routes() if s.kind == "pattern"})
+
+    def sharded_channels(self) -> list[str]:
+        return sorted({s.name for s, _ in self.routes() if s.kind == "sharded"})
+
+    def stream_routes(self) -> list[tuple[Subscription, Handler]]:
+        return [(s, h) for s, h in self.routes() if s.kind == "stream"]
+
+
+def stream_group(subscription: Subscription, handler: Handler) -> str:
+    """The consumer group a stream subscription reads through: its own, else the handler's name."""
+    group = subscription.stream.group if subscription.stream is not None else None
+    return group or handler.name
+
+
+def _check_stream_groups(new: Handler, existing: list[Handler]) -> None:
+    # Two handlers in one group would split the entries between them, each seeing only some.
+    taken = {(s.name, stream_group(s, h)): h.name for h in existing for s in h.subscriptions if s.kind == "stream"}
+    for sub in new.subscriptions:
+        if sub.kind == "stream" and (sub.name, stream_group(sub, new)) in taken:
+            other = taken[(sub.name, stream_group(sub, new))]
+            raise LoadError(
+                f"handlers {other!r} and {new.name!r} both read stream {sub.name!r} in group "
+                f"{stream_group(sub, new)!r}: each would get only part of the entries; give them different groups"
+            )
 
 
 def load_target(target: Any) -> Router:
@@ -133,6 +159,12 @@ def _import_target(spec: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise LoadError(f"module {module_name!r} does not define {attr!r}") from None
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    # "Class.method" stays qualified; a function defined inside another loses the "<locals>" noise.
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return str(qualname).rpartition("<locals>.")[2]
 
 
 def _describe(obj: Any) -> str:

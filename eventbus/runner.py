@@ -15,6 +15,7 @@ import time
 from types import TracebackType
 from typing import Any, Protocol
 
+from eventbus.cluster import pubsub_subscriber
 from eventbus.config import redact_url, resolve_url
 from eventbus.context import Context
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
@@ -24,8 +25,9 @@ from eventbus.errors import ConnectError
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
 from eventbus.metrics import MetricsServer, runner_collector
 from eventbus.publisher import Publisher
-from eventbus.redis_backend import Feed, RedisSubscriber, command_client, wait_until_reachable
+from eventbus.redis_backend import Feed, command_client, wait_until_reachable
 from eventbus.router import Router, load_target
+from eventbus.scaleout import ScaleOut, worker_class
 from eventbus.stats import BusStats, HandlerStats
 from eventbus.worker import HandlerWorker
 
@@ -90,6 +92,7 @@ class Runner:
         self.embedded: EmbeddedRedis | None = None
         self.ready = asyncio.Event()
         self.workers: list[HandlerWorker] = []
+        self.scaleout: ScaleOut | None = None
         self.redis: Any = None
         self.publisher: Publisher | None = None
         self._subscriber: Subscriber | None = None
@@ -126,7 +129,7 @@ class Runner:
             return int(await client.publish(channel, payload))
 
         self.publisher = Publisher(publish, client)
-        self._subscriber = RedisSubscriber(
+        self._subscriber = pubsub_subscriber(
             self.url,
             self.stats,
             ping_interval=self.ping_interval,
@@ -167,7 +170,7 @@ class Runner:
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
-            worker = HandlerWorker(handler, base.for_handler(handler.name), stats, dead_letters)
+            worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters)
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
@@ -175,6 +178,9 @@ class Runner:
             worker.start()
         channels, patterns = self.router.channels(), self.router.patterns()
         await self._subscriber.start(dispatcher.feed, channels, patterns)
+        # Sharded channels and stream consumer groups have connections of their own.
+        self.scaleout = ScaleOut(self)
+        await self.scaleout.start(dispatcher.feed, by_name)
         log.info(
             "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s",
             self.router.name,
@@ -255,10 +261,14 @@ class Runner:
             task.cancel()
         if self._subscriber is not None:
             await self._subscriber.stop()
+        if self.scaleout is not None:
+            await self.scaleout.stop_reading()
         drained = await self.drain(self.grace)
         abandoned = 0
         for worker in self.workers:
             abandoned += await worker.stop()
+        if self.scaleout is not None:
+            await self.scaleout.close()  # last stream acks: after the drain, before the client closes
         if drained:
             log.info("stopped: all queued work finished")
         else:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from eventbus.errors import ConfigError
+from eventbus.stream_options import STREAM_OPTION_NAMES, StreamOptions
 
-Kind = Literal["channel", "pattern"]
+Kind = Literal["channel", "pattern", "sharded", "stream"]
 Overflow = Literal["drop_newest", "drop_oldest"]
 OVERFLOW_POLICIES: tuple[str, ...] = ("drop_newest", "drop_oldest")
 
@@ -26,10 +27,11 @@ HOOK_MARK = "__eventbus_hook__"
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """One SUBSCRIBE (kind "channel") or PSUBSCRIBE (kind "pattern")."""
+    """One SUBSCRIBE ("channel"), PSUBSCRIBE ("pattern"), SSUBSCRIBE ("sharded") or consumer group ("stream")."""
 
     kind: Kind
     name: str
+    stream: StreamOptions | None = None  # only for kind "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +77,19 @@ class HandlerSpec:
     explicit_options: frozenset[str] = frozenset()
 
 
-def _mark(kind: Kind, name: str, options: dict[str, Any]) -> Callable[[F], F]:
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"a {kind} must be a non-empty string, got {name!r}")
+def _mark(
+    kind: Kind, names: tuple[str, ...], options: dict[str, Any], stream: StreamOptions | None = None
+) -> Callable[[F], F]:
+    if not names:
+        raise ConfigError(f"give at least one {kind}")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a {kind} must be a non-empty string, got {name!r}")
     unknown = set(options) - set(HandlerOptions.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
     new_options = HandlerOptions(**options)  # validates
-    subscription = Subscription(kind, name)
+    new_subscriptions = tuple(dict.fromkeys(Subscription(kind, name, stream) for name in names))
 
     def decorate(func: F) -> F:
         if not callable(func):
@@ -91,7 +98,7 @@ def _mark(kind: Kind, name: str, options: dict[str, Any]) -> Callable[[F], F]:
             raise ConfigError(f"handler {func.__qualname__} is a generator; it must be a plain (async) def")
         previous: HandlerSpec | None = getattr(func, MARK, None)
         if previous is None:
-            spec = HandlerSpec((subscription,), new_options, frozenset(options))
+            spec = HandlerSpec(new_subscriptions, new_options, frozenset(options))
         else:
             # Stacked decorators add subscriptions; options may be given once or identically.
             merged = previous.options
@@ -99,9 +106,8 @@ def _mark(kind: Kind, name: str, options: dict[str, Any]) -> Callable[[F], F]:
                 if key in previous.explicit_options and getattr(merged, key) != value:
                     raise ConfigError(f"handler {func.__qualname__}: option {key} given twice with different values")
                 merged = replace(merged, **{key: value})
-            subs = previous.subscriptions
-            if subscription not in subs:
-                subs = (subscription, *subs)
+            # Decorators apply bottom-up: keep the order in which they are written.
+            subs = tuple(dict.fromkeys((*new_subscriptions, *previous.subscriptions)))
             spec = HandlerSpec(subs, merged, previous.explicit_options | frozenset(options))
         setattr(func, MARK, spec)
         return func
@@ -109,17 +115,32 @@ def _mark(kind: Kind, name: str, options: dict[str, Any]) -> Callable[[F], F]:
     return decorate
 
 
-def on(channel: str, **options: Any) -> Callable[[F], F]:
-    """Subscribe the decorated handler to exactly ``channel`` (Redis SUBSCRIBE).
+def on(*channels: str, sharded: bool = False, **options: Any) -> Callable[[F], F]:
+    """Subscribe the decorated handler to exactly these channels (Redis SUBSCRIBE).
 
-    A ``*`` in the name is just a character here; use :func:`on_pattern` for globs.
+    A ``*`` in a name is just a character here; use :func:`on_pattern` for globs.
+    ``sharded=True`` uses sharded pub/sub (SSUBSCRIBE, Redis 7): on a cluster each channel lives on
+    the node owning its slot; publish to it with ``publish(..., sharded=True)`` (SPUBLISH).
     """
-    return _mark("channel", channel, options)
+    return _mark("sharded" if sharded else "channel", channels, options)
 
 
-def on_pattern(pattern: str, **options: Any) -> Callable[[F], F]:
-    """Subscribe the decorated handler to every channel matching the glob (Redis PSUBSCRIBE)."""
-    return _mark("pattern", pattern, options)
+def on_stream(*streams: str, group: str | None = None, **options: Any) -> Callable[[F], F]:
+    """Consume these Redis streams through a consumer group (XREADGROUP), durably.
+
+    Entries are acknowledged after the handler succeeds, reclaimed from dead consumers after
+    ``claim_idle`` seconds, and dead-lettered after ``max_deliveries`` failed deliveries. Every
+    process running the handler shares the group's work. Stream options (see
+    :class:`~eventbus.stream_options.StreamOptions`): consumer, batch, block, claim_idle,
+    max_deliveries, start; the other options are the handler options of :func:`on`.
+    """
+    stream_options = {key: options.pop(key) for key in STREAM_OPTION_NAMES if key in options}
+    return _mark("stream", streams, options, StreamOptions(group=group, **stream_options))
+
+
+def on_pattern(*patterns: str, **options: Any) -> Callable[[F], F]:
+    """Subscribe the decorated handler to every channel matching the globs (Redis PSUBSCRIBE)."""
+    return _mark("pattern", patterns, options)
 
 
 def on_startup(func: F) -> F:

@@ -39,8 +39,19 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log"),
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--logfile",
+                str(Path(self.dir) / "redis.log"),
                 *self.extra_args,
             ],
         )
@@ -98,3 +109,10 @@ class RedisServer:
     def log(self) -> str:
         path = Path(self.dir) / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on the port (no client retries involved)."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

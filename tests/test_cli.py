@@ -1,0 +1,185 @@
+"""The CLI as a user runs it: subprocesses, redis-cli, signals, exit codes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.cli_process import ROOT, EventbusProcess
+from tests.redis_server import RedisServer, free_port, port_open
+
+
+@pytest.fixture
+def processes() -> Iterator[list[EventbusProcess]]:
+    started: list[EventbusProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def redis_cli(port: int, *args: str, stdin: bytes | None = None) -> str:
+    result = subprocess.run(
+        ["redis-cli", "-p", str(port), *args], input=stdin, capture_output=True, check=True, timeout=10
+    )
+    return result.stdout.decode()
+
+
+def eventbus(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_handles_redis_cli_publishes_and_exits_0_on_sigterm(
+    redis_server: RedisServer,
+    sync_redis: redis.Redis,
+    subprocess_env: dict[str, str],
+    processes: list[EventbusProcess],
+) -> None:
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url], subprocess_env)
+    processes.append(proc)
+    proc.wait_for("subscribed to 2 channel")
+    assert redis_cli(redis_server.port, "PUBLISH", "purchase_orders", "42").strip() == "1"
+    assert redis_cli(redis_server.port, "PUBLISH", "purchase_orders:Closing Ceremony", "7").strip() == "1"
+    deadline = time.monotonic() + 10
+    while sync_redis.llen("ceremony") < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output
+    assert sync_redis.get("orders_seen") == b"1"
+    assert sync_redis.lrange("ceremony", 0, -1) == [b"purchase_orders:Closing Ceremony|purchase_orders:* Ceremony|7"]
+    assert sync_redis.get("sample:started") == b"1" and sync_redis.get("sample:stopped") == b"1"
+    assert "all queued work finished" in proc.output
+
+
+def test_sigint_also_stops_cleanly(
+    redis_server: RedisServer, subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url], subprocess_env)
+    processes.append(proc)
+    proc.wait_for("subscribed")
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0, proc.output
+
+
+def test_second_signal_exits_at_once(
+    redis_server: RedisServer, subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    proc = EventbusProcess(
+        ["run", "tests.sample_apps.stuck", "--url", redis_server.url, "--grace", "60"], subprocess_env
+    )
+    processes.append(proc)
+    proc.wait_for("subscribed")
+    redis_cli(redis_server.port, "PUBLISH", "stuck", "1")
+    proc.wait_for("stuck handler started")
+    proc.signal(signal.SIGTERM)
+    proc.wait_for("finishing queued work")
+    started = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(10) == 130
+    assert time.monotonic() - started < 5
+    assert "exiting now, abandoning 1 message(s)" in proc.output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz", "module 'no_such_module_xyz' not found"),
+        ("tests.redis_server", "defines no handlers"),
+        ("tests.sample_apps.orders:missing", "does not define 'missing'"),
+        ("tests.sample_apps.duplicates", "duplicate handler name"),
+    ],
+)
+def test_load_errors_are_one_line_and_exit_2(target: str, message: str, subprocess_env: dict[str, str]) -> None:
+    result = eventbus(["run", target, "--url", "redis://127.0.0.1:1"], subprocess_env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_explicit_url_fails_after_bounded_retries(subprocess_env: dict[str, str]) -> None:
+    port = free_port()
+    started = time.monotonic()
+    result = eventbus(
+        [
+            "run",
+            "tests.sample_apps.orders",
+            "--url",
+            f"redis://:hunter2@127.0.0.1:{port}/0",
+            "--connect-timeout",
+            "1.5",
+        ],
+        subprocess_env,
+    )
+    assert result.returncode == 1
+    assert "did not answer within 2s" in result.stderr or "did not answer within" in result.stderr
+    assert "not answering (attempt 1" in result.stderr  # the retries are logged
+    assert "hunter2" not in result.stderr  # the password never reaches a log
+    assert time.monotonic() - started < 20
+
+
+def test_unsupported_url_scheme_is_a_usage_error(subprocess_env: dict[str, str]) -> None:
+    result = eventbus(["publish", "x", "1", "--url", "http://localhost"], subprocess_env)
+    assert result.returncode == 2
+    assert "unsupported Redis URL scheme 'http'" in result.stderr
+
+
+def test_publish_from_argument_and_stdin(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    pubsub = sync_redis.pubsub()
+    pubsub.subscribe("news")
+    pubsub.get_message(timeout=1)
+    env = {**subprocess_env, "EVENTBUS_URL": redis_server.url}
+    first = eventbus(["publish", "news", "hello"], env)
+    assert first.returncode == 0 and "1 reception(s)" in first.stdout
+    assert eventbus(["publish", "news"], env, stdin=b'{"a": 1}').returncode == 0
+    assert eventbus(["publish", "news", "--lines"], env, stdin=b"l1\nl2\n").returncode == 0
+    got = []
+    while (msg := pubsub.get_message(timeout=1)) is not None:
+        got.append(msg["data"])
+    pubsub.close()
+    assert got == [b"hello", b'{"a": 1}', b"l1", b"l2"]
+
+
+def test_routes_lists_subscriptions_by_handler(subprocess_env: dict[str, str]) -> None:
+    result = eventbus(["routes", "tests.sample_apps.orders"], subprocess_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["KIND", "SUBSCRIPTION", "HANDLER", "OPTIONS"]
+    assert any(line.startswith("pattern  purchase_orders:* Ceremony") and "ceremony" in line for line in lines)
+    assert any("opening_sync" in line and line.rstrip().endswith("sync") for line in lines)
+    assert "startup: opened" in lines and "shutdown: closed" in lines
+
+
+def test_embedded_redis_when_nothing_answers(subprocess_env: dict[str, str], processes: list[EventbusProcess]) -> None:
+    env = {**subprocess_env, "EVENTBUS_DEFAULT_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    proc = EventbusProcess(["run", "tests.sample_apps.orders"], env)
+    processes.append(proc)
+    match = proc.wait_for(r"started an embedded redis-server at (redis://127\.0\.0\.1:(\d+)/0)")
+    url, port = match.group(1), int(match.group(2))
+    proc.wait_for("subscribed")
+    publish = eventbus(["publish", "purchase_orders", "7"], {**subprocess_env, "EVENTBUS_URL": url})
+    assert publish.returncode == 0 and "1 reception(s)" in publish.stdout
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while client.get("orders_seen") != b"1" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get("orders_seen") == b"1"
+    client.close()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output
+    assert not port_open(port)  # stopped with the run

@@ -1,0 +1,317 @@
+"""Dispatch semantics, checked on both backends: the in-memory one must behave like Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+
+from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup
+from eventbus.deadletter import DeadLetterStore
+from tests.buses import publish, running
+from tests.redis_server import RedisServer
+
+Start = Callable[..., AbstractAsyncContextManager[Runner]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def start(request: pytest.FixtureRequest) -> Start:
+    """start(handlers, **options) runs them on the parametrized backend."""
+    backend = request.param
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else None
+
+    def factory(handlers: Any, **options: Any) -> AbstractAsyncContextManager[Runner]:
+        return running(backend, handlers, url, **options)
+
+    return factory
+
+
+async def settle(runner: Runner) -> None:
+    """Let messages in flight on the socket arrive, then wait until every handler is idle."""
+    for _ in range(3):
+        await asyncio.sleep(0.05)
+        assert await runner.drain(10)
+
+
+async def test_channel_and_pattern_delivery_like_redis(start: Start) -> None:
+    seen: list[tuple[str, str, str | None, bytes]] = []
+
+    @on("orders:Opening Ceremony")
+    async def exact(msg: Message, ctx: Context) -> None:
+        seen.append(("exact", msg.channel, msg.pattern, msg.data))
+
+    @on_pattern("orders:* Ceremony")
+    async def ceremonies(msg: Message, ctx: Context) -> None:
+        seen.append(("pattern", msg.channel, msg.pattern, msg.data))
+
+    @on("orders:Opening Ceremony")
+    @on_pattern("orders:*")
+    async def both(msg: Message, ctx: Context) -> None:
+        seen.append(("both", msg.channel, msg.pattern, msg.data))
+
+    async with start([exact, ceremonies, both]) as runner:
+        # One subscriber connection: the channel subscription once, two matching patterns.
+        assert await publish(runner, "orders:Opening Ceremony", "1") == 3
+        assert await publish(runner, "orders:Womens Judo", "2") == 1
+        assert await publish(runner, "unrelated", "3") == 0
+        await settle(runner)
+    assert sorted(seen, key=repr) == sorted(
+        [
+            ("exact", "orders:Opening Ceremony", None, b"1"),
+            ("both", "orders:Opening Ceremony", None, b"1"),
+            ("pattern", "orders:Opening Ceremony", "orders:* Ceremony", b"1"),
+            ("both", "orders:Opening Ceremony", "orders:*", b"1"),
+            ("both", "orders:Womens Judo", "orders:*", b"2"),
+        ],
+        key=repr,
+    )
+
+
+async def test_concurrency_one_keeps_publish_order(start: Start) -> None:
+    seen: list[int] = []
+
+    @on("seq")
+    async def ordered(msg: Message, ctx: Context) -> None:
+        await asyncio.sleep(0)  # suspend, so a second worker would interleave if there were one
+        seen.append(int(msg.text))
+
+    async with start([ordered]) as runner:
+        for i in range(500):
+            await publish(runner, "seq", i)
+        await settle(runner)
+    assert seen == list(range(500))
+
+
+async def test_concurrency_n_runs_n_at_once(start: Start) -> None:
+    active = 0
+    peak = 0
+
+    @on("work", concurrency=5)
+    async def parallel(msg: Message, ctx: Context) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.02)
+        active -= 1
+
+    async with start([parallel]) as runner:
+        for i in range(30):
+            await publish(runner, "work", i)
+        await settle(runner)
+        assert runner.stats.handlers["parallel"].handled == 30
+    assert peak == 5
+
+
+async def test_a_slow_handler_does_not_delay_the_others(start: Start) -> None:
+    release = asyncio.Event()
+    fast_seen: list[bytes] = []
+
+    @on("events")
+    async def slow(msg: Message, ctx: Context) -> None:
+        await release.wait()
+
+    @on("events")
+    async def fast(msg: Message, ctx: Context) -> None:
+        fast_seen.append(msg.data)
+
+    async with start([slow, fast]) as runner:
+        for i in range(100):
+            await publish(runner, "events", i)
+        for _ in range(200):
+            if len(fast_seen) == 100:
+                break
+            await asyncio.sleep(0.01)
+        assert len(fast_seen) == 100  # while slow is still stuck on its first message
+        assert runner.stats.handlers["slow"].handled == 0
+        release.set()
+        await settle(runner)
+        assert runner.stats.handlers["slow"].handled == 100
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("drop_newest", [0, 1, 2, 3]), ("drop_oldest", [0, 7, 8, 9])])
+async def test_full_inbox_policy_is_counted(start: Start, policy: str, kept: list[int]) -> None:
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    @on("burst", inbox_size=3, overflow=policy)
+    async def limited(msg: Message, ctx: Context) -> None:
+        seen.append(int(msg.text))
+        await release.wait()
+
+    async with start([limited]) as runner:
+        await publish(runner, "burst", 0)
+        for _ in range(100):  # the first message is taken out of the inbox and in flight
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        for i in range(1, 10):
+            await publish(runner, "burst", i)
+        await asyncio.sleep(0.1)
+        release.set()
+        await settle(runner)
+        stats = runner.stats.handlers["limited"]
+        assert (stats.received, stats.handled, stats.dropped) == (10, 4, 6)
+    assert seen == kept
+
+
+async def test_handler_errors_are_counted_and_the_loop_goes_on(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    ok: list[int] = []
+
+    @on("jobs")
+    async def flaky(msg: Message, ctx: Context) -> None:
+        if int(msg.text) % 2:
+            raise RuntimeError(f"odd job {msg.text}")
+        ok.append(int(msg.text))
+
+    async with start([flaky]) as runner:
+        for i in range(10):
+            await publish(runner, "jobs", i)
+        await settle(runner)
+        stats = runner.stats.handlers["flaky"]
+        assert (stats.handled, stats.failed, stats.dead_lettered) == (5, 5, 5)
+        letters = await DeadLetterStore(runner.redis).list()
+    assert ok == [0, 2, 4, 6, 8]
+    assert [(d.handler, d.channel, d.payload, d.attempts) for d in letters] == [
+        ("flaky", "jobs", str(i).encode(), 1) for i in (1, 3, 5, 7, 9)
+    ]
+    assert "RuntimeError: odd job 1" in letters[0].error
+    failure_logs = [r for r in caplog.records if r.levelname == "ERROR" and "flaky" in r.getMessage()]
+    assert failure_logs and failure_logs[0].exc_info is not None  # with a traceback
+
+
+async def test_retries_then_success(start: Start) -> None:
+    attempts: dict[str, int] = {}
+
+    @on("retry", retries=3, backoff=0.001)
+    async def eventually(msg: Message, ctx: Context) -> None:
+        attempts[msg.text] = attempts.get(msg.text, 0) + 1
+        if attempts[msg.text] < 3:
+            raise ConnectionError("upstream busy")
+
+    async with start([eventually]) as runner:
+        await publish(runner, "retry", "a")
+        await settle(runner)
+        stats = runner.stats.handlers["eventually"]
+        assert (stats.handled, stats.retried, stats.failed) == (1, 2, 0)
+    assert attempts == {"a": 3}
+
+
+async def test_reject_and_bad_payloads_are_dead_lettered_without_retry(start: Start) -> None:
+    calls = 0
+
+    @on("in", retries=5, backoff=0.001)
+    async def strict(msg: Message, ctx: Context) -> None:
+        nonlocal calls
+        calls += 1
+        if msg.json().get("bad"):
+            raise Reject("bad order")
+
+    async with start([strict]) as runner:
+        await publish(runner, "in", {"bad": True})
+        await publish(runner, "in", b"\xff not json")
+        await publish(runner, "in", {"bad": False})
+        await settle(runner)
+        stats = runner.stats.handlers["strict"]
+        assert (stats.handled, stats.rejected, stats.retried, stats.dead_lettered) == (1, 2, 0, 2)
+        letters = await DeadLetterStore(runner.redis).list()
+    assert calls == 3
+    assert letters[0].error == "rejected: bad order"
+    assert "not valid JSON" in letters[1].error
+    assert letters[1].payload == b"\xff not json"
+
+
+async def test_binary_payloads_pass_through(start: Start) -> None:
+    got: list[bytes] = []
+
+    @on("bin")
+    async def raw(msg: Message, ctx: Context) -> None:
+        got.append(msg.data)
+
+    payloads = [bytes(range(256)), b"", b"\x00\r\n\x00", "é".encode("latin-1")]
+    async with start([raw]) as runner:
+        for p in payloads:
+            await publish(runner, "bin", p)
+        await settle(runner)
+    assert got == payloads
+
+
+async def test_sync_handlers_run_in_a_worker_thread(start: Start) -> None:
+    threads: list[int] = []
+
+    @on("sync")
+    def blocking(msg: Message, ctx: Context) -> None:
+        threads.append(threading.get_ident())
+
+    async with start([blocking]) as runner:
+        await publish(runner, "sync", "x")
+        await settle(runner)
+    assert threads and threads[0] != threading.get_ident()
+
+
+async def test_lifecycle_hooks_share_state_with_handlers(start: Start) -> None:
+    events: list[str] = []
+
+    @on_startup
+    async def open_client(ctx: Context) -> None:
+        ctx.state["client"] = "open"
+        events.append("startup")
+
+    @on("use")
+    async def use(msg: Message, ctx: Context) -> None:
+        events.append(f"handled with {ctx.state['client']}")
+        await ctx.publish("used", msg.data)
+
+    @on("used")
+    async def downstream(msg: Message, ctx: Context) -> None:
+        events.append(f"downstream {msg.text}")
+
+    @on_shutdown
+    async def close_client(ctx: Context) -> None:
+        events.append("shutdown")
+
+    async with start([open_client, use, downstream, close_client]) as runner:
+        await publish(runner, "use", "42")
+        await settle(runner)
+    assert events == ["startup", "handled with open", "downstream 42", "shutdown"]
+
+
+async def test_shutdown_finishes_queued_work_within_grace(start: Start) -> None:
+    done: list[int] = []
+
+    @on("q")
+    async def steady(msg: Message, ctx: Context) -> None:
+        await asyncio.sleep(0.005)
+        done.append(int(msg.text))
+
+    async with start([steady], grace=10) as runner:
+        for i in range(50):
+            await publish(runner, "q", i)
+        await asyncio.sleep(0.05)  # all on the inbox; most not processed yet
+    assert done == list(range(50))
+    assert runner.stats.handlers["steady"].abandoned == 0
+
+
+async def test_shutdown_abandons_and_reports_after_grace(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    @on("stuck")
+    async def never(msg: Message, ctx: Context) -> None:
+        await asyncio.sleep(3600)
+
+    async with start([never], grace=0.2) as runner:
+        for i in range(5):
+            await publish(runner, "stuck", i)
+        await asyncio.sleep(0.1)
+    assert runner.stats.handlers["never"].abandoned == 5
+    assert any("5 queued or in-flight message(s) abandoned" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+async def unused() -> AsyncIterator[None]:
+    yield None
+
+
+def test_redis_server_fixture_is_private(redis_server: RedisServer) -> None:
+    assert redis_server.port != 6379

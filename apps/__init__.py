@@ -1,0 +1,1 @@
+"""Example applications built on eventbus, written as users would write them."""

@@ -1,0 +1,185 @@
+"""``python -m apps.olympics``: the producer and the report, for the two-terminal form.
+
+    simulate [--url URL] [-n 1000] [--rate 100] [--seed 1]   post purchases, with a progress bar
+    report   [--url URL] [--png chart.png]                     print the sales report
+    reset    [--url URL]                                       delete the app's keys
+
+The listeners run elsewhere: ``OLYMPICS_SIMULATE=0 python -m eventbus run apps.olympics --url URL``.
+
+Exit codes: 0 done; 1 Redis unreachable, or a PNG asked for without matplotlib; 2 bad usage, or
+no listener subscribed (Pub/Sub keeps nothing for absent subscribers: the orders would go
+unprocessed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import eventbus
+from apps.olympics.keys import EVENTS, HISTOGRAM, PREFIXES, SALES_SUMMARY
+from apps.olympics.producer import wait_for_listeners
+from apps.olympics.progress import ProgressBar
+from apps.olympics.report import PngUnavailable, load_report, render_report, write_png
+from apps.olympics.simulator import create_events, generate_orders, simulate
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RUN_LISTENERS = "OLYMPICS_SIMULATE=0 python -m eventbus run apps.olympics"
+
+
+class Unreachable(Exception):
+    """Redis did not answer."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m apps.olympics", description="Olympics ticket sales on eventbus.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def url_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+
+    sim = commands.add_parser("simulate", help="post random purchases for the listeners to process")
+    url_option(sim)
+    sim.add_argument("-n", "--count", type=_non_negative(int), default=1000, help="purchases to post (1000)")
+    sim.add_argument(
+        "--rate", type=_non_negative(float), default=100.0, help="purchases per second; 0 = as fast as possible (100)"
+    )
+    sim.add_argument("--seed", type=int, help="replay the same purchases (default: random, printed)")
+    sim.add_argument("--concurrency", type=_positive_int, default=16, help="posts in flight at once (16)")
+    sim.add_argument(
+        "--wait", type=_non_negative(float), default=10.0, help="seconds to wait for the listeners to subscribe (10)"
+    )
+    sim.add_argument("--force", action="store_true", help="post even if no listener is subscribed")
+
+    report = commands.add_parser("report", help="print the sales summary and the time-of-day chart")
+    url_option(report)
+    report.add_argument("--png", type=Path, help="also draw the charts into this PNG file (needs matplotlib)")
+
+    reset = commands.add_parser("reset", help="delete every key the app wrote (orders, sets, totals, histograms)")
+    url_option(reset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"simulate": _simulate, "report": _report, "reset": _reset}[args.command]
+    try:
+        return asyncio.run(command(args))
+    except Unreachable as exc:
+        print(f"olympics: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
+    orders = generate_orders(args.count, seed)
+    url = _shown_url(args.url)
+    async with eventbus.connect(args.url) as bus:
+        await _ping(bus.redis, url)
+        if not await wait_for_listeners(bus.redis, args.wait) and not args.force:
+            print(
+                f"olympics: error: no listener subscribed to 'purchase_orders' at {url} after {args.wait:g}s, "
+                f"so these purchases would never be processed. Start the listeners first:\n"
+                f"  {RUN_LISTENERS} --url {url}\n(or pass --force to post anyway)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        await create_events(bus)
+        bar = ProgressBar(len(orders), "purchases")
+        posted = await simulate(
+            bus, orders, rate=args.rate, concurrency=args.concurrency, on_posted=lambda _: bar.advance()
+        )
+        bar.close()
+    ceremonies = sum(1 for o in orders if o.event.endswith(" Ceremony"))
+    print(f"posted {posted:,} purchases to {url} (seed {seed}; {ceremonies:,} for ceremonies)")
+    return EXIT_OK
+
+
+async def _report(args: argparse.Namespace) -> int:
+    url = _shown_url(args.url)
+    async with eventbus.connect(args.url) as bus:
+        await _ping(bus.redis, url)
+        report = await load_report(bus.redis)
+    print(render_report(report, unicode=_can_print("█▏▁")))
+    if args.png is not None:
+        try:
+            write_png(report, args.png)
+        except PngUnavailable as exc:
+            print(f"olympics: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"wrote {args.png}")
+    return EXIT_OK
+
+
+async def _reset(args: argparse.Namespace) -> int:
+    url = _shown_url(args.url)
+    deleted = 0
+    async with eventbus.connect(args.url) as bus:
+        await _ping(bus.redis, url)
+        deleted += int(await bus.redis.delete(EVENTS, SALES_SUMMARY, HISTOGRAM))
+        for prefix in PREFIXES:
+            batch = [key async for key in bus.redis.scan_iter(match=_escape_glob(prefix) + "*", count=1000)]
+            for start in range(0, len(batch), 1000):
+                deleted += int(await bus.redis.delete(*batch[start : start + 1000]))
+    print(f"deleted {deleted:,} key(s) at {url}")
+    return EXIT_OK
+
+
+async def _ping(redis: Any, url: str) -> None:
+    try:
+        await redis.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means one thing to the user
+        raise Unreachable(f"cannot reach Redis at {url}: {exc}") from None
+
+
+def _shown_url(url: str | None) -> str:
+    """The URL eventbus.connect will use, with any password hidden."""
+    chosen = (
+        url or os.environ.get("EVENTBUS_URL") or os.environ.get("EVENTBUS_DEFAULT_URL") or "redis://localhost:6379/0"
+    )
+    parts = urlsplit(chosen)
+    if parts.password is None:
+        return chosen
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _can_print(sample: str) -> bool:
+    try:
+        sample.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative(int)(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return int(value)

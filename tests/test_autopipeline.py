@@ -1,0 +1,250 @@
+"""The auto-pipelining command client against real redis-server processes.
+
+Parity is checked by running the same commands through plain redis.asyncio and through
+AutoPipelineRedis on the same server and comparing the Python values they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from eventbus.autopipeline import AutoPipelineRedis, autopipeline_client
+from eventbus.redis_backend import command_client
+from tests.redis_server import RedisServer
+
+Op = Callable[[aioredis.Redis], Awaitable[Any]]
+
+# Each op runs on a flushed database, in order; later ops read what earlier ones wrote.
+PARITY_OPS: list[tuple[str, Op]] = [
+    ("set", lambda r: r.set("s", "héllo")),
+    ("set float", lambda r: r.set("f", 0.1)),
+    ("set bytes nx", lambda r: r.set(b"b", b"\x00\xff", nx=True)),
+    ("get", lambda r: r.get("s")),
+    ("get float", lambda r: r.get("f")),
+    ("get missing", lambda r: r.get("missing")),
+    ("mset", lambda r: r.mset({"m1": 1, "m2": "two"})),
+    ("mget", lambda r: r.mget("m1", "m2", "missing")),
+    ("incr", lambda r: r.incr("n", 5)),
+    ("incrbyfloat", lambda r: r.incrbyfloat("x", 1.25)),
+    ("append", lambda r: r.append("s", "!")),
+    ("getrange", lambda r: r.getrange("s", 0, 2)),
+    ("set ex", lambda r: r.set("e", "v", ex=100)),
+    ("ttl", lambda r: r.ttl("e")),
+    ("expire", lambda r: r.expire("s", 100)),
+    ("exists", lambda r: r.exists("s", "missing", "n")),
+    ("type", lambda r: r.type("n")),
+    ("hset", lambda r: r.hset("h", mapping={"a": 1, "b": "x", "c": 2.5})),
+    ("hgetall", lambda r: r.hgetall("h")),
+    ("hgetall missing", lambda r: r.hgetall("missing")),
+    ("hincrbyfloat", lambda r: r.hincrbyfloat("h", "c", 0.25)),
+    ("hincrby", lambda r: r.hincrby("h", "a", 3)),
+    ("hmget", lambda r: r.hmget("h", ["a", "zz"])),
+    ("hexists", lambda r: r.hexists("h", "a")),
+    ("hkeys", lambda r: r.hkeys("h")),
+    ("hdel", lambda r: r.hdel("h", "b")),
+    ("sadd", lambda r: r.sadd("set", "a", "b", "c")),
+    ("smembers", lambda r: r.smembers("set")),
+    ("sismember", lambda r: r.sismember("set", "b")),
+    ("smismember", lambda r: r.smismember("set", ["a", "z"])),
+    ("scard", lambda r: r.scard("set")),
+    ("zadd", lambda r: r.zadd("z", {"a": 1, "b": 2.5})),
+    ("zrange withscores", lambda r: r.zrange("z", 0, -1, withscores=True)),
+    ("zscore", lambda r: r.zscore("z", "b")),
+    ("zincrby", lambda r: r.zincrby("z", 1, "a")),
+    ("lpush", lambda r: r.lpush("l", 1, 2, 3)),
+    ("lrange", lambda r: r.lrange("l", 0, -1)),
+    ("lpop count", lambda r: r.lpop("l", 2)),
+    ("bitfield", lambda r: r.bitfield("hist").incrby("u16", "#3", 7).get("u16", "#3").execute()),
+    ("xadd", lambda r: r.xadd("st", {"who": "ann", "qty": 2}, id="1-1")),
+    ("xadd 2", lambda r: r.xadd("st", {"who": "bob"}, id="2-0")),
+    ("xrange", lambda r: r.xrange("st")),
+    ("xlen", lambda r: r.xlen("st")),
+    ("xread", lambda r: r.xread({"st": "0-0"}, count=1)),
+    ("publish", lambda r: r.publish("chan", "payload")),
+    ("config get", lambda r: r.config_get("maxmemory-policy")),
+    ("ping", lambda r: r.ping()),
+    ("echo", lambda r: r.echo("hi")),
+    ("dbsize", lambda r: r.dbsize()),
+    ("delete", lambda r: r.delete("s", "missing")),
+    ("eval", lambda r: r.eval("return {1, 'two', {3}}", 0)),
+]
+
+
+async def run_ops(client: aioredis.Redis, server: RedisServer) -> list[tuple[str, Any]]:
+    with server.client() as sync:
+        sync.flushall()
+    results = []
+    for name, op in PARITY_OPS:
+        results.append((name, await op(client)))
+    return results
+
+
+@pytest.fixture
+async def auto(redis_server: RedisServer) -> AsyncIterator[AutoPipelineRedis]:
+    client = autopipeline_client(redis_server.url, max_connections=4)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.parametrize("query", ["", "?decode_responses=true"])
+async def test_returns_the_same_python_values_as_redis_asyncio(redis_server: RedisServer, query: str) -> None:
+    plain = aioredis.Redis.from_url(redis_server.url + query)
+    auto = autopipeline_client(redis_server.url + query)
+    try:
+        expected = await run_ops(plain, redis_server)
+        got = await run_ops(auto, redis_server)
+    finally:
+        await plain.aclose()
+        await auto.aclose()
+    for (name, want), (_, have) in zip(expected, got, strict=True):
+        assert (name, have) == (name, want)
+        assert type(have) is type(want), name
+    assert dict(expected)["hgetall"] == {b"a": b"1", b"b": b"x", b"c": b"2.5"} or query
+    assert dict(expected)["hincrbyfloat"] == 2.75
+
+
+async def test_concurrent_commands_share_the_lane_connection(auto: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    results = await asyncio.gather(*(auto.incr("n") for _ in range(1000)))
+    assert sorted(results) == list(range(1, 1001))
+    # The lane is one connection and plain commands never touch the pool.
+    assert sync_redis.info("clients")["connected_clients"] == 2  # the lane and sync_redis
+
+
+async def test_an_error_reaches_only_the_caller_that_caused_it(auto: AutoPipelineRedis) -> None:
+    await auto.set("str", "x")
+    results = await asyncio.gather(
+        auto.incr("a"),
+        auto.hgetall("str"),
+        auto.incr("a"),
+        auto.evalsha("0" * 40, 0),
+        auto.sadd("s", 1),
+        return_exceptions=True,
+    )
+    assert results[0] == 1 and results[2] == 2 and results[4] == 1
+    assert isinstance(results[1], redis.ResponseError) and "WRONGTYPE" in str(results[1])
+    assert isinstance(results[3], redis.exceptions.NoScriptError)
+    with pytest.raises(redis.DataError):
+        await auto.set("k", None)  # type: ignore[arg-type]
+    with pytest.raises(redis.DataError):
+        await auto.set("k", True)  # type: ignore[arg-type]
+    assert await auto.get("str") == b"x"
+
+
+async def test_ten_thousand_concurrent_callers_with_a_small_in_flight_cap(redis_server: RedisServer) -> None:
+    client = autopipeline_client(redis_server.url, max_connections=3, max_in_flight=64)
+    try:
+        results = await asyncio.gather(*(client.incr("n") for _ in range(10_000)))
+        assert sorted(results) == list(range(1, 10_001))
+        blocked = await asyncio.gather(*(client.blpop(["q"], timeout=0.01) for _ in range(20)))
+        assert blocked == [None] * 20  # 20 blocking calls on a pool of 2: they wait, never fail
+    finally:
+        await client.aclose()
+
+
+async def test_cancelled_callers_do_not_shift_replies(auto: AutoPipelineRedis) -> None:
+    await auto.set("k", "v")
+    tasks = [asyncio.create_task(auto.incr("n")) for _ in range(50)]
+    gets = [asyncio.create_task(auto.get("k")) for _ in range(50)]
+    await asyncio.sleep(0)
+    for task in tasks[::2]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert await asyncio.gather(*gets) == [b"v"] * 50
+    assert await auto.get("k") == b"v"
+
+
+async def test_pipelines_transactions_watch_pubsub_and_blocking_commands_still_work(
+    auto: AutoPipelineRedis,
+) -> None:
+    async with auto.pipeline(transaction=True) as pipe:
+        pipe.incr("n").hset("h", "f", 1).hgetall("h")
+        assert await pipe.execute() == [1, 1, {b"f": b"1"}]
+    async with auto.pipeline() as pipe:
+        await pipe.watch("n")
+        value = int(await pipe.get("n"))
+        pipe.multi()
+        pipe.set("n", value + 1)
+        await pipe.execute()
+    assert await auto.get("n") == b"2"
+
+    async with auto.pubsub() as pubsub:
+        await pubsub.subscribe("news")
+        assert await auto.publish("news", "hi") == 1
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        while message is None:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert message["data"] == b"hi"
+
+    # A blocked BLPOP holds a pool connection, not the lane: other commands go on meanwhile.
+    popped = asyncio.create_task(auto.blpop(["queue"], timeout=10))
+    await asyncio.sleep(0.05)
+    assert await auto.incr("n") == 3
+    await auto.rpush("queue", "job")
+    assert await asyncio.wait_for(popped, 10) == (b"queue", b"job")
+    assert await auto.xread({"st": "$"}, block=10) == []
+
+    async with auto.lock("resource", timeout=5):
+        assert await auto.exists("resource") == 1
+    assert await auto.exists("resource") == 0
+
+
+async def test_command_client_is_the_auto_pipelining_client(redis_server: RedisServer) -> None:
+    client = command_client(redis_server.url, max_connections=8)
+    try:
+        assert isinstance(client, AutoPipelineRedis)
+        assert await client.hincrbyfloat("h", "f", 1.5) == 1.5
+    finally:
+        await client.aclose()
+
+
+async def test_one_connection_means_no_lane(redis_server: RedisServer) -> None:
+    client = autopipeline_client(redis_server.url, max_connections=1)
+    try:
+        assert await asyncio.gather(*(client.incr("n") for _ in range(100))) != []
+        assert await client.get("n") == b"100"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.fault
+async def test_connection_loss_fails_in_flight_callers_and_later_calls_reconnect(
+    own_redis_server: RedisServer,
+) -> None:
+    client = autopipeline_client(own_redis_server.url, max_connections=2)
+    try:
+        assert await client.ping() is True
+        own_redis_server.pause()  # commands are written but no reply comes back
+        in_flight = [asyncio.create_task(client.incr("n")) for _ in range(100)]
+        await asyncio.sleep(0.2)
+        own_redis_server.kill()
+        results = await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 10)
+        assert all(isinstance(result, redis.ConnectionError) for result in results), results[:3]
+
+        own_redis_server.start()
+        assert await asyncio.wait_for(client.incr("n"), 30) == 1
+        assert await asyncio.wait_for(asyncio.gather(*(client.incr("n") for _ in range(100))), 10)
+        assert await client.get("n") == b"101"
+    finally:
+        own_redis_server.resume() if own_redis_server.process else None
+        await client.aclose()
+
+
+@pytest.mark.fault
+async def test_a_silent_server_times_out_in_flight_callers(own_redis_server: RedisServer) -> None:
+    client = autopipeline_client(own_redis_server.url + "?socket_timeout=0.5", max_connections=2)
+    try:
+        assert await client.ping() is True
+        own_redis_server.pause()
+        with pytest.raises(redis.TimeoutError):
+            await asyncio.wait_for(client.get("k"), 10)
+        own_redis_server.resume()
+        assert await asyncio.wait_for(client.get("k"), 10) is None
+    finally:
+        own_redis_server.resume()
+        await client.aclose()

@@ -1,0 +1,95 @@
+"""The broadcast service: every ``channel-*`` message becomes one SMS.
+
+Lifecycle: the startup hook reads the settings and opens one Twilio client for the process (in
+``ctx.state``); the shutdown hook closes it after eventbus has drained the in-flight sends.
+Outcomes: sent (logged with its SID), or ``Reject`` - eventbus then keeps the message in its
+dead-letter stream with the reason (the kind of failure and the Twilio error code).
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from apps.broadcast.config import ConfigurationError, Settings, handler_concurrency
+from apps.broadcast.failures import SendFailure
+from apps.broadcast.masking import mask_number
+from apps.broadcast.payload import InvalidPayload, parse_sms
+from apps.broadcast.sender import Sender
+from apps.broadcast.transport import DryRunTransport, Transport, TwilioTransport
+from eventbus import ConfigError, Context, Message, Reject, on_pattern, on_shutdown, on_startup
+
+STATE_KEY = "apps.broadcast.sender"
+
+# Room for a large bulk send to wait for its turn (about 30 MB at 300 bytes a message): the
+# service is paced by Twilio's rate limits, producers are not. Past this, eventbus drops and
+# counts the newest messages, so bulk publishers should pace themselves (see the README).
+INBOX_SIZE = 100_000
+
+
+@on_startup
+async def open_sender(ctx: Context) -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        # eventbus prints a ConfigError as one line and exits non-zero: no traceback to wade through.
+        raise ConfigError(str(exc)) from None
+    transport: Transport
+    if settings.dry_run:
+        transport = DryRunTransport(logging.getLogger("apps.broadcast.dry_run"))
+        ctx.log.warning("broadcast: DRY RUN - nothing is sent to Twilio; messages are logged, masked")
+    else:
+        transport = TwilioTransport(settings)
+        ctx.log.info(
+            "broadcast: sending through %s as account %s",
+            settings.base_url,
+            mask_number(settings.account_sid or ""),
+        )
+        host = urlsplit(settings.base_url).hostname or ""
+        if settings.base_url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+            ctx.log.warning("broadcast: TWILIO_BASE_URL is plain http: credentials travel in clear")
+    ctx.log.info(
+        "broadcast: up to %d requests at once, %g messages/s per sender (burst %d), "
+        "%d attempts for 429/connect failures",
+        settings.concurrency,
+        settings.rate_per_sender,
+        settings.burst,
+        settings.max_attempts,
+    )
+    ctx.state[STATE_KEY] = Sender(transport, settings)
+
+
+@on_shutdown
+async def close_sender(ctx: Context) -> None:
+    sender: Sender | None = ctx.state.pop(STATE_KEY, None)
+    if sender is not None:
+        await sender.close()
+
+
+# retries=0: eventbus must never resend on its own - only the sender knows what is safe to retry.
+@on_pattern(
+    "channel-*",
+    name="broadcast",
+    concurrency=handler_concurrency(),
+    inbox_size=INBOX_SIZE,
+    retries=0,
+)
+async def broadcast(msg: Message, ctx: Context) -> None:
+    try:
+        sms = parse_sms(msg.data)
+    except InvalidPayload as exc:
+        raise Reject(f"invalid payload: {exc}") from None
+    sender: Sender = ctx.state[STATE_KEY]
+    try:
+        sent = await sender.send(sms, ctx.log)
+    except SendFailure as exc:
+        raise Reject(exc.reason) from None
+    ctx.log.info(
+        "sent %s on %s from %s to %s (%d chars, attempt %d)",
+        sent.sid,
+        msg.channel,
+        mask_number(sms.from_),
+        mask_number(sms.to),
+        len(sms.body),
+        sent.attempts,
+    )

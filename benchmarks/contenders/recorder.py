@@ -1,0 +1,202 @@
+"""The handler bodies and the bookkeeping every contender shares.
+
+A body is a plain ``def body(data: bytes) -> None``: it decodes the JSON with orjson (the work the
+issue asks each handler to do) and counts. Each contender wraps it in its own handler shape, so the
+only thing that differs between contenders is how a message travels from the socket to the body.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from benchmarks.spec import HandlerDef, Spec
+
+Body = Callable[[bytes], None]
+clock = time.monotonic_ns  # CLOCK_MONOTONIC: one clock for every process on the machine
+
+
+def peak_rss_kib() -> int:
+    """VmHWM: the process's peak resident set, as the kernel tracked it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+class Counter:
+    """Counts one handler's invocations; the last expected one marks the handler done."""
+
+    __slots__ = ("_expected", "_recorder", "latencies", "n", "name", "t_done", "t_first")
+
+    def __init__(self, handler: HandlerDef, recorder: Recorder) -> None:
+        self.name = handler.name
+        self.n = 0
+        self.t_first = 0
+        self.t_done = 0
+        self.latencies: list[int] = []
+        self._expected = handler.expected
+        self._recorder = recorder
+
+    def drain_body(self) -> Body:
+        loads = orjson.loads
+        expected = self._expected
+
+        def body(data: bytes) -> None:
+            loads(data)
+            n = self.n = self.n + 1
+            if n == 1:
+                self.t_first = clock()
+            if n == expected:
+                self.t_done = clock()
+                self._recorder.handler_done()
+
+        return body
+
+    def count_body(self) -> Body:
+        """For handlers that do their own work (olympics): call it when a message is finished."""
+        expected = self._expected
+
+        def body(data: bytes) -> None:
+            n = self.n = self.n + 1
+            if n == 1:
+                self.t_first = clock()
+            if n == expected:
+                self.t_done = clock()
+                self._recorder.handler_done()
+
+        return body
+
+    def latency_body(self) -> Body:
+        loads = orjson.loads
+        expected = self._expected
+        record = self.latencies.append
+
+        def body(data: bytes) -> None:
+            now = clock()  # first, so decoding is not counted as transport latency
+            record(now - loads(data)["ts"])
+            n = self.n = self.n + 1
+            if n == 1:
+                self.t_first = now
+            if n == expected:
+                self.t_done = clock()
+                self._recorder.handler_done()
+
+        return body
+
+
+class Recorder:
+    """Collects the counters of one consumer process and writes its result once.
+
+    ``handler_done`` may be called from several threads (the thread-per-listener contender), so
+    the completion count is locked; the per-message path takes no lock because each handler runs
+    in one thread at a time in every contender.
+    """
+
+    def __init__(self, spec: Spec, contender: str) -> None:
+        self.spec = spec
+        self.contender = contender
+        self.counters = {h.name: Counter(h, self) for h in spec.handlers}
+        self.extra: Callable[[], dict[str, Any]] | None = None  # contender-specific figures
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._remaining = len(self.counters)
+        self._written = False
+        self.last_progress = 0  # clock() when the watchdog last saw the count move
+
+    def body(self, handler_name: str) -> Body:
+        c = self.counters[handler_name]
+        if self.spec.mode == "latency":
+            return c.latency_body()
+        return c.count_body() if self.spec.mode == "count" else c.drain_body()
+
+    def handler_done(self) -> None:
+        with self._lock:
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self.write(complete=True)
+
+    def total(self) -> int:
+        return sum(c.n for c in self.counters.values())
+
+    def write(self, complete: bool) -> None:
+        with self._lock:
+            if self._written:
+                return
+            self._written = True
+        started = [c.t_first for c in self.counters.values() if c.n]
+        # An incomplete handler has no t_done: the watchdog's last sight of progress stands in.
+        ended = [c.t_done or self.last_progress for c in self.counters.values() if c.n]
+        total = self.total()
+        elapsed = (max(ended) - min(started)) / 1e9 if started else 0.0
+        result: dict[str, Any] = {
+            "contender": self.contender,
+            "complete": complete,
+            "count": total,
+            "expected": self.spec.expected_total,
+            "elapsed_s": elapsed,
+            "rate": total / elapsed if elapsed > 0 else 0.0,
+            "peak_rss_kib": peak_rss_kib(),
+            "per_handler": {c.name: c.n for c in self.counters.values()},
+        }
+        if self.spec.mode == "latency":
+            result["latency_us"] = _percentiles([x for c in self.counters.values() for x in c.latencies])
+        if self.extra is not None:
+            try:
+                result["extra"] = self.extra()
+            except Exception as exc:  # noqa: BLE001 - the figures matter more than the extras
+                result["extra"] = {"error": repr(exc)}
+        tmp = self.spec.out + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(result))
+        os.replace(tmp, self.spec.out)  # atomic: the orchestrator never reads half a file
+        self.done.set()
+
+    def start_watchdog(self) -> None:
+        """Write a partial result if messages stop arriving (dropped, lost, or a stuck consumer)."""
+
+        def watch() -> None:
+            last, since = -1, time.monotonic()
+            while not self.done.wait(0.5):
+                n = self.total()
+                if n != last:
+                    last, since = n, time.monotonic()
+                    self.last_progress = clock()
+                elif n > 0 and time.monotonic() - since > self.spec.stall_seconds:
+                    print(f"{self.contender}: stalled at {n}/{self.spec.expected_total}", file=sys.stderr)
+                    self.write(complete=False)
+                    return
+
+        threading.Thread(target=watch, name="bench-watchdog", daemon=True).start()
+
+
+def _percentiles(values_ns: list[int]) -> dict[str, float]:
+    if not values_ns:
+        return {}
+    v = sorted(values_ns)
+
+    def at(q: float) -> float:
+        return v[min(len(v) - 1, int(q * len(v)))] / 1000
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": v[-1] / 1000, "n": len(v)}
+
+
+def load(argv: list[str], contender: str) -> tuple[Spec, Recorder]:
+    """The spec named on the command line and a recorder for it, watchdog running."""
+    if len(argv) != 2:
+        raise SystemExit(f"usage: python -m benchmarks.contenders.{contender} SPEC.json")
+    spec = Spec.load(argv[1])
+    rec = Recorder(spec, contender)
+    rec.start_watchdog()
+    return spec, rec

@@ -1,0 +1,75 @@
+"""Runs eventbus's ``apps.olympics`` unchanged, with each handler wrapped to count finished messages.
+
+The wrapper keeps the handler's mark (``functools.wraps`` copies ``__eventbus__``), its name and
+whether it is ``async``, so eventbus routes, queues and runs it exactly as it would the original;
+the count is taken after the handler returns, so "done" means its Redis work is done too.
+Run as ``python -m benchmarks.olympics.eventbus_app SPEC.json`` (the spec's handler names are the
+app's handler names, see ``app_handlers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import sys
+import threading
+import types
+from typing import Any
+
+import eventbus
+from benchmarks.contenders.recorder import Body, load
+from benchmarks.spec import HandlerDef
+
+APP = "apps.olympics"
+
+
+def app_handlers(expected: dict[str, int] | None = None) -> list[HandlerDef]:
+    """The app's handlers as spec entries (expected counts filled in by the caller)."""
+    router = eventbus.Router.from_module(importlib.import_module(APP))
+    out = []
+    for h in router.handlers:
+        kinds = {s.kind for s in h.subscriptions}
+        if len(kinds) != 1:
+            raise ValueError(f"{APP}: handler {h.name} mixes channels and patterns; the benchmark can't count it")
+        out.append(HandlerDef(h.name, kinds.pop(), [s.name for s in h.subscriptions], (expected or {}).get(h.name, 0)))
+    return out
+
+
+def counted(func: Any, done: Body, is_async: bool) -> Any:
+    if is_async:
+
+        @functools.wraps(func)
+        async def async_wrapper(msg: Any, ctx: Any) -> None:
+            await func(msg, ctx)
+            done(b"")
+
+        return async_wrapper
+    lock = threading.Lock()  # sync handlers run in worker threads, maybe several at once
+
+    @functools.wraps(func)
+    def sync_wrapper(msg: Any, ctx: Any) -> None:
+        func(msg, ctx)
+        with lock:
+            done(b"")
+
+    return sync_wrapper
+
+
+async def main() -> None:
+    spec, rec = load(sys.argv, "eventbus_olympics")
+    app = importlib.import_module(APP)
+    router = eventbus.Router.from_module(app)
+    wrapped = {h.func: counted(h.func, rec.body(h.name), h.is_async) for h in router.handlers}
+    module = types.ModuleType(app.__name__, app.__doc__)
+    for name, value in vars(app).items():
+        with contextlib.suppress(TypeError):  # an unhashable attribute is not a handler
+            value = wrapped.get(value, value)
+        setattr(module, name, value)
+    runner = eventbus.Runner(module, url=spec.url)
+    await runner.serve()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,378 @@
+"""Turning raw measurements into RESULTS.md and a PNG chart.
+
+Figures are medians over repetitions; every ratio compares two figures of the same run, because on
+a noisy 2-core machine only ratios taken side by side mean anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.contenders import EVENTBUS, LIMIT
+from benchmarks.redisproc import redis_version
+from benchmarks.scenarios import BY_KEY, Measurement, Scenario
+
+PACKAGES = ["eventbus", "redis", "hiredis", "orjson", "anyio", "faststream", "matplotlib"]
+Table = dict[str, dict[str, dict[str, Any]]]  # variant -> contender -> summary
+
+
+def outcome(s: Scenario, m: Measurement) -> str:
+    """The short text the progress line ends with."""
+    if "error" in m:
+        return "ERROR " + m["error"].splitlines()[0][:100]
+    text = f"{fmt(m['value'])} {s.unit}"
+    if s.key == "latency":
+        text = f"p50 {fmt(m['p50'])} µs, p99 {fmt(m['p99'])} µs, max {fmt(m['max'])} µs"
+    if s.key == "olympics":
+        text += ", state " + ("exact" if m.get("state_exact") else "DIFFERS")
+    if not m.get("complete", True):
+        text += f"  (incomplete: {m.get('count')}/{m.get('expected')})"
+    return text
+
+
+def fmt(x: float | None) -> str:
+    if x is None or x != x:  # None or NaN
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Table]:
+    grouped: dict[str, Table] = defaultdict(lambda: defaultdict(dict))
+    reps: dict[tuple[str, str, str], list[Measurement]] = defaultdict(list)
+    for r in results:
+        reps[(r["scenario"], r["variant"], r["contender"])].append(r)
+    for (scenario, variant, contender), ms in reps.items():
+        ok = [m for m in ms if "error" not in m]
+        summary: dict[str, Any] = {
+            "runs": len(ok),
+            "errors": [m["error"] for m in ms if "error" in m],
+            "incomplete": any(not m.get("complete", True) for m in ok),
+        }
+        for key in ("value", "p50", "p99", "max", "count", "peak_rss_kib", "publish_rate", "consume_rate", "dropped"):
+            vals = [m[key] for m in ok if isinstance(m.get(key), (int, float))]
+            if vals:
+                summary[key] = statistics.median(vals)
+                if key == "value":
+                    summary["min"], summary["max_value"] = min(vals), max(vals)
+        if scenario == "olympics":
+            summary["state_exact"] = all(m.get("state_exact") for m in ok) if ok else None
+            summary["digests"] = sorted({m.get("state_digest") for m in ok})
+            summary["state_diff"] = next((m["state_diff"] for m in ok if m.get("state_diff")), [])
+        grouped[scenario][variant][contender] = summary
+    return grouped
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "redis_server": redis_version(),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+# ---- Markdown ---------------------------------------------------------------------------------
+
+
+def markdown(run: dict[str, Any], chart_name: str | None) -> str:
+    data = summarize(run["results"])
+    labels = dict(run["contenders"])
+    when = datetime.datetime.fromtimestamp(run["started"], datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    m, v = run["machine"], run["versions"]
+    lines = [
+        "# eventbus benchmark results",
+        "",
+        f"Produced by `{run['command']}` ({run['mode']} run, {run['settings']['reps']} repetition(s), "
+        f"{run['duration_s'] / 60:.1f} min) on {when}. Method and how to run it: [README.md](README.md). "
+        "Figures are medians over the repetitions; a ratio compares two figures of this same run.",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}",
+        f"- Python {m['python']}, redis-server {m['redis_server']}",
+        "- packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "",
+    ]
+    if run["mode"] == "quick":
+        lines += ["> **Quick mode**: a smoke run with small workloads and one repetition; not figures to quote.", ""]
+    for key, why in run.get("skipped", {}).items():
+        lines += [f"> skipped {key}: {why}", ""]
+    if chart_name:
+        lines += [f"![chart]({chart_name})", ""]
+    lines += _targets(data)
+    for key in ("drain", "fanout", "many", "latency", "olympics", "publish"):
+        if key in data:
+            lines += _section(BY_KEY[key], data[key], labels, data)
+    if "drain" in data or "many" in data:
+        lines += _memory(data, labels)
+    lines += _errors(run["results"])
+    return "\n".join(lines) + "\n"
+
+
+def _label(s: Scenario, key: str, labels: dict[str, str]) -> str:
+    return s.labels.get(key) or labels.get(key, key)
+
+
+def _note(summary: dict[str, Any]) -> str:
+    notes = []
+    if summary.get("dropped"):
+        notes.append(f"dropped {fmt(summary['dropped'])} (inbox full)")
+    if summary.get("publish_rate") and summary.get("consume_rate", 0) < 0.95 * summary["publish_rate"]:
+        notes.append(f"falls behind: handles {fmt(summary['consume_rate'])} msg/s")
+    if summary.get("incomplete"):
+        notes.append("incomplete (messages lost or stalled)")
+    if summary.get("errors"):
+        notes.append(f"{len(summary['errors'])} failed run(s)")
+    return "; ".join(notes)
+
+
+def _section(s: Scenario, table: Table, labels: dict[str, str], data: dict[str, Table]) -> list[str]:
+    lines = [f"## {s.number}. {s.title}", "", s.method, ""]
+    if s.key == "many":
+        return lines + _many(s, table, labels, data)
+    if s.key == "latency":
+        return lines + _latency(s, table, labels)
+    if s.key == "olympics":
+        return lines + _olympics(s, table, labels)
+    variants = list(table)
+    header = ["contender"]
+    for var in variants:
+        header += [f"{var} ({s.unit})", "x eventbus"]
+    lines += ["| " + " | ".join([*header, "runs", "count", "notes"]) + " |", "|" + " --- |" * (len(header) + 3)]
+    contenders = list(dict.fromkeys(c for var in variants for c in table[var]))
+    for c in contenders:
+        row = [_label(s, c, labels)]
+        first: dict[str, Any] = {}
+        for var in variants:
+            sm = table[var].get(c, {})
+            first = first or sm
+            base = table[var].get(EVENTBUS, {}).get("value")
+            row += [fmt(sm.get("value")), ratio(sm.get("value"), base)]
+        row += [str(first.get("runs", 0)), fmt(first.get("count")), _note(first)]
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def _many(s: Scenario, table: Table, labels: dict[str, str], data: dict[str, Table]) -> list[str]:
+    many_var = next((v for v in table if v != "1 channel"), None)
+    single = table.get("1 channel") or data.get("drain", {}).get("1 channel", {})
+    lines = [
+        f"| contender | {many_var} (msg/s) | 1 channel (msg/s) | many ÷ single | x eventbus | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = table.get(many_var or "", {})
+    base = rows.get(EVENTBUS, {}).get("value")
+    for c, sm in rows.items():
+        one = single.get(c, {}).get("value")
+        lines.append(
+            f"| {_label(s, c, labels)} | {fmt(sm.get('value'))} | {fmt(one)} | "
+            f"{ratio(sm.get('value'), one)} | {ratio(sm.get('value'), base)} | {_note(sm)} |"
+        )
+    return [*lines, ""]
+
+
+def _latency(s: Scenario, table: Table, labels: dict[str, str]) -> list[str]:
+    lines = []
+    for var, rows in table.items():
+        base = rows.get(EVENTBUS, {}).get("p99")
+        lines += [
+            f"{var}: handler latency in µs (lower is better)",
+            "",
+            "| contender | p50 | p99 | max | p99 ÷ eventbus p99 | publisher rate | notes |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c, sm in rows.items():
+            lines.append(
+                f"| {_label(s, c, labels)} | {fmt(sm.get('p50'))} | {fmt(sm.get('p99'))} | "
+                f"{fmt(sm.get('max'))} | {ratio(sm.get('p99'), base)} | {fmt(sm.get('publish_rate'))}/s | "
+                f"{_note(sm)} |"
+            )
+    return [*lines, ""]
+
+
+def _olympics(s: Scenario, table: Table, labels: dict[str, str]) -> list[str]:
+    lines = []
+    for var, rows in table.items():
+        threads = rows.get("tutorial_threads", {}).get("value")
+        lines += [
+            f"| {var} | purchases/s | x tutorial threads | final state exact | state digest | notes |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for c, sm in rows.items():
+            exact = {True: "yes", False: "NO: " + ", ".join(sm.get("state_diff", [])), None: "-"}[sm.get("state_exact")]
+            lines.append(
+                f"| {_label(s, c, labels)} | {fmt(sm.get('value'))} | {ratio(sm.get('value'), threads)} | "
+                f"{exact} | {' '.join(d for d in sm.get('digests', []) if d)} | {_note(sm)} |"
+            )
+    return [*lines, ""]
+
+
+def _memory(data: dict[str, Table], labels: dict[str, str]) -> list[str]:
+    cols = [("drain", "1 channel"), ("many", next((v for v in data.get("many", {}) if v != "1 channel"), ""))]
+    cols = [(k, var) for k, var in cols if var in data.get(k, {})]
+    lines = [
+        "## 7. Memory",
+        "",
+        "Peak RSS (VmHWM, read by the consumer from /proc/self/status when it has handled its last "
+        "message) of the consumers in scenarios 1 and 3. The eventbus row is the one the issue asks for; "
+        "the others give the scale.",
+        "",
+        "| contender | " + " | ".join(f"{k}: {var} (MiB)" for k, var in cols) + " |",
+        "| --- |" + " --- |" * len(cols),
+    ]
+    contenders = list(dict.fromkeys(c for k, var in cols for c in data[k][var]))
+    for c in contenders:
+        vals = [data[k][var].get(c, {}).get("peak_rss_kib") for k, var in cols]
+        lines.append(f"| {labels.get(c, c)} | " + " | ".join(fmt(x / 1024) if x else "-" for x in vals) + " |")
+    return [*lines, ""]
+
+
+def _targets(data: dict[str, Table]) -> list[str]:
+    def med(scn: str, var: str | None, c: str, key: str = "value") -> float | None:
+        table = data.get(scn, {})
+        var = var if var is not None else next(iter(table), "")
+        v = table.get(var, {}).get(c, {}).get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    many_var = next((v for v in data.get("many", {}) if v != "1 channel"), None)
+    single = "many" if "1 channel" in data.get("many", {}) else "drain"
+    olymp = data.get("olympics", {})
+    o_var = next(iter(olymp), "")
+    o_eb, o_th = olymp.get(o_var, {}).get(EVENTBUS, {}), olymp.get(o_var, {}).get("tutorial_threads", {})
+    checks = [
+        ("drain ÷ Python limit", med("drain", "1 channel", EVENTBUS), med("drain", "1 channel", LIMIT), 0.75, True),
+        (
+            "drain ÷ redis.asyncio listen()",
+            med("drain", "1 channel", EVENTBUS),
+            med("drain", "1 channel", "redis_listen"),
+            4.0,
+            True,
+        ),
+        ("fan-out ÷ Python limit", med("fanout", None, EVENTBUS), med("fanout", None, LIMIT), 0.7, True),
+        ("many channels ÷ one channel", med("many", many_var, EVENTBUS), med(single, "1 channel", EVENTBUS), 0.9, True),
+        (
+            "latency p99 ÷ listen() p99",
+            med("latency", None, EVENTBUS, "p99"),
+            med("latency", None, "redis_listen", "p99"),
+            1.2,
+            False,
+        ),
+        ("olympics ÷ tutorial threads", o_eb.get("value"), o_th.get("value"), 5.0, True),
+    ]
+    lines = ["## Targets of issue 5", "", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
+    for name, a, b, goal, at_least in checks:
+        if a and b:
+            r = a / b
+            met = "yes" if (r >= goal if at_least else r <= goal) else "**no**"
+            lines.append(f"| {name} | {r:.2f}x | {'≥' if at_least else '≤'} {goal}x | {met} |")
+        else:
+            lines.append(f"| {name} | - | {'≥' if at_least else '≤'} {goal}x | not measured |")
+    if o_eb:
+        same = o_eb.get("state_exact") and o_th.get("state_exact") and o_eb.get("digests") == o_th.get("digests")
+        lines.append(
+            f"| olympics final state identical | {'yes' if same else 'no'} | identical | "
+            f"{'yes' if same else '**no**'} |"
+        )
+    return [*lines, ""]
+
+
+def _errors(results: list[dict[str, Any]]) -> list[str]:
+    failed = [r for r in results if "error" in r]
+    if not failed:
+        return []
+    lines = ["## Failed runs", ""]
+    for r in failed:
+        lines += [
+            f"- {r['scenario']} / {r['variant']} / {r['contender']} / rep {r['rep']}:",
+            "",
+            "  ```",
+            *("  " + line for line in r["error"].splitlines()[-12:]),
+            "  ```",
+            "",
+        ]
+    return lines
+
+
+# ---- chart ------------------------------------------------------------------------------------
+
+
+def chart(run: dict[str, Any], path: Path) -> bool:
+    """Bars of each scenario's medians; returns False (and draws nothing) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        return False
+    data = summarize(run["results"])
+    panels = []
+    for key in ("drain", "fanout", "many", "latency", "olympics", "publish"):
+        for var, rows in data.get(key, {}).items():
+            if key == "many" and var == "1 channel":
+                continue  # the same figure as scenario 1's
+            metric = "p99" if key == "latency" else "value"
+            unit = "µs p99 (lower is better)" if key == "latency" else BY_KEY[key].unit
+            bars = [(c, sm[metric]) for c, sm in rows.items() if sm.get(metric)]
+            if bars:
+                panels.append((f"{BY_KEY[key].number}. {BY_KEY[key].title}\n{var}", unit, bars))
+    if not panels:
+        return False
+    cols = 2
+    rows_n = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(13, 3.2 * rows_n), squeeze=False)
+    for ax, (title, unit, bars) in zip(axes.flat, panels, strict=False):
+        names = [c for c, _ in bars]
+        colors = ["#d62728" if c == EVENTBUS else "#1f77b4" for c in names]
+        ax.barh(names, [v for _, v in bars], color=colors)
+        ax.invert_yaxis()
+        values = [v for _, v in bars]
+        if max(values) > 30 * min(values):  # FastStream is 100x off: keep the others readable
+            ax.set_xscale("log")
+            unit += " (log scale)"
+        else:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(unit, fontsize=8)
+        ax.tick_params(labelsize=8)
+        for i, (_, v) in enumerate(bars):
+            ax.text(v, i, f" {fmt(v)}", va="center", fontsize=7)
+        ax.margins(x=0.2)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"eventbus benchmarks ({run['mode']} run; medians of {run['settings']['reps']})", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

@@ -1,0 +1,141 @@
+"""The command line: pick scenarios and contenders, run every case, write RESULTS.md and the chart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.consumer import BenchError
+from benchmarks.contenders import CONTENDERS, Contender
+from benchmarks.progress import Progress
+from benchmarks.scenarios import BY_KEY, SCENARIOS, Case, Measurement, Scenario, many
+from benchmarks.settings import Settings, pick
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run: smaller workloads, 1 repetition")
+    p.add_argument("--reps", type=int, help="repetitions of every case (default 3, quick 1)")
+    p.add_argument("--only", help=f"comma-separated scenarios: {','.join(BY_KEY)}")
+    p.add_argument("--contenders", help=f"comma-separated contenders: {','.join(c.key for c in CONTENDERS)}")
+    p.add_argument("--skip", default="", help="comma-separated contenders to leave out")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the Markdown report")
+    p.add_argument("--json", type=Path, default=HERE / "results.json", help="every raw measurement")
+    p.add_argument("--chart", type=Path, default=HERE / "results.png", help="the PNG chart (needs matplotlib)")
+    return p.parse_args(argv)
+
+
+def select_contenders(args: argparse.Namespace, progress_note: Any) -> list[Contender]:
+    wanted = set(args.contenders.split(",")) if args.contenders else {c.key for c in CONTENDERS}
+    skip = set(filter(None, args.skip.split(",")))
+    unknown = (wanted | skip) - {c.key for c in CONTENDERS}
+    if unknown:
+        raise SystemExit(f"unknown contender(s): {', '.join(sorted(unknown))}")
+    chosen = []
+    for c in CONTENDERS:
+        if c.key not in wanted or c.key in skip:
+            continue
+        why = c.missing()
+        if why:
+            progress_note(f"skipping {c.key}: {why}")
+            continue
+        chosen.append(c)
+    return chosen
+
+
+def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    if not args.only:
+        return list(SCENARIOS)
+    keys = args.only.split(",")
+    unknown = [k for k in keys if k not in BY_KEY and k != "memory"]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)} (choose from {', '.join(BY_KEY)}, memory)")
+    if "memory" in keys:  # memory is read from the drain and many-subscription runs
+        keys += ["drain", "many"]
+    return [s for s in SCENARIOS if s.key in keys]
+
+
+def build_cases(s: Scenario, settings: Settings, contenders: list[Contender], keys: set[str]) -> list[Case]:
+    if s.key == "many" and "drain" in keys:
+        # Scenario 1 already drains one channel with the same N: reuse it rather than run it twice.
+        return many.build_with(settings, contenders, with_single=False)
+    return s.build(settings, contenders)
+
+
+def run_case(case: Case) -> Measurement:
+    try:
+        return case.run()
+    except BenchError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one broken case must not lose the rest of the suite's figures
+        return {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    settings = pick(args.quick, args.reps)
+    started = time.time()
+    contenders = select_contenders(args, print)
+    scenarios = select_scenarios(args)
+    keys = {s.key for s in scenarios}
+    plan: list[tuple[Scenario, list[Case]]] = []
+    skipped: dict[str, str] = {}
+    for s in scenarios:
+        reason = s.skip()
+        if reason:
+            skipped[s.key] = reason
+            print(f"skipping scenario {s.number} {s.key}: {reason}")
+            continue
+        plan.append((s, build_cases(s, settings, contenders, keys)))
+    if "olympics" in keys and (why := _olympics_note()):
+        skipped["olympics-eventbus"] = why
+        print(f"scenario 5: {why}")
+
+    progress = Progress(sum(len(cases) for _, cases in plan) * settings.reps)
+    mode = "quick" if settings.quick else "full"
+    print(f"{mode} run: {len(plan)} scenarios, {len(contenders)} contenders, {settings.reps} repetition(s)")
+    results: list[dict[str, Any]] = []
+    for s, cases in plan:
+        # Repetitions interleave the contenders, so a noisy minute on the machine hurts them all alike.
+        for rep in range(settings.reps):
+            for case in cases:
+                progress.begin(f"{s.key:<8} {case.variant:<20} {case.contender:<16} rep {rep + 1}/{settings.reps}")
+                m = run_case(case)
+                progress.end(report.outcome(s, m))
+                results.append(
+                    {"scenario": s.key, "variant": case.variant, "contender": case.contender, "rep": rep + 1, **m}
+                )
+
+    run = {
+        "command": " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+        "mode": mode,
+        "settings": settings.__dict__,
+        "started": started,
+        "duration_s": time.time() - started,
+        "machine": report.machine(),
+        "versions": report.versions(),
+        "contenders": {c.key: c.label for c in contenders},
+        "skipped": skipped,
+        "results": results,
+    }
+    args.json.write_text(json.dumps(run, indent=1, default=str))
+    chart = report.chart(run, args.chart)
+    args.out.write_text(report.markdown(run, chart_name=args.chart.name if chart else None))
+    print(f"\nwrote {args.out}, {args.json}" + (f", {args.chart}" if chart else " (no chart: matplotlib missing)"))
+    print(f"total {time.time() - started:.0f} s")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _olympics_note() -> str | None:
+    from benchmarks.scenarios.olympics import app_missing
+
+    return app_missing()

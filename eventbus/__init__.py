@@ -25,7 +25,8 @@ from eventbus.publisher import Publisher, connect
 from eventbus.router import Router
 from eventbus.runner import Runner, run
 from eventbus.stats import BusStats, HandlerStats
-from eventbus.subscription import on, on_pattern, on_shutdown, on_startup
+from eventbus.streams import StreamMessage
+from eventbus.subscription import on, on_pattern, on_shutdown, on_startup, on_stream
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "Reject",
     "Router",
     "Runner",
+    "StreamMessage",
     "SubscribeError",
     "__version__",
     "connect",
@@ -52,5 +54,6 @@ __all__ = [
     "on_pattern",
     "on_shutdown",
     "on_startup",
+    "on_stream",
     "run",
 ]

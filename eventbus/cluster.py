@@ -156,7 +156,7 @@ async def fetch_slot_map(candidates: Sequence[str], node_url: Any) -> SlotMap:
     for url in dict.fromkeys(candidates):
         client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
         try:
-            reply = await client.execute_command("CLUSTER", "SLOTS")
+            reply = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         except aioredis.ResponseError as exc:
             if "cluster support disabled" in str(exc):
                 return SlotMap((), standalone=url)
@@ -339,11 +339,11 @@ class ShardedSubscriber:
                     log.warning("no node owns the slot of sharded channel %r yet; retrying", channel)
                     continue
                 wanted.setdefault(owner, []).append(channel)
-            for url, subscriber in list(self.nodes.items()):
+            for url, node in list(self.nodes.items()):
                 keep = set(wanted.get(url, ()))
-                subscriber.channels = [c for c in subscriber.channels if c in keep]
-                if not subscriber.channels and url not in wanted:
-                    await subscriber.stop()
+                node.channels = [c for c in node.channels if c in keep]
+                if not node.channels and url not in wanted:
+                    await node.stop()
                     del self.nodes[url]
             moved = 0
             for url, names in wanted.items():

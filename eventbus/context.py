@@ -37,12 +37,17 @@ class Context:
         logger = logging.getLogger("eventbus.handler" if handler is None else f"eventbus.handler.{handler}")
         self.log = logging.LoggerAdapter(logger, {"handler": handler})
 
-    async def publish(self, channel: str, data: Any) -> int:
+    async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
         """Publish ``data`` (bytes, str, number, or JSON-serializable) to ``channel``.
 
         Returns the number of subscribers that received it, as Redis PUBLISH does.
+        ``sharded=True`` publishes with SPUBLISH (sharded pub/sub).
         """
-        return await self.publisher.publish(channel, data)
+        return await self.publisher.publish(channel, data, sharded=sharded)
+
+    async def append(self, stream: str, data: Any, *, maxlen: int | None = None) -> str:
+        """Append an entry to ``stream`` (XADD); see :meth:`eventbus.Publisher.append`."""
+        return await self.publisher.append(stream, data, maxlen=maxlen)
 
     def for_handler(self, handler: str) -> Context:
         """A copy for one handler: same services, its own name and logger."""

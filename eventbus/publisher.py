@@ -24,11 +24,30 @@ class Publisher:
         self.redis = redis
         self._close = close
 
-    async def publish(self, channel: str, data: Any) -> int:
-        """Publish one message; returns how many subscribers received it."""
+    async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
+        """Publish one message; returns how many subscribers received it.
+
+        ``sharded=True`` sends SPUBLISH, for ``@on(channel, sharded=True)`` subscribers.
+        """
         if not isinstance(channel, str) or not channel:
             raise ConfigError(f"channel must be a non-empty string, got {channel!r}")
+        if sharded:
+            return int(await self.redis.spublish(channel, encode_payload(data)))
         return await self._publish(channel, encode_payload(data))
+
+    async def append(self, stream: str, data: Any, *, maxlen: int | None = None, approximate: bool = True) -> str:
+        """Append an entry to a stream (XADD) for ``@on_stream`` consumers; returns the entry id.
+
+        A dict of flat values (str, bytes, numbers) is stored as the entry's fields; any other
+        payload is encoded as :meth:`publish` does and stored in the field ``data``. ``maxlen`` caps
+        the stream's length (approximately, as ``MAXLEN ~``, unless ``approximate=False``).
+        """
+        from eventbus.streams import stream_fields
+
+        if not isinstance(stream, str) or not stream:
+            raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
+        entry_id = await self.redis.xadd(stream, stream_fields(data), maxlen=maxlen, approximate=approximate)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def aclose(self) -> None:
         if self._close is not None:

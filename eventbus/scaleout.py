@@ -49,7 +49,11 @@ class ScaleOut:
             worker = workers[handler.name]
             assert isinstance(worker, StreamWorker)
             options = subscription.stream or StreamOptions()
-            reader = runner.broker.client() if runner.broker is not None else command_client(runner.url or "", max_connections=2)
+            reader = (
+                runner.broker.client()
+                if runner.broker is not None
+                else command_client(runner.url or "", max_connections=2)
+            )
             consumer = StreamConsumer(
                 subscription.name, stream_group(subscription, handler), options, worker, runner.redis, reader
             )

@@ -1,0 +1,110 @@
+"""A real local Redis Cluster of three masters on free ports, for the scaling tests and benchmarks.
+
+Each node is a :class:`~tests.redis_server.RedisServer` with ``cluster-enabled yes``, so a test
+can kill and restart one; ``redis-cli --cluster create`` assigns the 16384 slots.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import redis
+
+from tests.redis_server import RedisServer
+
+
+class LocalCluster:
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes: list[RedisServer] = []
+        for _ in range(masters):
+            node = RedisServer()
+            node.extra_args = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"{node.dir}/nodes.conf",
+                "--cluster-node-timeout", "2000",
+                # A slot with no owner must not stop the rest of the cluster (we kill nodes).
+                "--cluster-require-full-coverage", "no",
+            ]  # fmt: skip
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        """The eventbus form: every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> LocalCluster:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "0",
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        """Until every node says cluster_state:ok and agrees on all 16384 slots."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(self._ok(node) for node in self.nodes if node.process is not None):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("cluster did not become ready")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _ok(node: RedisServer) -> bool:
+        with node.client() as client:
+            info = client.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            return "cluster_state:ok" in text and "cluster_slots_assigned:16384" in text
+
+    def node_ids(self) -> dict[int, str]:
+        ids = {}
+        for node in self.nodes:
+            with node.client() as client:
+                ids[node.port] = client.execute_command("CLUSTER", "MYID").decode()
+        return ids
+
+    def owner_of(self, slot: int) -> RedisServer:
+        with self.nodes[0].client() as client:
+            for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    port = int(master[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(slot)
+
+    def move_slot(self, slot: int, target: RedisServer) -> None:
+        """Move an (empty-keyed) slot to ``target`` the way redis-cli --cluster reshard does."""
+        source = self.owner_of(slot)
+        if source is target:
+            return
+        ids = self.node_ids()
+        with target.client() as t, source.client() as s:
+            t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+            s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target.port])
+            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            for node in self.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
+        self.wait_ok()
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                with node.client() as client:
+                    client.flushall()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -182,7 +182,8 @@ async def _dead_letters(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"no dead letter with id(s): {', '.join(sorted(missing))}")
         for entry in chosen:
-            await bus.publish(entry.channel, entry.payload)
+            # As bytes: a channel name need not be UTF-8, and the letter must go back where it came from.
+            await bus.redis.publish(entry.channel.encode("utf-8", "surrogateescape"), entry.payload)
             if not args.keep:
                 await store.delete(entry.id)
         print(f"replayed {len(chosen)} dead letter(s) to their channels")

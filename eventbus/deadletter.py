@@ -48,10 +48,12 @@ class DeadLetterStore:
         """
         fields: dict[str, Any] = {
             "handler": handler,
-            "channel": msg.channel,
-            "pattern": msg.pattern or "",
+            # Channel names are binary-safe: the dispatcher decoded them with surrogateescape, so
+            # encoding them back the same way keeps any byte string (and replays to the same channel).
+            "channel": _wire(msg.channel),
+            "pattern": _wire(msg.pattern or ""),
             "payload": msg.data,
-            "error": error[:4000],
+            "error": error[:4000].encode("utf-8", "backslashreplace"),
             "attempts": attempts,
             "ts": f"{time.time():.6f}",
             **(extra or {}),
@@ -78,18 +80,22 @@ class DeadLetterStore:
 
     @staticmethod
     def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
-        def text(key: str) -> str:
+        def text(key: str, errors: str = "replace") -> str:
             value = fields.get(key.encode(), fields.get(key, b""))
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return value.decode("utf-8", errors) if isinstance(value, bytes) else str(value)
 
         payload = fields.get(b"payload", fields.get("payload", b""))
         return DeadLetter(
             id=entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id),
             handler=text("handler"),
-            channel=text("channel"),
-            pattern=text("pattern") or None,
+            channel=text("channel", "surrogateescape"),
+            pattern=text("pattern", "surrogateescape") or None,
             payload=payload if isinstance(payload, bytes) else str(payload).encode(),
             error=text("error"),
             attempts=int(text("attempts") or 0),
             ts=float(text("ts") or 0),
         )
+
+
+def _wire(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")

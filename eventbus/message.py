@@ -38,7 +38,8 @@ class Message:
         """The payload parsed as JSON (orjson); raises :class:`PayloadError` if it is not JSON."""
         try:
             return orjson.loads(self.data)
-        except orjson.JSONDecodeError as exc:
+        except (orjson.JSONDecodeError, RecursionError) as exc:
+            # orjson >= 3.9.15 refuses nesting deeper than 1024 with JSONDecodeError.
             raise PayloadError(
                 f"payload on {self.channel!r} is not valid JSON ({len(self.data)} bytes): {exc}"
             ) from None

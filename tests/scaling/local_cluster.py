@@ -6,7 +6,9 @@ can kill and restart one; ``redis-cli --cluster create`` assigns the 16384 slots
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import time
 
@@ -15,11 +17,28 @@ import redis
 from tests.redis_server import RedisServer
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too; Redis needs it <= 55535."""
+    while True:
+        port = random.randint(20000, 55000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+
+
 class LocalCluster:
     def __init__(self, masters: int = 3) -> None:
         self.nodes: list[RedisServer] = []
         for _ in range(masters):
-            node = RedisServer()
+            node = RedisServer(port=cluster_port())
             node.extra_args = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", f"{node.dir}/nodes.conf",

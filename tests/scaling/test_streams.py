@@ -16,11 +16,11 @@ from eventbus.streams import stream_fields
 from tests.redis_server import RedisServer
 
 
-async def wait_for(check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0) -> None:
+async def wait_for(check: Callable[[], Awaitable[bool] | object], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if not isinstance(result, bool):
+        if asyncio.iscoroutine(result):
             result = await result
         if result:
             return

@@ -2,7 +2,9 @@
 
     send   --to +5584981341213 --from +12028165004 --message "..." [--kind alert]
     bulk   recipients.csv [--from ...] [--message ...] [--kind ...] [--rate 200] [--skip N]
-    serve  [--dry-run]            (the same as: python -m eventbus run apps.broadcast)
+    replay [--keep]               (republish the dead letters Twilio certainly did not accept)
+    serve  [--dry-run] [eventbus run options: --url, --grace, --log-level, ...]
+           (the same as: [BROADCAST_DRY_RUN=1] python -m eventbus run apps.broadcast ...)
 
 Exit codes: 0 published; 1 bad input or Redis unreachable; 2 no broadcast service was
 subscribed, so a message was not delivered (Pub/Sub keeps nothing for absent subscribers).
@@ -15,6 +17,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import eventbus
 from apps.broadcast.masking import mask_number
@@ -23,6 +26,7 @@ from apps.broadcast.progress import Progress
 from apps.broadcast.publisher import channel_for, publish
 from apps.broadcast.ratelimit import RateLimiter
 from apps.broadcast.recipients import FORMATS, Defaults, RecipientsError, load_recipients
+from apps.broadcast.replay import replay_not_sent
 
 EXIT_OK, EXIT_INPUT, EXIT_UNDELIVERED = 0, 1, 2
 
@@ -39,33 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
         p.add_argument("--kind", default="broadcast", help="publish to channel-KIND (default: broadcast)")
 
-    send = sub.add_parser("send", help="publish one message")
-    common(send)
-    send.add_argument("--to", required=True, help="recipient, E.164 (+5584981341213)")
-    send.add_argument("--from", dest="from_", required=True, help="sender number, E.164")
-    send.add_argument("--message", required=True, help="text, at most 1,600 characters")
+    send_cmd = sub.add_parser("send", help="publish one message")
+    common(send_cmd)
+    send_cmd.add_argument("--to", required=True, help="recipient, E.164 (+5584981341213)")
+    send_cmd.add_argument("--from", dest="from_", required=True, help="sender number, E.164")
+    send_cmd.add_argument("--message", required=True, help="text, at most 1,600 characters")
 
-    bulk = sub.add_parser("bulk", help="publish one message per recipient in a CSV/JSON file")
-    common(bulk)
-    bulk.add_argument("file", type=Path)
-    bulk.add_argument("--format", choices=FORMATS, help="default: from the file extension")
-    bulk.add_argument("--from", dest="from_", help="sender for entries without one")
-    bulk.add_argument("--message", help="text for entries without one")
-    bulk.add_argument(
+    bulk_cmd = sub.add_parser("bulk", help="publish one message per recipient in a CSV/JSON file")
+    common(bulk_cmd)
+    bulk_cmd.add_argument("file", type=Path)
+    bulk_cmd.add_argument("--format", choices=FORMATS, help="default: from the file extension")
+    bulk_cmd.add_argument("--from", dest="from_", help="sender for entries without one")
+    bulk_cmd.add_argument("--message", help="text for entries without one")
+    bulk_cmd.add_argument(
         "--rate",
         type=float,
         default=0.0,
         help="publish at most this many messages per second (default: as fast as Redis takes them); "
         "keep it near what the service can send so its inbox never overflows",
     )
-    bulk.add_argument("--skip", type=int, default=0, help="skip the first N entries (to resume a stopped run)")
-    bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bulk_cmd.add_argument("--skip", type=int, default=0, help="skip the first N entries (to resume a stopped run)")
+    bulk_cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    serve = sub.add_parser("serve", help="run the broadcast service (python -m eventbus run apps.broadcast)")
-    serve.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
-    serve.add_argument("--dry-run", action="store_true", help="log (masked) what would be sent; no Twilio")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds to finish in-flight sends on stop")
-    serve.add_argument("--log-level", default="info")
+    replay_cmd = sub.add_parser("replay", help="republish the dead-lettered messages that were certainly not sent")
+    replay_cmd.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+    replay_cmd.add_argument("--keep", action="store_true", help="leave the replayed entries in the stream")
+
+    serve_cmd = sub.add_parser(
+        "serve",
+        help="run the broadcast service; other options go to 'python -m eventbus run' (--url, --grace, ...)",
+    )
+    serve_cmd.add_argument("--dry-run", action="store_true", help="log (masked) what would be sent; no Twilio")
     return parser
 
 
@@ -98,10 +106,15 @@ async def send_many(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":
+        serve(args.dry_run, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if args.command == "serve":
-            return serve(args)
+        if args.command == "replay":
+            return asyncio.run(replay(args.url, keep=args.keep))
         channel_for(args.kind)  # a bad --kind is an input error, before connecting
         if args.command == "send":
             sms = validate_sms(args.message, args.from_, args.to)
@@ -131,9 +144,28 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
 
 
-def serve(args: argparse.Namespace) -> int:
-    if args.dry_run:
+async def replay(url: str | None, *, keep: bool) -> int:
+    async with eventbus.connect(url=url) as bus:
+        report = await replay_not_sent(bus, eventbus.DeadLetterStore(bus.redis), keep=keep)
+    print(f"replayed {report.replayed} message(s) that Twilio had not accepted")
+    if report.left:
+        left = ", ".join(f"{n} {kind}" for kind, n in sorted(report.left.items()))
+        print(
+            f"left in the dead-letter stream: {left}. Unknown outcomes may have been delivered: check "
+            "Twilio's message log, then replay single ones with: python -m eventbus dead-letters replay --id ID"
+        )
+    if report.undelivered:
+        print("error: no broadcast service is subscribed; the rest were kept", file=sys.stderr)
+        return EXIT_UNDELIVERED
+    return EXIT_OK
+
+
+def serve(dry_run: bool, eventbus_args: list[str]) -> NoReturn:
+    """Become ``python -m eventbus run apps.broadcast``: its signals, logging and exit codes."""
+    if dry_run:
         # The startup hook reads the environment, so the flag travels the same way as the variable.
         os.environ["BROADCAST_DRY_RUN"] = "1"
-    eventbus.run("apps.broadcast", url=args.url, grace=args.grace, log_level=args.log_level)
-    return EXIT_OK
+    command = [sys.executable, "-m", "eventbus", "run", "apps.broadcast", *eventbus_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)

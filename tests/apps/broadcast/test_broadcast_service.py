@@ -12,6 +12,8 @@ from broadcast_fake_twilio import FakeTwilio, Reply
 from conftest import ACCOUNT_SID, AUTH_TOKEN, Service, run_service, wait_until
 
 from apps.broadcast import publish_sms
+from apps.broadcast.replay import kind_of, replay_not_sent
+from eventbus import DeadLetterStore
 
 FROM = "+12028165004"
 TO = "+5584981341213"
@@ -187,3 +189,30 @@ async def test_dry_run_logs_masked_and_sends_nothing(
     assert line == "dry-run: would send 11 chars from +1202***5004 to +5584*****1213"
     assert fake_twilio.received == []
     assert not any("secret body" in r.getMessage() for r in all_logs.records)
+
+
+async def test_replay_resends_only_what_twilio_certainly_did_not_accept(
+    service: Service, fake_twilio: FakeTwilio
+) -> None:
+    not_sent, unknown, refused = "+5584981340001", "+5584981340002", "+5584981340003"
+    fake_twilio.script(not_sent, *[Reply(429, 20429)] * 4)  # every attempt (BROADCAST_MAX_ATTEMPTS=4)
+    fake_twilio.script(unknown, Reply(503, 20503))
+    fake_twilio.script(refused, Reply(400, 21610))
+    for to in (not_sent, unknown, refused):
+        await service.publish("channel-alert", sms(to=to))
+    assert sorted(kind_of(d) for d in await service.wait_dead_letters(3)) == [
+        "not-sent",
+        "permanent",
+        "unknown-outcome",
+    ]
+
+    report = await replay_not_sent(service.bus, DeadLetterStore(service.bus.redis))
+    assert (report.replayed, dict(report.left), report.undelivered) == (
+        1,
+        {"permanent": 1, "unknown-outcome": 1},
+        False,
+    )
+    await wait_until(lambda: len(fake_twilio.sent_to(not_sent)) == 5)
+    await service.runner.drain(5)
+    assert sorted(kind_of(d) for d in await service.dead_letters()) == ["permanent", "unknown-outcome"]
+    assert [len(fake_twilio.sent_to(to)) for to in (unknown, refused)] == [1, 1]

@@ -1,0 +1,61 @@
+"""Replaying the broadcast dead letters that are safe to replay - and only those.
+
+``python -m eventbus dead-letters replay --all`` would also resend unknown outcomes (5xx,
+timeouts), which may already have reached the person. This picks, by the reason the service
+wrote, only the messages Twilio certainly did not accept (429 or no connection, retries used up),
+publishes each again to its channel, and removes it from the stream.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from apps.broadcast.publisher import SupportsPublish
+from eventbus import DeadLetter, DeadLetterStore
+
+HANDLER = "broadcast"
+
+# The reasons the service writes (eventbus prefixes a Reject's reason with "rejected: ").
+_KINDS = (
+    ("rejected: twilio not sent:", "not-sent"),
+    ("rejected: twilio refused,", "permanent"),
+    ("rejected: twilio unknown outcome", "unknown-outcome"),
+    ("rejected: invalid payload:", "invalid-payload"),
+)
+
+
+def kind_of(dead: DeadLetter) -> str:
+    for prefix, kind in _KINDS:
+        if dead.error.startswith(prefix):
+            return kind
+    return "other"
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    left: Counter[str] = field(default_factory=Counter)
+    undelivered: bool = False  # stopped because no broadcast service was subscribed
+
+
+async def replay_not_sent(
+    bus: SupportsPublish, store: DeadLetterStore, *, keep: bool = False, limit: int = 100_000
+) -> ReplayReport:
+    report = ReplayReport()
+    for dead in await store.list(count=limit):
+        if dead.handler != HANDLER:
+            continue
+        kind = kind_of(dead)
+        if kind != "not-sent" or report.undelivered:
+            report.left[kind] += 1
+            continue
+        if await bus.publish(dead.channel, dead.payload) == 0:
+            # Nobody got it; keep the entry (and every later one) for the next run.
+            report.undelivered = True
+            report.left[kind] += 1
+            continue
+        report.replayed += 1
+        if not keep:
+            await store.delete(dead.id)
+    return report

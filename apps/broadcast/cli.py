@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from redis.exceptions import RedisError
+
 import eventbus
 from apps.broadcast.masking import mask_number
 from apps.broadcast.payload import InvalidPayload, Sms, validate_sms
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         messages = load_recipients(args.file, Defaults(args.from_, args.message), args.format)
         if not 0 <= args.skip <= len(messages):
             raise RecipientsError(f"--skip must be between 0 and {len(messages)}")
+        if args.rate < 0:
+            raise RecipientsError("--rate must be >= 0 (0: no limit)")
         progress = Progress(len(messages) - args.skip, "publishing", enabled=False if args.no_progress else None)
         try:
             sent = asyncio.run(
@@ -139,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except Undelivered as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNDELIVERED
-    except eventbus.EventbusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (eventbus.EventbusError, RedisError) as exc:
+        # eventbus.connect() surfaces redis-py's own errors when Redis cannot be reached.
+        print(f"error: Redis: {exc}", file=sys.stderr)
         return EXIT_INPUT
 
 

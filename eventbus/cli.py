@@ -62,11 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail instead of starting an embedded Redis when nothing answers at the default URL",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
+    )
 
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
     publish.add_argument("channel")
     publish.add_argument("data", nargs="?", help="the payload; omitted or '-' reads standard input")
     publish.add_argument("--lines", action="store_true", help="publish each line of standard input separately")
+    publish.add_argument("--sharded", action="store_true", help="SPUBLISH to a sharded channel")
+    publish.add_argument("--stream", action="store_true", help="CHANNEL names a stream: append entries (XADD)")
+    publish.add_argument("--maxlen", type=int, help="with --stream: trim the stream to at most this many entries")
     url_option(publish)
 
     routes = commands.add_parser("routes", help="show what a module would subscribe to, by which handler")
@@ -86,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run" and args.workers != 1:
+            from eventbus.supervisor import supervise
+
+            return supervise(args, sys.argv[1:] if argv is None else argv)
         if args.command == "run":
             return _run(args)
         if args.command == "publish":
@@ -131,11 +144,17 @@ async def _publish(args: argparse.Namespace) -> int:
         receivers = 0
         try:
             for payload in payloads:
-                receivers += await bus.publish(args.channel, payload)
+                if args.stream:
+                    await bus.append(args.channel, payload, maxlen=args.maxlen, approximate=False)
+                else:
+                    receivers += await bus.publish(args.channel, payload, sharded=args.sharded)
         except OSError as exc:
             url = redact_url(resolve_url(args.url).url)
             print(f"eventbus: error: cannot publish to {url}: {exc}", file=sys.stderr)
             return 1
+    if args.stream:
+        print(f"appended {len(payloads)} entr{'y' if len(payloads) == 1 else 'ies'} to stream {args.channel!r}")
+        return 0
     print(f"published {len(payloads)} message(s) to {args.channel!r}: {receivers} reception(s)")
     return 0
 

@@ -99,7 +99,7 @@ class FakeTwilio:
         except ValueError:
             return False
         sid = request.match_info["sid"]
-        return auth.login == self.account_sid == sid and auth.password == self.auth_token
+        return bool(auth.login == self.account_sid == sid and auth.password == self.auth_token)
 
     def _resource(self, received: Received) -> dict[str, object]:
         now = formatdate(usegmt=True)

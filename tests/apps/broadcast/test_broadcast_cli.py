@@ -29,7 +29,7 @@ TO = "+5584981341213"
 @pytest.fixture
 def subscriber(redis_server: Any) -> Iterator[Any]:
     """A stand-in for the broadcast service: a pattern subscription on channel-*."""
-    client = redis.Redis.from_url(redis_server.url)
+    client: Any = redis.Redis.from_url(redis_server.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("channel-*")
     while pubsub.get_message(timeout=1.0) is None and not pubsub.subscribed:
@@ -40,7 +40,7 @@ def subscriber(redis_server: Any) -> Iterator[Any]:
 
 
 def received(pubsub: Any, n: int, timeout: float = 5.0) -> list[tuple[str, dict[str, str]]]:
-    messages = []
+    messages: list[tuple[str, dict[str, str]]] = []
     deadline = time.monotonic() + timeout
     while len(messages) < n and time.monotonic() < deadline:
         msg = pubsub.get_message(timeout=0.5)
@@ -166,7 +166,12 @@ def test_serve_dry_run_runs_the_service_under_eventbus(
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or []], daemon=True).start()
+
+    def pump() -> None:
+        for line in proc.stderr or []:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
 
     def wait_for(text: str) -> str:
         deadline = time.monotonic() + 15

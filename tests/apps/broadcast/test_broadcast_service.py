@@ -9,7 +9,7 @@ from collections import defaultdict
 import orjson
 import pytest
 from broadcast_fake_twilio import FakeTwilio, Reply
-from conftest import ACCOUNT_SID, AUTH_TOKEN, Service, run_service, wait_until
+from broadcast_support import ACCOUNT_SID, AUTH_TOKEN, Service, run_service, wait_until
 
 from apps.broadcast import publish_sms
 from apps.broadcast.replay import kind_of, replay_not_sent

@@ -31,6 +31,7 @@ from apps.olympics.report import PngUnavailable, load_report, render_report, wri
 from apps.olympics.simulator import create_events, generate_orders, simulate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PING_TIMEOUT = 3.0
 RUN_LISTENERS = "OLYMPICS_SIMULATE=0 python -m eventbus run apps.olympics"
 
 
@@ -135,8 +136,12 @@ async def _reset(args: argparse.Namespace) -> int:
 
 
 async def _ping(redis: Any, url: str) -> None:
+    # The client retries a refused connection for ~10 s; a person at a prompt wants to know sooner.
     try:
-        await redis.ping()
+        async with asyncio.timeout(PING_TIMEOUT):
+            await redis.ping()
+    except TimeoutError:
+        raise Unreachable(f"cannot reach Redis at {url}: no answer within {PING_TIMEOUT:g}s (is it running?)") from None
     except Exception as exc:  # noqa: BLE001 - any failure here means one thing to the user
         raise Unreachable(f"cannot reach Redis at {url}: {exc}") from None
 

@@ -1,0 +1,68 @@
+"""What a list of orders must leave in Redis, computed independently of the app's code, and
+a reader of the actual state through plain Redis commands (BITFIELD GET, not the app's decoder)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.olympics import Order
+
+
+@dataclass
+class State:
+    summary: dict[str, float] = field(default_factory=dict)  # sales_summary field -> number
+    sales: dict[str, set[str]] = field(default_factory=dict)  # event -> order ids
+    invoices: dict[str, set[str]] = field(default_factory=dict)  # who -> order ids
+    histogram: list[int] = field(default_factory=lambda: [0] * 24)
+    event_histograms: dict[str, list[int]] = field(default_factory=dict)
+
+
+def expected_state(orders: Sequence[Order]) -> State:
+    summary: dict[str, float] = defaultdict(float)
+    sales: dict[str, set[str]] = defaultdict(set)
+    invoices: dict[str, set[str]] = defaultdict(set)
+    histogram = [0] * 24
+    per_event: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
+    for o in orders:
+        hour = time.gmtime(o.ts).tm_hour
+        summary[f"{o.event}:total_sales"] += o.cost
+        summary[f"{o.event}:total_tickets_sold"] += o.qty
+        sales[o.event].add(o.id)
+        invoices[o.who].add(o.id)
+        histogram[hour] += o.qty
+        per_event[o.event][hour] += o.qty
+    return State(dict(summary), dict(sales), dict(invoices), histogram, dict(per_event))
+
+
+def expected_alerts(orders: Sequence[Order]) -> tuple[int, int]:
+    """(Opening Ceremony alerter, ceremony pattern alerter) deliveries."""
+    opening = sum(1 for o in orders if o.event == "Opening Ceremony")
+    ceremonies = sum(1 for o in orders if o.event in ("Opening Ceremony", "Closing Ceremony"))
+    return opening, ceremonies
+
+
+def actual_state(client: Any, events: Sequence[str]) -> State:
+    """The state in Redis, read with a synchronous redis-py client."""
+
+    def text(value: bytes) -> str:
+        return value.decode()
+
+    def buckets(key: str) -> list[int]:
+        args: list[Any] = []
+        for hour in range(24):
+            args += ["GET", "u32", f"#{hour}"]
+        return [int(v) for v in client.execute_command("BITFIELD", key, *args)]
+
+    summary = {text(k): float(v) for k, v in client.hgetall("sales_summary").items()}
+    sales = {e: {text(m) for m in client.smembers(f"sales:{e}")} for e in events if client.exists(f"sales:{e}")}
+    invoices = {
+        text(key).removeprefix("invoices:"): {text(m) for m in client.smembers(key)}
+        for key in client.scan_iter(match="invoices:*")
+    }
+    per_event = {e: buckets(f"sales_histogram:time_of_day:{e}") for e in events}
+    per_event = {e: counts for e, counts in per_event.items() if any(counts)}
+    return State(summary, sales, invoices, buckets("sales_histogram:time_of_day"), per_event)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders import Contender
-from benchmarks.redisproc import RedisServer
+from benchmarks.redisproc import RedisServer, die_with_parent
 from benchmarks.spec import Spec
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: `benchmarks` and `eventbus` import from here
@@ -49,6 +49,7 @@ class Consumer:
             env=python_env(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
 
     def log_tail(self, lines: int = 15) -> str:

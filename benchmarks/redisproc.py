@@ -6,7 +6,10 @@ to raise its output-buffer limits and flood it without disturbing anyone.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +17,12 @@ import time
 from types import TracebackType
 
 from benchmarks.resp import RawClient
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this child if the suite dies, so nothing is left running."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -56,6 +65,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         self._wait_ready()
 

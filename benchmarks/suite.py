@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -80,7 +81,13 @@ def run_case(case: Case) -> Measurement:
         return {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"}
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the running consumer and redis-server are stopped too.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = parse(argv)
     settings = pick(args.quick, args.reps)
     started = time.time()

@@ -29,10 +29,8 @@ def make_handler(h: HandlerDef, body: Body) -> Any:
     # inbox_size (10,000) the rest would be dropped by policy. The benchmark measures speed, so the
     # inbox is sized to the workload; drops would still be counted and reported.
     inbox = max(DEFAULT_INBOX, h.expected)
-    # Stacking the decorator is the public way to give one handler many channels (scenario 3).
-    for sub in h.subs:
-        handler = mark(sub, inbox_size=inbox)(handler)
-    return handler
+    # One decorator with every channel (scenario 3 gives it 10,000).
+    return mark(*h.subs, inbox_size=inbox)(handler)
 
 
 async def main() -> None:

@@ -70,7 +70,8 @@ def measure(contender: Contender, rate: int, seconds: float) -> Measurement:
 def build(s: Settings, contenders: list[Contender]) -> list[Case]:
     variant = f"{s.latency_rate:,} msg/s for {s.latency_seconds:g} s"
     return [
-        Case("latency", variant, c.key, lambda c=c: measure(c, s.latency_rate, s.latency_seconds)) for c in contenders
+        Case("latency", variant, c.key, lambda c=c: measure(c, s.latency_rate, s.latency_duration(c.slow)))
+        for c in contenders
     ]
 
 
@@ -82,7 +83,8 @@ SCENARIO = Scenario(
     method=(
         "A separate publisher process sends 10,000 msg/s for 10 s (3 s in quick mode) to one channel, "
         "each message's JSON carrying its CLOCK_MONOTONIC send time; the handler subtracts it from the "
-        "time it is called. Publisher and consumer share the two cores, as in production."
+        "time it is called. Publisher and consumer share the two cores, as in production. FastStream "
+        "cannot keep this rate: it runs 1 s, and its latency is the backlog it builds."
     ),
     build=build,
     higher_is_better=False,

@@ -78,6 +78,7 @@ class _Lane:
         self.generation = 0  # bumped per connection, so a reservation never outlives its connection
         self._conn: AbstractConnection | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._stream: asyncio.StreamReader | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._pending: deque[tuple[asyncio.Future[Any], bool]] = deque()
@@ -88,6 +89,7 @@ class _Lane:
         self._deadline: asyncio.Timeout | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -124,11 +126,12 @@ class _Lane:
             if generation == self.generation and self.connected:
                 return self._queue(packed, raw)  # the slot was reserved when we were woken
 
-    def _queue(self, packed: bytes, raw: bool) -> asyncio.Future[Any]:
+    def _queue(self, packed: bytes, raw: bool, future: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
         assert self._loop is not None
-        future = self._loop.create_future()
+        if future is None:
+            future = self._loop.create_future()
         self._pending.append((future, raw))
-        self._out.append(packed)
+        self._out.append(packed)  # _out is always the unwritten tail of _pending
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -139,15 +142,19 @@ class _Lane:
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
-        if not out:
+        writer = self._writer
+        # If the server's EOF has already arrived (a restart: it is processed before this turn's
+        # flush), keep the commands unwritten so _fail carries them over to the next connection
+        # instead of failing commands that never left the process.
+        stream = self._stream
+        if not out or writer is None or stream is None or stream.at_eof() or writer.transport.is_closing():
+            return
+        try:
+            writer.write(out[0] if len(out) == 1 else b"".join(out))
+        except (OSError, RuntimeError) as exc:
+            self._fail(RedisConnectionError(f"Error while writing to Redis: {exc}"))
             return
         self._out = []
-        if self._writer is None or not self.connected:
-            return  # the failure path has already failed these commands
-        try:
-            self._writer.write(out[0] if len(out) == 1 else b"".join(out))
-        except (OSError, RuntimeError) as exc:  # it surfaces in the reader too; fail fast here
-            self._fail(RedisConnectionError(f"error while writing to Redis: {exc}"))
 
     def _release(self, count: int) -> None:
         self.in_flight -= count
@@ -194,6 +201,7 @@ class _Lane:
             parser = hiredis.Reader(**kwargs)
             self._conn = conn
             self._writer = writer
+            self._stream = reader
             self._timeout = conn.socket_timeout
             self.generation += 1
             self.connected = True
@@ -248,29 +256,67 @@ class _Lane:
                 self._fail(error)
 
     def _fail(self, error: Exception) -> None:
-        """Drop the connection and fail every command sent on it; the next call reconnects."""
+        """Drop the connection. Commands written on it fail (they may have run, so they are never
+        replayed); commands not yet written are sent again on the next connection."""
         if not self.connected:
             return
         self.connected = False
         self._deadline = None
         pending, self._pending = self._pending, deque()
-        self._out = []
+        unwritten, self._out = self._out, []
         self.in_flight = 0
         if self._writer is not None:
             self._writer.transport.abort()
             self._writer = None
+            self._stream = None
+        if self._conn is not None:
+            self._conn._close()  # type: ignore[no-untyped-call]  # forget the aborted streams
+            self._conn = None
         if self._reader_task is not None and self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
         self._reader_task = None
-        self._conn = None
-        for future, _ in pending:
+        written = len(pending) - len(unwritten)
+        for index, (future, _) in enumerate(pending):
+            if index == written:
+                break
             if not future.done():
                 future.set_exception(_copy_error(error))
+        if unwritten and not self._closed:
+            carried = [
+                (future, raw, packed) for (future, raw), packed in zip(list(pending)[written:], unwritten, strict=True)
+            ]
+            task = asyncio.ensure_future(self._resend(carried))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        elif unwritten:
+            for future, _ in list(pending)[written:]:
+                if not future.done():
+                    future.set_exception(_copy_error(error))
         # Waiters retry: the next one to run reconnects.
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(-1)
+
+    async def _resend(self, carried: list[tuple[asyncio.Future[Any], bool, bytes]]) -> None:
+        """Send commands that never left the process on a new connection."""
+        error: Exception = RedisConnectionError("the client is closed")
+        queued = False
+        try:
+            await self._ensure_connected()
+            if not self._closed:
+                for future, raw, packed in carried:
+                    if not future.done():
+                        self.in_flight += 1
+                        self._queue(packed, raw, future)
+                queued = True
+        except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+            error = exc
+        finally:  # also on cancellation by aclose: no caller is left waiting forever
+            if not queued:
+                for future, _, _ in carried:
+                    if not future.done():
+                        future.set_exception(_copy_error(error))
 
     async def aclose(self) -> None:
         """Let commands already sent finish (briefly), then close the connection."""
@@ -284,8 +330,9 @@ class _Lane:
             await asyncio.wait(futures, timeout=self._timeout or 5.0)
         task = self._reader_task
         self._fail(RedisConnectionError("the client is closed"))
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        for resend in self._background:
+            resend.cancel()
+        await asyncio.gather(*self._background, *([task] if task else []), return_exceptions=True)
 
 
 def _copy_error(error: Exception) -> Exception:
@@ -404,18 +451,21 @@ def _blocks(args: tuple[Any, ...]) -> bool:
 
 
 def autopipeline_client(
-    url: str, *, max_connections: int = 64, lanes: int = 1, max_in_flight: int = 4096
+    url: str, *, max_connections: int = 64, lanes: int = 1, max_in_flight: int = 4096, **pool_kwargs: Any
 ) -> AutoPipelineRedis:
     """An auto-pipelining client for ``url`` that opens at most ``max_connections`` connections.
 
     ``lanes`` of them are multiplexed; the rest form a BlockingConnectionPool (callers wait for a
     free connection instead of failing with "Too many connections"). With ``max_connections=1``
-    there is no room for a lane and the client behaves like plain redis.asyncio.
+    there is no room for a lane and the client behaves like plain redis.asyncio. ``pool_kwargs``
+    (``retry``, ``retry_on_error``, ...) go to the pool's connections, the lanes' included.
     """
     if max_connections < 1:
         raise ValueError("max_connections must be at least 1")
     lanes = max(0, min(lanes, max_connections - 1))
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections - lanes, timeout=None)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections - lanes, timeout=None, **pool_kwargs
+    )
     client = AutoPipelineRedis(connection_pool=pool, lanes=lanes, max_in_flight=max_in_flight)
     client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns its pool
     return client

@@ -50,20 +50,23 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     pool (as here, or through ``from_url``) gets none: the first command after a server restart
     would fail. So the pool gets redis-py's own default policy explicitly: exponential backoff with
     jitter on connection errors and timeouts, which rides out a restart of a few seconds.
+
+    Plain commands are auto-pipelined (eventbus.autopipeline): those issued in one loop turn share
+    one write and one read on a multiplexed connection, which counts towards ``max_connections``.
     """
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         # redis-py's cluster client (see eventbus.cluster): it routes each command by key slot.
         from eventbus.cluster import cluster_client
 
         return cluster_client(url, max_connections=max_connections)  # type: ignore[return-value]
-    pool = aioredis.BlockingConnectionPool.from_url(
+    from eventbus.autopipeline import autopipeline_client
+
+    return autopipeline_client(
         url,
         max_connections=max_connections,
-        timeout=None,
         retry=Retry(ExponentialWithJitterBackoff(cap=COMMAND_RETRY_CAP, base=COMMAND_RETRY_BASE), COMMAND_RETRIES),
         retry_on_error=[OSError],
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 class _Pending:

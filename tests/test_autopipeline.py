@@ -248,3 +248,20 @@ async def test_a_silent_server_times_out_in_flight_callers(own_redis_server: Red
     finally:
         own_redis_server.resume()
         await client.aclose()
+
+
+@pytest.mark.fault
+async def test_a_command_issued_just_after_the_server_died_waits_for_the_restart(
+    own_redis_server: RedisServer,
+) -> None:
+    # Never written, so safe to send on the next connection (unlike in-flight commands).
+    client = command_client(own_redis_server.url, max_connections=2)
+    try:
+        assert await client.incr("n") == 1
+        own_redis_server.kill()
+        pending = asyncio.create_task(client.incr("n"))
+        await asyncio.sleep(0.3)
+        own_redis_server.start()
+        assert await asyncio.wait_for(pending, 20) == 1  # the restarted server starts empty
+    finally:
+        await client.aclose()

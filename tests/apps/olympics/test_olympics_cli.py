@@ -86,17 +86,23 @@ def olympics_cli(python: str, env: dict[str, str], *args: str) -> subprocess.Com
     )
 
 
-def test_one_command_demo_on_a_fresh_machine(python: str, subprocess_env: dict[str, str], spawn: list[Process]) -> None:
-    """No Redis configured and none at the default address: eventbus starts an embedded one."""
+@pytest.mark.parametrize("embedded", ["redis-server", "fakeredis"])
+def test_one_command_demo_on_a_fresh_machine(
+    python: str, subprocess_env: dict[str, str], spawn: list[Process], embedded: str, tmp_path: Path
+) -> None:
+    """No Redis configured and none at the default address: eventbus starts an embedded one
+    (redis-server if installed, else fakeredis), and the demo runs on it."""
     env = dict(subprocess_env)
     env["EVENTBUS_DEFAULT_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    if embedded == "fakeredis":
+        env["PATH"] = str(tmp_path)  # an empty directory: no redis-server binary to be found
     env |= {"OLYMPICS_SIMULATE": "60", "OLYMPICS_RATE": "300", "OLYMPICS_SEED": "11"}
     app = Process([python, "-m", "eventbus", "run", "apps.olympics"], env)
     spawn.append(app)
     app.wait_for("Still listening")
     assert app.terminate() == 0, app.stderr
 
-    assert "embedded" in app.stderr
+    assert f"started an embedded {embedded}" in app.stderr
     out = app.stdout.splitlines()
     assert out[0].startswith("Simulating 60 ticket purchases, 300 a second (seed 11")
     opening, ceremonies = expected_alerts(generate_orders(60, 11))

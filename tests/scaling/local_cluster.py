@@ -54,6 +54,13 @@ class LocalCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> LocalCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no orphaned redis-server if a node or the cluster creation fails
+            raise
+
+    def _start(self) -> LocalCluster:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli")

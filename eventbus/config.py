@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from eventbus.errors import ConfigError
 
@@ -57,16 +57,33 @@ def _validated(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and error messages."""
+    """The URL with any password replaced by ``***``, for logs and error messages.
+
+    redis-py also reads ``?password=`` from the query string, so secrets there are masked too.
+    """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<invalid URL>"
-    if parts.password is None:
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6 literal
+        if port is not None:
+            host = f"{host}:{port}"
+        netloc = f"{user}:***@{host}"
+    if query:
+        query = "&".join(
+            f"{item.split('=', 1)[0]}=***" if _is_secret(unquote(item.split("=", 1)[0]).lower()) else item
+            for item in query.split("&")
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_secret(key: str) -> bool:
+    return "password" in key or "token" in key or "secret" in key

@@ -380,6 +380,20 @@ class RedisSubscriber:
             delay = min(delay * 2, self.reconnect_max_delay)
 
 
+def _is_certificate_error(exc: BaseException) -> bool:
+    """True if ``exc`` (or what it wraps) is a TLS certificate failure: verify failed, cert required."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError) or (
+            isinstance(seen, ssl.SSLError) and "CERTIFICATE" in str(seen).upper()
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "[SSL:" in str(exc) and "CERTIFICATE" in str(exc).upper()
+
+
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
@@ -400,6 +414,9 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
             except aioredis.AuthenticationError as exc:
                 raise ConnectError(f"Redis at {redact_url(url)} refused the credentials: {exc}") from None
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                if _is_certificate_error(exc):
+                    # A certificate problem is configuration, not an outage: retrying cannot help.
+                    raise ConnectError(f"TLS handshake with Redis at {redact_url(url)} failed: {exc}") from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ConnectError(

@@ -7,7 +7,10 @@ AutoPipelineRedis on the same server and comparing the Python values they return
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ import redis.asyncio as aioredis
 
 from eventbus.autopipeline import AutoPipelineRedis, autopipeline_client
 from eventbus.redis_backend import command_client
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 Op = Callable[[aioredis.Redis], Awaitable[Any]]
 
@@ -265,3 +268,37 @@ async def test_a_command_issued_just_after_the_server_died_waits_for_the_restart
         assert await asyncio.wait_for(pending, 20) == 1  # the restarted server starts empty
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int]]:
+    """A redis-server with a TLS port beside its plain one (the plain one is for the fixture)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    subprocess.run([*openssl, "-keyout", key, "-out", cert], check=True, capture_output=True)
+    tls_port = free_port()
+    tls_args = ["--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]  # fmt: skip
+    server = RedisServer(extra_args=tls_args)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(f"this redis-server has no TLS: {exc}")
+    yield server, tls_port
+    server.stop()
+
+
+async def test_tls_auth_and_database_from_the_url(tls_server: tuple[RedisServer, int]) -> None:
+    server, tls_port = tls_server
+    with server.client() as admin:
+        admin.config_set("requirepass", "s3cret")
+    client = autopipeline_client(f"rediss://:s3cret@127.0.0.1:{tls_port}/2?ssl_cert_reqs=none")
+    try:
+        assert await asyncio.gather(*(client.incr("n") for _ in range(100)))
+        assert await client.hincrbyfloat("h", "f", 0.5) == 0.5
+    finally:
+        await client.aclose()
+    with redis.Redis(port=server.port, password="s3cret", db=2) as check:
+        assert check.get("n") == b"100"

@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": skipped,
         "results": results,
     }
+    for path in (args.json, args.out, args.chart):
+        path.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(run, indent=1, default=str))
     chart = report.chart(run, args.chart)
     args.out.write_text(report.markdown(run, chart_name=args.chart.name if chart else None))

@@ -57,6 +57,7 @@ class Counter:
             n = self.n = self.n + 1
             if n == 1:
                 self.t_first = clock()
+                self._recorder.mark_start()
             if n == expected:
                 self.t_done = clock()
                 self._recorder.handler_done()
@@ -71,6 +72,7 @@ class Counter:
             n = self.n = self.n + 1
             if n == 1:
                 self.t_first = clock()
+                self._recorder.mark_start()
             if n == expected:
                 self.t_done = clock()
                 self._recorder.handler_done()
@@ -88,6 +90,7 @@ class Counter:
             n = self.n = self.n + 1
             if n == 1:
                 self.t_first = now
+                self._recorder.mark_start()
             if n == expected:
                 self.t_done = clock()
                 self._recorder.handler_done()
@@ -113,6 +116,10 @@ class Recorder:
         self._remaining = len(self.counters)
         self._written = False
         self.last_progress = 0  # clock() when the watchdog last saw the count move
+        # The consumer's own CPU time over the same span: on a busy shared machine it is far
+        # steadier than wall time, so the report shows both.
+        self.cpu_first = 0
+        self.cpu_last = 0
 
     def body(self, handler_name: str) -> Body:
         c = self.counters[handler_name]
@@ -120,11 +127,17 @@ class Recorder:
             return c.latency_body()
         return c.count_body() if self.spec.mode == "count" else c.drain_body()
 
+    def mark_start(self) -> None:
+        # CPU time is process-wide (all threads): the first handler call of any handler starts it.
+        if not self.cpu_first:
+            self.cpu_first = time.process_time_ns()
+
     def handler_done(self) -> None:
         with self._lock:
             self._remaining -= 1
             last = self._remaining == 0
         if last:
+            self.cpu_last = time.process_time_ns()
             self.write(complete=True)
 
     def total(self) -> int:
@@ -147,6 +160,7 @@ class Recorder:
             "expected": self.spec.expected_total,
             "elapsed_s": elapsed,
             "rate": total / elapsed if elapsed > 0 else 0.0,
+            "cpu_s": (self.cpu_last - self.cpu_first) / 1e9 if self.cpu_last else None,
             "peak_rss_kib": peak_rss_kib(),
             "per_handler": {c.name: c.n for c in self.counters.values()},
         }

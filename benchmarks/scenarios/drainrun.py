@@ -33,6 +33,7 @@ def drain(contender: Contender, handlers: list[HandlerDef], commands: Callable[[
         "count": res["count"],
         "expected": expected,
         "elapsed_s": res["elapsed_s"],
+        "cpu_rate": res["count"] / res["cpu_s"] if res.get("cpu_s") else None,
         "peak_rss_kib": res["peak_rss_kib"],
         "dropped": dropped(res),
     }

@@ -34,7 +34,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Options redis-py's command methods pass to execute_command (redis/utils.py, redis/client.py).
@@ -179,6 +179,11 @@ class _Lane:
             raise _copy_error(exc) from None
         except OSError as exc:
             raise RedisConnectionError(f"Error connecting to Redis: {exc}") from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                raise RedisConnectionError("the client is closed") from None  # aclose() stopped the connect
+            raise
 
     async def _connect(self) -> None:
         try:
@@ -471,4 +476,4 @@ def autopipeline_client(
     return client
 
 
-__all__ = ["DEDICATED_COMMANDS", "AutoPipelineRedis", "DataError", "autopipeline_client"]
+__all__ = ["DEDICATED_COMMANDS", "AutoPipelineRedis", "autopipeline_client"]

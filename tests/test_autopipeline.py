@@ -197,6 +197,17 @@ async def test_pipelines_transactions_watch_pubsub_and_blocking_commands_still_w
     assert await auto.exists("resource") == 0
 
 
+async def test_aclose_lets_sent_commands_finish_then_refuses_new_ones(redis_server: RedisServer) -> None:
+    client = autopipeline_client(redis_server.url)
+    await client.ping()
+    in_flight = [asyncio.create_task(client.incr("n")) for _ in range(100)]
+    await asyncio.sleep(0)  # queued; aclose flushes them and waits for their replies
+    await client.aclose()
+    assert sorted(await asyncio.gather(*in_flight)) == list(range(1, 101))
+    with pytest.raises(redis.ConnectionError):
+        await client.incr("n")
+
+
 async def test_command_client_is_the_auto_pipelining_client(redis_server: RedisServer) -> None:
     client = command_client(redis_server.url, max_connections=8)
     try:

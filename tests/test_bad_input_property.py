@@ -97,7 +97,7 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
 
 nested = st.integers(1, 1500).map(lambda d: b"[" * d + b"]" * d)
 json_text = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20),
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4),
     max_leaves=10,
 ).map(orjson.dumps)

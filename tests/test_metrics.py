@@ -9,8 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, Message, Reject, on
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
+from tests.cli_process import EventbusProcess
 from tests.fault.helpers import eventually, publish_all, running
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -73,3 +74,24 @@ async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) ->
     assert value("eventbus_reconnects_total") == 0
     assert value("eventbus_gap_seconds_total") == 0
     assert value("eventbus_connected") == 1
+
+
+def test_cli_metrics_port_and_summary_line(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
+    port = free_port()
+    proc = EventbusProcess(
+        ["run", "tests.sample_apps.orders", "--url", redis_server.url, "--metrics-port", str(port),
+         "--metrics-addr", "127.0.0.1", "--stats-interval", "0.2"],
+        subprocess_env,
+    )  # fmt: skip
+    try:
+        proc.wait_for(rf"Prometheus metrics at http://127.0.0.1:{port}/metrics")
+        proc.wait_for("subscribed to")
+        with redis_server.client() as client:
+            client.publish("purchase_orders", b"42")
+        proc.wait_for(r"stats: messages=1 received=1 handled=1")
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        assert samples[("eventbus_handler_handled_total", (("handler", "count"),))] == 1
+        assert samples[("eventbus_connected", ())] == 1
+    finally:
+        proc.signal()
+        assert proc.wait() == 0

@@ -360,6 +360,8 @@ class RedisSubscriber:
                 if protocol.bytes_received == before:
                     reason = f"no answer to PING within {self.ping_timeout:.1f}s (half-open connection?)"
                     return reason, protocol.last_read
+            except hiredis.ReplyError:
+                pass  # an error reply (e.g. LOADING) is still an answer: the link is alive
             except (ConnectionError, OSError) as exc:
                 return f"closed: {exc}", protocol.lost_at or time.monotonic()
 

@@ -8,7 +8,9 @@ A message matching a channel and a pattern subscription arrives twice and is rou
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from eventbus.message import Message
 from eventbus.stats import BusStats
@@ -16,6 +18,8 @@ from eventbus.subscription import Subscription
 from eventbus.worker import HandlerWorker
 
 log = logging.getLogger("eventbus.dispatch")
+
+Route = tuple[str, tuple[Callable[[Message], None], ...], tuple[HandlerWorker, ...]]
 
 
 def _decode(name: bytes) -> str:
@@ -29,11 +33,13 @@ class Dispatcher:
     def __init__(self, stats: BusStats, max_payload: int | None = None) -> None:
         self.stats = stats
         self.max_payload = max_payload
-        # channel bytes -> (channel as str, workers); pattern bytes -> (pattern as str, workers)
-        self.channels: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
-        self.patterns: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
+        # A number rather than None keeps the per-message check to one comparison.
+        self._cap = max_payload if max_payload is not None else sys.maxsize
+        # key bytes -> (name as str, the subscribed workers' put methods, the workers)
+        self.channels: dict[bytes, Route] = {}
+        self.patterns: dict[bytes, Route] = {}
         # Sharded channels are a namespace of their own: PUBLISH x does not reach SSUBSCRIBE x.
-        self.sharded: dict[bytes, tuple[str, tuple[HandlerWorker, ...]]] = {}
+        self.sharded: dict[bytes, Route] = {}
 
     def add_routes(self, routes: Iterable[tuple[Subscription, HandlerWorker]]) -> None:
         tables = {"channel": self.channels, "pattern": self.patterns, "sharded": self.sharded}
@@ -42,31 +48,95 @@ class Dispatcher:
             if table is None:  # streams are read by their own consumers, not the subscription connection
                 continue
             key = subscription.name.encode("utf-8", "surrogateescape")
-            name, workers = table.get(key, (subscription.name, ()))
+            name, _, workers = table.get(key, (subscription.name, (), ()))
             if worker not in workers:
-                table[key] = (name, (*workers, worker))
+                workers = (*workers, worker)
+                # Bound methods are looked up once here, not once per message.
+                table[key] = (name, tuple(w.put for w in workers), workers)
 
     def feed(self, reply: list[bytes]) -> None:
         """Route one push reply: [b"message", channel, data] or [b"pmessage", pattern, channel, data]."""
         self.stats.messages += 1
         kind = reply[0]
-        if kind == b"pmessage":
+        if kind == b"message":
+            route = self.channels.get(reply[1])
+            if route is None:
+                self.stats.unrouted += 1
+                return
+            data = reply[2]
+            msg = Message(route[0], data, None)
+        elif kind == b"pmessage":
             route = self.patterns.get(reply[1])
             if route is None:
                 self.stats.unrouted += 1
                 return
-            msg = Message(_decode(reply[2]), reply[3], route[0])
-        else:  # b"message", or b"smessage" (sharded)
-            route = (self.channels if kind == b"message" else self.sharded).get(reply[1])
+            data = reply[3]
+            msg = Message(_decode(reply[2]), data, route[0])
+        else:  # b"smessage" (sharded)
+            route = self.sharded.get(reply[1])
             if route is None:
                 self.stats.unrouted += 1
                 return
-            msg = Message(route[0], reply[2])
-        if self.max_payload is not None and len(msg.data) > self.max_payload:
-            self._oversized(msg, route[1])
+            data = reply[2]
+            msg = Message(route[0], data, None)
+        if len(data) > self._cap:
+            self._oversized(msg, route[2])
             return
-        for worker in route[1]:
-            worker.put(msg)
+        for put in route[1]:
+            put(msg)
+
+    def consume(self, reader: Any) -> list[Any]:
+        """Parse and route every complete reply buffered in a hiredis ``reader``.
+
+        The subscription connection's hot path: one call per socket read instead of one per
+        message. Returns the replies that are not messages (subscribe confirmations, PONG,
+        errors) for the connection to match with its pending commands.
+        """
+        others: list[Any] = []
+        channels, patterns, sharded, cap = self.channels, self.patterns, self.sharded, self._cap
+        routed = unrouted = 0
+        gets = reader.gets
+        try:
+            while (reply := gets()) is not False:
+                if type(reply) is not list:
+                    others.append(reply)
+                    continue
+                kind = reply[0]
+                if kind == b"message":
+                    route = channels.get(reply[1])
+                    if route is None:
+                        unrouted += 1
+                        continue
+                    data = reply[2]
+                    msg = Message(route[0], data, None)
+                elif kind == b"pmessage":
+                    route = patterns.get(reply[1])
+                    if route is None:
+                        unrouted += 1
+                        continue
+                    data = reply[3]
+                    msg = Message(_decode(reply[2]), data, route[0])
+                elif kind == b"smessage":
+                    route = sharded.get(reply[1])
+                    if route is None:
+                        unrouted += 1
+                        continue
+                    data = reply[2]
+                    msg = Message(route[0], data, None)
+                else:
+                    others.append(reply)
+                    continue
+                routed += 1
+                if len(data) > cap:
+                    self._oversized(msg, route[2])
+                    continue
+                for put in route[1]:
+                    put(msg)
+        finally:
+            # Counted once per read, not per message.
+            self.stats.messages += routed + unrouted
+            self.stats.unrouted += unrouted
+        return others
 
     def _oversized(self, msg: Message, workers: tuple[HandlerWorker, ...]) -> None:
         # Refused before any handler decodes it; the workers dead-letter a truncated copy.

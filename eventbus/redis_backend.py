@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -80,9 +80,33 @@ class _Pending:
         self.replies: list[Any] = []
 
 
+Consume = Callable[[Any], list[Any]]
+
+
+def consumer_for(feed: Feed) -> Consume:
+    """How a socket read's parsed replies reach ``feed``: the dispatcher's own loop when ``feed``
+    is a Dispatcher's (one call per read), else a loop calling ``feed`` per message."""
+    owner = getattr(feed, "__self__", None)
+    consume = getattr(owner, "consume", None)
+    if consume is not None and getattr(feed, "__name__", "") == "feed":
+        return cast(Consume, consume)
+
+    def consume_each(reader: Any) -> list[Any]:
+        others: list[Any] = []
+        while (reply := reader.gets()) is not False:
+            if type(reply) is list and reply[0] in PUSH_KINDS:
+                feed(reply)
+            else:
+                others.append(reply)
+        return others
+
+    return consume_each
+
+
 class _SubscriptionProtocol(asyncio.Protocol):
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
+        self.consume = consumer_for(feed)
         self.reader = hiredis.Reader()
         self.pending: deque[_Pending] = deque()
         self.transport: asyncio.Transport | None = None
@@ -99,18 +123,10 @@ class _SubscriptionProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self.last_read = time.monotonic()  # once per socket read, not per message
-        reader = self.reader
-        reader.feed(data)
-        feed = self.feed
+        self.reader.feed(data)
         try:
-            while True:
-                reply = reader.gets()
-                if reply is False:
-                    return
-                if type(reply) is list and reply[0] in PUSH_KINDS:
-                    feed(reply)
-                else:
-                    self._reply(reply)
+            for reply in self.consume(self.reader):
+                self._reply(reply)
         except hiredis.ProtocolError as exc:
             log.error("protocol error on the subscription connection, reconnecting: %s", exc)
             self.close(exc)

@@ -98,8 +98,11 @@ async def test_slow_handlers_do_not_get_the_connection_dropped(
         for name in ("slow_newest", "slow_oldest"):
             s = stats.handlers[name]
             assert (s.received, s.handled, s.dropped) == (N, INBOX + 1, N - INBOX - 1), name
-        assert slow_seen["newest"] == list(range(INBOX + 1))  # drop_newest keeps the first ones
-        assert slow_seen["oldest"] == [0, *range(N - INBOX, N)]  # drop_oldest keeps the latest ones
+        # Which message the handler took before blocking depends on when its task first ran (the
+        # reader may have queued many by then); what the policies keep around it does not.
+        newest, oldest = slow_seen["newest"], slow_seen["oldest"]
+        assert newest[:INBOX] == list(range(INBOX)) and newest[INBOX] >= INBOX  # drop_newest keeps the first
+        assert oldest[1:] == list(range(N - INBOX, N)) and oldest[0] < N - INBOX  # drop_oldest keeps the latest
         assert stats.handlers["fast"].dropped == 0
     assert "inbox of handler slow_newest is full" in caplog.text
     assert "inbox of handler slow_oldest is full" in caplog.text

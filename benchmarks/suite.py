@@ -16,17 +16,21 @@ from benchmarks import report
 from benchmarks.consumer import BenchError
 from benchmarks.contenders import CONTENDERS, Contender
 from benchmarks.progress import Progress
-from benchmarks.scenarios import BY_KEY, SCENARIOS, Case, Measurement, Scenario, many
-from benchmarks.settings import Settings, pick
+from benchmarks.scenarios import BY_KEY, SCENARIOS, Case, Measurement, Scenario
+from benchmarks.settings import pick
 
 HERE = Path(__file__).resolve().parent
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run the eventbus benchmark suite (issue 5): every scenario, every contender in its own "
+        "process against a private redis-server; write RESULTS.md, results.json and a PNG chart.",
+    )
     p.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run: smaller workloads, 1 repetition")
     p.add_argument("--reps", type=int, help="repetitions of every case (default 3, quick 1)")
-    p.add_argument("--only", help=f"comma-separated scenarios: {','.join(BY_KEY)}")
+    p.add_argument("--only", help=f"comma-separated scenarios: {','.join(BY_KEY)},memory")
     p.add_argument("--contenders", help=f"comma-separated contenders: {','.join(c.key for c in CONTENDERS)}")
     p.add_argument("--skip", default="", help="comma-separated contenders to leave out")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the Markdown report")
@@ -65,13 +69,6 @@ def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [s for s in SCENARIOS if s.key in keys]
 
 
-def build_cases(s: Scenario, settings: Settings, contenders: list[Contender], keys: set[str]) -> list[Case]:
-    if s.key == "many" and "drain" in keys:
-        # Scenario 1 already drains one channel with the same N: reuse it rather than run it twice.
-        return many.build_with(settings, contenders, with_single=False)
-    return s.build(settings, contenders)
-
-
 def run_case(case: Case) -> Measurement:
     try:
         return case.run()
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped[s.key] = reason
             print(f"skipping scenario {s.number} {s.key}: {reason}")
             continue
-        plan.append((s, build_cases(s, settings, contenders, keys)))
+        plan.append((s, s.build(settings, contenders)))
     if "olympics" in keys and (why := _olympics_note()):
         skipped["olympics-eventbus"] = why
         print(f"scenario 5: {why}")

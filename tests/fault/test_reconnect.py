@@ -175,7 +175,11 @@ async def test_command_client_rides_out_an_outage(own_redis_server: RedisServer)
         await publish_all(runner, "count", [1])
         await eventually(lambda: results == [1], what="first message")
         own_redis_server.kill()
-        # Issue a command during the outage, from a handler's point of view.
+        subscriber = runner._subscriber
+        await eventually(lambda: not subscriber.connected.is_set(), what="the outage noticed")  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)
+        # A command issued during the outage (not one already sent when the connection dropped:
+        # that one may have run, so it fails rather than being replayed) waits for the server.
         ctx_redis = runner.redis
         pending = asyncio.create_task(ctx_redis.incr("n"))
         await asyncio.sleep(0.5)

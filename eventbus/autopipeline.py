@@ -26,6 +26,7 @@ import codecs
 import contextlib
 import inspect
 import itertools
+import select
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,7 @@ class _Lane:
         self._conn: AbstractConnection | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._stream: asyncio.StreamReader | None = None
+        self._poller: select.poll | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._pending: deque[tuple[asyncio.Future[Any], bool]] = deque()
@@ -130,24 +132,31 @@ class _Lane:
         assert self._loop is not None
         if future is None:
             future = self._loop.create_future()
-        self._pending.append((future, raw))
+        pending = self._pending
+        pending.append((future, raw))
         self._out.append(packed)  # _out is always the unwritten tail of _pending
-        if not self._flush_scheduled:
+        if len(pending) == 1:
+            # Nothing else in flight: nobody to batch with yet, so write now and save a loop turn
+            # of latency; commands that follow in this turn are batched by the flush.
+            self._flush()
+            if self._deadline is not None and self._timeout is not None:
+                self._deadline.reschedule(self._loop.time() + self._timeout)
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-        if self._deadline is not None and len(self._pending) == 1 and self._timeout is not None:
-            self._deadline.reschedule(self._loop.time() + self._timeout)
         return future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
         writer = self._writer
-        # If the server's EOF has already arrived (a restart: it is processed before this turn's
-        # flush), keep the commands unwritten so _fail carries them over to the next connection
+        # If the server has already closed the connection (it was killed or restarted), the
+        # commands must not be written: _fail then carries them over to the next connection
         # instead of failing commands that never left the process.
-        stream = self._stream
-        if not out or writer is None or stream is None or stream.at_eof() or writer.transport.is_closing():
+        if not out or writer is None or writer.transport.is_closing():
+            return
+        if self._peer_closed():
+            self._fail(RedisConnectionError("Connection closed by server."))
             return
         try:
             writer.write(out[0] if len(out) == 1 else b"".join(out))
@@ -155,6 +164,15 @@ class _Lane:
             self._fail(RedisConnectionError(f"Error while writing to Redis: {exc}"))
             return
         self._out = []
+
+    def _peer_closed(self) -> bool:
+        """Whether the server's end is closed, even if the event loop has not noticed it yet."""
+        stream = self._stream
+        if stream is None or stream.at_eof():
+            return True
+        # One poll(0) per batch: the FIN of a killed server is in the kernel before the loop's
+        # next select reports it, and a command written after it would fail instead of waiting.
+        return self._poller is not None and bool(self._poller.poll(0))
 
     def _release(self, count: int) -> None:
         self.in_flight -= count
@@ -207,6 +225,7 @@ class _Lane:
             self._conn = conn
             self._writer = writer
             self._stream = reader
+            self._poller = _hangup_poller(writer.transport)
             self._timeout = conn.socket_timeout
             self.generation += 1
             self.connected = True
@@ -274,6 +293,7 @@ class _Lane:
             self._writer.transport.abort()
             self._writer = None
             self._stream = None
+            self._poller = None
         if self._conn is not None:
             self._conn._close()  # type: ignore[no-untyped-call]  # forget the aborted streams
             self._conn = None
@@ -306,22 +326,25 @@ class _Lane:
     async def _resend(self, carried: list[tuple[asyncio.Future[Any], bool, bytes]]) -> None:
         """Send commands that never left the process on a new connection."""
         error: Exception = RedisConnectionError("the client is closed")
-        queued = False
         try:
-            await self._ensure_connected()
-            if not self._closed:
+            while carried and not self._closed:
+                await self._ensure_connected()
+                rest = []
                 for future, raw, packed in carried:
-                    if not future.done():
-                        self.in_flight += 1
-                        self._queue(packed, raw, future)
-                queued = True
+                    if future.done():
+                        continue
+                    if not self.connected:  # lost again while queueing: the rest waits for the next
+                        rest.append((future, raw, packed))
+                        continue
+                    self.in_flight += 1
+                    self._queue(packed, raw, future)
+                carried = rest
         except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
             error = exc
         finally:  # also on cancellation by aclose: no caller is left waiting forever
-            if not queued:
-                for future, _, _ in carried:
-                    if not future.done():
-                        future.set_exception(_copy_error(error))
+            for future, _, _ in carried:
+                if not future.done():
+                    future.set_exception(_copy_error(error))
 
     async def aclose(self) -> None:
         """Let commands already sent finish (briefly), then close the connection."""
@@ -338,6 +361,17 @@ class _Lane:
         for resend in self._background:
             resend.cancel()
         await asyncio.gather(*self._background, *([task] if task else []), return_exceptions=True)
+
+
+def _hangup_poller(transport: asyncio.BaseTransport) -> select.poll | None:
+    """A poll object that reports only the peer's hang-up on the transport's socket (Linux)."""
+    sock = transport.get_extra_info("socket")
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if sock is None or not rdhup or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(sock.fileno(), rdhup | select.POLLHUP | select.POLLERR)
+    return poller
 
 
 def _copy_error(error: Exception) -> Exception:

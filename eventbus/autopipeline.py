@@ -7,15 +7,18 @@ project's machine. ioredis-style auto-pipelining removes that cost without chang
 - :class:`AutoPipelineRedis` is a ``redis.asyncio.Redis``; every command method still goes through
   ``execute_command`` and redis-py's response callbacks, so ``hgetall`` still returns a dict.
 - A plain command is packed at once and queued on a :class:`_Lane` (one multiplexed connection).
-  One ``call_soon`` per loop turn writes everything queued in a single ``write``; one reader task
+  If nothing is in flight it is written at once (no latency added to a lone command); otherwise
+  one ``call_soon`` per loop turn writes everything queued in a single ``write``. One reader task
   feeds each socket read to hiredis and resolves the callers' futures in FIFO order.
 - Anything that needs a connection to itself — blocking commands, MULTI/WATCH, SELECT, pub/sub,
   ``pipeline()``, ``pubsub()`` — goes to the ordinary ``BlockingConnectionPool`` underneath.
 
 Failure semantics: commands already written when the connection drops fail with
 ``redis.ConnectionError`` (they may or may not have run, so they are never replayed); a reply
-that does not arrive within ``socket_timeout`` fails them with ``redis.TimeoutError``. The next
-command reconnects lazily, with redis-py's own retry and backoff policy for the connect.
+that does not arrive within ``socket_timeout`` fails them with ``redis.TimeoutError`` (the lane
+is shared, so one command slower than that on the server fails the commands queued behind it).
+Commands not yet written wait for the next connection. Reconnection is lazy (the next command),
+with the pool's retry and backoff policy for the connect (command_client's rides out ~10 s).
 Memory is bounded: at most ``max_in_flight`` commands per lane, later callers wait in FIFO order.
 """
 

@@ -188,3 +188,22 @@ async def test_command_client_rides_out_an_outage(own_redis_server: RedisServer)
         await wait_reconnected(runner)
         await publish_all(runner, "count", [2])
         await eventually(lambda: results == [1, 2], what="message after recovery")
+
+
+async def test_repeated_reconnects_leak_nothing(own_redis_server: RedisServer) -> None:
+    """Ten kills in a row: no task, connection or pending-reply growth; still delivering."""
+    handlers, seen = make_handlers()
+    async with running(handlers, own_redis_server.url) as runner:
+        await assert_recovered(runner, seen, "warm-up")
+        tasks_before = len(asyncio.all_tasks())
+        with own_redis_server.client() as admin:
+            clients_before = len(admin.client_list())
+            for round_ in range(10):
+                admin.client_kill_filter(_type="pubsub")
+                await wait_reconnected(runner, round_ + 1)
+            await assert_recovered(runner, seen, "after-ten")
+            assert len(admin.client_list()) == clients_before
+        assert len(asyncio.all_tasks()) == tasks_before
+        subscriber = runner._subscriber
+        assert len(subscriber._protocol.pending) <= 1  # type: ignore[union-attr]  # at most one PING
+        assert runner.stats.reconnects == 10

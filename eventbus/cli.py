@@ -12,10 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 from eventbus.config import redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import ConfigError, EventbusError, LoadError
 from eventbus.publisher import connect
+from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner
 
@@ -27,20 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="eventbus 0.1.0")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def url_option(p: argparse.ArgumentParser) -> None:
+    def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:
         p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+        p.add_argument(
+            "--connect-timeout",
+            type=float,
+            default=connect_timeout,
+            help=f"seconds to keep retrying an unreachable Redis before giving up ({connect_timeout:g})",
+        )
 
     run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM")
     run.add_argument("target", help="module to load: pkg.mod or pkg.mod:attr (a Router or list of handlers)")
-    url_option(run)
+    url_option(run, connect_timeout=15.0)
     run.add_argument("--grace", type=float, default=10.0, help="seconds to finish queued work on shutdown (10)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=15.0,
-        help="seconds to keep retrying an unreachable --url before giving up (15)",
-    )
     run.add_argument(
         "--max-payload",
         type=int,
@@ -112,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EventbusError as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
         return 1
+    except (RedisError, OSError) as exc:
+        # A Redis that went away mid-command: one readable line, no traceback. redis-py's
+        # messages name the host and port, never the password.
+        print(f"eventbus: error: Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -140,6 +148,7 @@ async def _publish(args: argparse.Namespace) -> int:
         payloads = [line for line in raw.splitlines() if line] if args.lines else [raw]
     else:
         payloads = [args.data.encode("utf-8", "surrogateescape")]
+    await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
     async with connect(args.url) as bus:
         receivers = 0
         try:
@@ -181,6 +190,7 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 async def _dead_letters(args: argparse.Namespace) -> int:
+    await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
     async with connect(args.url) as bus:
         store = DeadLetterStore(bus.redis, args.stream)
         if args.action == "list":

@@ -23,7 +23,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
@@ -419,7 +419,8 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
 
         await wait_until_cluster_reachable(url, timeout)
         return
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    # No client-level retries: this loop is the retry policy, and it logs each attempt.
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0))
     deadline = time.monotonic() + timeout
     delay = 0.1
     attempt = 0

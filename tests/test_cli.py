@@ -183,3 +183,12 @@ def test_embedded_redis_when_nothing_answers(subprocess_env: dict[str, str], pro
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0, proc.output
     assert not port_open(port)  # stopped with the run
+
+
+def test_publish_to_an_unreachable_redis_is_one_error_line(subprocess_env: dict[str, str]) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    result = eventbus(["publish", "news", "hi", "--url", url, "--connect-timeout", "0.5"], subprocess_env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("eventbus: error: Redis at redis://:***@127.0.0.1")
+    assert "hunter2" not in result.stderr

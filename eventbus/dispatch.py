@@ -27,6 +27,19 @@ def _decode(name: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
+class _OneReply:
+    """A hiredis-reader lookalike that yields one already-parsed reply."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: list[bytes]) -> None:
+        self.reply: list[bytes] | bool = reply
+
+    def gets(self) -> list[bytes] | bool:
+        reply, self.reply = self.reply, False
+        return reply
+
+
 class Dispatcher:
     """Maps subscriptions to workers and feeds raw push replies to them."""
 
@@ -55,35 +68,13 @@ class Dispatcher:
                 table[key] = (name, tuple(w.put for w in workers), workers)
 
     def feed(self, reply: list[bytes]) -> None:
-        """Route one push reply: [b"message", channel, data] or [b"pmessage", pattern, channel, data]."""
-        self.stats.messages += 1
-        kind = reply[0]
-        if kind == b"message":
-            route = self.channels.get(reply[1])
-            if route is None:
-                self.stats.unrouted += 1
-                return
-            data = reply[2]
-            msg = Message(route[0], data, None)
-        elif kind == b"pmessage":
-            route = self.patterns.get(reply[1])
-            if route is None:
-                self.stats.unrouted += 1
-                return
-            data = reply[3]
-            msg = Message(_decode(reply[2]), data, route[0])
-        else:  # b"smessage" (sharded)
-            route = self.sharded.get(reply[1])
-            if route is None:
-                self.stats.unrouted += 1
-                return
-            data = reply[2]
-            msg = Message(route[0], data, None)
-        if len(data) > self._cap:
-            self._oversized(msg, route[2])
-            return
-        for put in route[1]:
-            put(msg)
+        """Route one push reply: [b"message", channel, data] or [b"pmessage", pattern, channel, data].
+
+        For backends that produce replies one at a time (in-memory, cluster nodes); it runs the
+        same routing as :meth:`consume`.
+        """
+        for other in self.consume(_OneReply(reply)):
+            log.debug("not a message, ignored: %r", other)
 
     def consume(self, reader: Any) -> list[Any]:
         """Parse and route every complete reply buffered in a hiredis ``reader``.

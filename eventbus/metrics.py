@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from eventbus.errors import ConfigError
 from eventbus.stats import LATENCY_BUCKETS, BusStats
 
 log = logging.getLogger("eventbus.metrics")
@@ -102,7 +103,10 @@ class MetricsServer:
         self.registry.register(collector)
         self._server: WSGIServer
         self._thread: Thread
-        self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr, registry=self.registry)
+        except OSError as exc:  # port taken, address not local: a setting to fix, not a crash
+            raise ConfigError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None
         self.addr = addr
         self.port: int = self._server.server_port
 

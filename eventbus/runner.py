@@ -162,6 +162,10 @@ class Runner:
 
     async def _start_app(self) -> None:
         assert self.publisher is not None and self._subscriber is not None
+        if self.metrics_port is not None:
+            # Before anything subscribes: a taken port fails the start with nothing to undo.
+            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
+            log.info("Prometheus metrics at %s", self.metrics.url)
         base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
         for hook in self.router.startup:
             await _call_hook(hook, base)
@@ -191,9 +195,6 @@ class Runner:
         )
         if self.stats_interval:
             self._background.append(asyncio.create_task(self._report_periodically(self.stats_interval)))
-        if self.metrics_port is not None:
-            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
-            log.info("Prometheus metrics at %s", self.metrics.url)
         self.ready.set()
 
     # -- running ------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, Message, Reject, on
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
-from tests.cli_process import EventbusProcess
+from tests.cli_process import ROOT, EventbusProcess
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer, free_port
 
@@ -95,3 +98,18 @@ def test_cli_metrics_port_and_summary_line(redis_server: RedisServer, subprocess
     finally:
         proc.signal()
         assert proc.wait() == 0
+
+
+def test_cli_metrics_port_in_use_is_one_line(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "eventbus", "run", "tests.sample_apps.orders", "--url", redis_server.url,
+             "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
+            capture_output=True, text=True, timeout=60, env=subprocess_env, cwd=ROOT,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"eventbus: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -138,13 +138,9 @@ class _Lane:
         pending = self._pending
         pending.append((future, raw))
         self._out.append(packed)  # _out is always the unwritten tail of _pending
-        if len(pending) == 1:
-            # Nothing else in flight: nobody to batch with yet, so write now and save a loop turn
-            # of latency; commands that follow in this turn are batched by the flush.
-            self._flush()
-            if self._deadline is not None and self._timeout is not None:
-                self._deadline.reschedule(self._loop.time() + self._timeout)
-        elif not self._flush_scheduled:
+        if len(pending) == 1 and self._deadline is not None and self._timeout is not None:
+            self._deadline.reschedule(self._loop.time() + self._timeout)
+        if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return future

@@ -7,8 +7,8 @@ project's machine. ioredis-style auto-pipelining removes that cost without chang
 - :class:`AutoPipelineRedis` is a ``redis.asyncio.Redis``; every command method still goes through
   ``execute_command`` and redis-py's response callbacks, so ``hgetall`` still returns a dict.
 - A plain command is packed at once and queued on a :class:`_Lane` (one multiplexed connection).
-  If nothing is in flight it is written at once (no latency added to a lone command); otherwise
-  one ``call_soon`` per loop turn writes everything queued in a single ``write``. One reader task
+  Everything queued in one loop turn is written by one ``call_soon`` flush, in a single
+  ``write`` (a lone command waits one loop iteration; a busy lane saves a syscall per command). One reader task
   feeds each socket read to hiredis and resolves the callers' futures in FIFO order.
 - Anything that needs a connection to itself — blocking commands, MULTI/WATCH, SELECT, pub/sub,
   ``pipeline()``, ``pubsub()`` — goes to the ordinary ``BlockingConnectionPool`` underneath.

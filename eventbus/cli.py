@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics endpoint listens on (0.0.0.0)")
     run.add_argument(
+        "--ping-interval",
+        type=float,
+        default=5.0,
+        help="seconds between PINGs on the subscription connection, to find half-open ones (5)",
+    )
+    run.add_argument(
+        "--ping-timeout", type=float, default=5.0, help="seconds a PING may go unanswered before reconnecting (5)"
+    )
+    run.add_argument(
         "--no-embedded",
         action="store_true",
         help="fail instead of starting an embedded Redis when nothing answers at the default URL",
@@ -136,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         stats_interval=args.stats_interval or None,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
     )
     asyncio.run(runner.serve())

@@ -392,7 +392,9 @@ class RedisSubscriber:
             except SubscribeError as exc:
                 log.error("resubscribe failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is to try again later
-                log.info("reconnect attempt %d to %s failed: %s", attempt, self.safe_url, exc or type(exc).__name__)
+                log.info(
+                    "reconnect attempt %d to %s failed: %s", attempt, self.safe_url, str(exc) or type(exc).__name__
+                )
             # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, self.reconnect_max_delay)

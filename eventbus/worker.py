@@ -30,6 +30,7 @@ log = logging.getLogger("eventbus.worker")
 # count, so that fast handlers drain big bursts in long runs and slow ones still yield often.
 FAIRNESS_SLICE = 0.002
 DROP_LOG_INTERVAL = 5.0
+MAX_PENDING_REFUSALS = 1000
 
 
 class HandlerWorker:
@@ -78,6 +79,11 @@ class HandlerWorker:
         """Count and dead-letter a message the reader would not deliver (e.g. over the size cap)."""
         self.stats.received += 1
         self.stats.rejected += 1
+        if len(self._background) >= MAX_PENDING_REFUSALS:
+            # A flood of oversized messages must not become a flood of tasks: past this many
+            # unfinished dead-letter writes, refusals are counted and logged but not stored.
+            log.warning("handler %s: not dead-lettering a refused message on %r: %s", self.name, msg.channel, reason)
+            return
         # Keep only a prefix: the point is to show what arrived, not to store a flood.
         kept = Message(msg.channel, msg.data[:1024], msg.pattern)
         task = asyncio.get_running_loop().create_task(self._dead_letter(kept, reason, 0))

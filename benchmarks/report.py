@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def git_revision() -> str:
+    """The commit measured, marked if eventbus/ or apps/ differ from it (the figures are of that code)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "eventbus", "apps"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    if rev.returncode != 0:
+        return "unknown"
+    return rev.stdout.strip() + (" with uncommitted changes in eventbus/ or apps/" if dirty.stdout.strip() else "")
+
+
 def versions() -> dict[str, str]:
-    out = {}
+    out = {"eventbus commit": git_revision()}
     for p in PACKAGES:
         try:
             out[p] = importlib.metadata.version(p)
@@ -134,7 +150,9 @@ def markdown(run: dict[str, Any], chart_name: str | None) -> str:
         "- packages: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
     ]
-    if run["mode"] == "quick":
+    if "interrupted" in run["mode"]:
+        lines += ["> **Interrupted**: only the measurements taken before the interruption are shown.", ""]
+    if run["mode"].startswith("quick"):
         lines += ["> **Quick mode**: a smoke run with small workloads and one repetition; not figures to quote.", ""]
     for key, why in run.get("skipped", {}).items():
         lines += [f"> skipped {key}: {why}", ""]

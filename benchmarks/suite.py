@@ -36,6 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the Markdown report")
     p.add_argument("--json", type=Path, default=HERE / "results.json", help="every raw measurement")
     p.add_argument("--chart", type=Path, default=HERE / "results.png", help="the PNG chart (needs matplotlib)")
+    p.add_argument(
+        "--report-only", action="store_true", help="rebuild RESULTS.md and the chart from --json, run nothing"
+    )
     return p.parse_args(argv)
 
 
@@ -86,6 +89,9 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     args = parse(argv)
+    if args.report_only:
+        write_reports(json.loads(args.json.read_text()), args)
+        return 0
     settings = pick(args.quick, args.reps)
     started = time.time()
     contenders = select_contenders(args, print)
@@ -108,16 +114,22 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if settings.quick else "full"
     print(f"{mode} run: {len(plan)} scenarios, {len(contenders)} contenders, {settings.reps} repetition(s)")
     results: list[dict[str, Any]] = []
-    for s, cases in plan:
-        # Repetitions interleave the contenders, so a noisy minute on the machine hurts them all alike.
-        for rep in range(settings.reps):
-            for case in cases:
-                progress.begin(f"{s.key:<8} {case.variant:<20} {case.contender:<16} rep {rep + 1}/{settings.reps}")
-                m = run_case(case)
-                progress.end(report.outcome(s, m))
-                results.append(
-                    {"scenario": s.key, "variant": case.variant, "contender": case.contender, "rep": rep + 1, **m}
-                )
+    interrupted = False
+    try:
+        for s, cases in plan:
+            # Repetitions interleave the contenders, so a noisy minute on the machine hurts them all alike.
+            for rep in range(settings.reps):
+                for case in cases:
+                    progress.begin(f"{s.key:<8} {case.variant:<20} {case.contender:<16} rep {rep + 1}/{settings.reps}")
+                    m = run_case(case)
+                    progress.end(report.outcome(s, m))
+                    results.append(
+                        {"scenario": s.key, "variant": case.variant, "contender": case.contender, "rep": rep + 1, **m}
+                    )
+    except KeyboardInterrupt:  # the running case has cleaned up its processes on the way out
+        interrupted = True
+        progress.end("interrupted")
+        mode += ", interrupted"
 
     run = {
         "command": " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
@@ -134,11 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.json, args.out, args.chart):
         path.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(run, indent=1, default=str))
+    write_reports(run, args)
+    print(f"total {time.time() - started:.0f} s")
+    if interrupted:
+        return 130
+    return 1 if any("error" in r for r in results) else 0
+
+
+def write_reports(run: dict[str, Any], args: argparse.Namespace) -> None:
     chart = report.chart(run, args.chart)
     args.out.write_text(report.markdown(run, chart_name=args.chart.name if chart else None))
     print(f"\nwrote {args.out}, {args.json}" + (f", {args.chart}" if chart else " (no chart: matplotlib missing)"))
-    print(f"total {time.time() - started:.0f} s")
-    return 1 if any("error" in r for r in results) else 0
 
 
 def _olympics_note() -> str | None:

@@ -222,9 +222,14 @@ async def _dead_letters(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"no dead letter with id(s): {', '.join(sorted(missing))}")
         for entry in chosen:
-            # As bytes: a channel name need not be UTF-8, and the letter must go back where it came from.
-            await bus.redis.publish(entry.channel.encode("utf-8", "surrogateescape"), entry.payload)
+            if entry.stream is not None:
+                # A stream entry goes back on its stream, where its group redelivers it; the
+                # handler sees the same .data it failed on.
+                await bus.append(entry.stream, entry.payload)
+            else:
+                # As bytes: a channel name need not be UTF-8, and the letter must go back where it came from.
+                await bus.redis.publish(entry.channel.encode("utf-8", "surrogateescape"), entry.payload)
             if not args.keep:
                 await store.delete(entry.id)
-        print(f"replayed {len(chosen)} dead letter(s) to their channels")
+        print(f"replayed {len(chosen)} dead letter(s) to their channels and streams")
         return 0

@@ -29,6 +29,7 @@ class DeadLetter:
     error: str
     attempts: int
     ts: float
+    stream: str | None = None  # set for a stream entry: replay appends it there again
 
 
 class DeadLetterStore:
@@ -94,6 +95,7 @@ class DeadLetterStore:
             error=text("error"),
             attempts=int(text("attempts") or 0),
             ts=float(text("ts") or 0),
+            stream=text("stream", "surrogateescape") or None,
         )
 
 

@@ -134,3 +134,34 @@ async def test_retry_count_is_exact_under_load(redis_server: RedisServer, backof
         letters = await DeadLetterStore(runner.redis).list(count=100)
         assert sorted(int(d.payload) for d in letters) == list(range(30))
         assert {d.attempts for d in letters} == {3}
+
+
+async def test_replay_puts_a_stream_dead_letter_back_on_its_stream(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    from eventbus import on_stream
+
+    healthy = False
+    done: list[object] = []
+
+    @on_stream("refunds", group="accounting", block=0.1)
+    async def refund(msg: Message, ctx: Context) -> None:
+        if not healthy:
+            raise Reject("bank says no")
+        done.append(msg.json())
+
+    async with running([refund], redis_server.url) as runner:
+        assert runner.publisher is not None
+        await runner.publisher.append("refunds", {"order": "7", "amount": "12.50"})
+        await eventually(lambda: runner.stats.handlers["refund"].dead_lettered == 1, what="the dead letter")
+        [letter] = await DeadLetterStore(runner.redis).list()
+        assert letter.stream == "refunds"
+
+        healthy = True
+        replay = await asyncio.to_thread(
+            cli, "dead-letters", "replay", "--all", "--url", redis_server.url, env=subprocess_env
+        )
+        assert replay.returncode == 0, replay.stderr
+        # Back on the stream (not PUBLISHed to a channel nobody reads), with the same content.
+        await eventually(lambda: done == [{"order": "7", "amount": "12.50"}], what="the replayed entry")
+        assert await DeadLetterStore(runner.redis).list() == []

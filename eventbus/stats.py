@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 # Upper bounds (seconds) of the handler latency histogram's buckets; the last bucket is +Inf.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -11,33 +12,50 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+def _no_backlog() -> int:
+    return 0
+
+
+COUNTERS = ("received", "handled", "failed", "rejected", "retried", "dropped", "dead_lettered", "abandoned")
+
+
 @dataclass(slots=True)
 class HandlerStats:
     """What happened to the messages routed to one handler.
 
-    received = handled + failed + rejected + dropped + abandoned + (queued or in flight now)
+    Every received message ends up in exactly one of handled, failed, rejected, dropped or
+    abandoned, or is still queued or in flight (``backlog``, which the handler's worker reports).
+    So ``received`` is derived from them rather than counted: one update less per message.
     """
 
-    received: int = 0
-    handled: int = 0
     failed: int = 0  # raised on the last attempt (then dead-lettered)
-    rejected: int = 0  # raised Reject (then dead-lettered)
+    rejected: int = 0  # raised Reject / bad payload / over the size cap (then dead-lettered)
     retried: int = 0
-    dropped: int = 0  # refused by a full inbox
+    dropped: int = 0  # refused or evicted by a full inbox
     dead_lettered: int = 0
     abandoned: int = 0  # still queued or running when the shutdown grace period ran out
     latency_total: float = 0.0  # seconds spent in the handler, summed over handled messages
     # Handled messages per latency bucket (not cumulative; index len(LATENCY_BUCKETS) is +Inf).
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    backlog: Callable[[], int] = field(default=_no_backlog, repr=False, compare=False)
+
+    @property
+    def handled(self) -> int:
+        # Each handled message is counted once, in its latency bucket.
+        return sum(self.latency_buckets)
+
+    @property
+    def received(self) -> int:
+        return self.handled + self.failed + self.rejected + self.dropped + self.abandoned + self.backlog()
 
     def observe(self, seconds: float) -> None:
-        """Count one handled message that took ``seconds``: a C bisect and two additions."""
+        """Count one handled message that took ``seconds``."""
         self.latency_total += seconds
         self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def as_dict(self) -> dict[str, float]:
-        counters = asdict(self)
-        del counters["latency_buckets"]
+        counters: dict[str, float] = {name: getattr(self, name) for name in COUNTERS}
+        counters["latency_total"] = self.latency_total
         return counters
 
 

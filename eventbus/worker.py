@@ -45,7 +45,9 @@ class HandlerWorker:
         self.inbox: deque[Message] = deque()
         self.capacity = handler.options.inbox_size
         self.drop_oldest = handler.options.overflow == "drop_oldest"
-        self.in_flight = 0
+        self._parked = 0  # worker tasks waiting for a message
+        self._yielding = 0  # worker tasks giving the loop a turn between messages
+        stats.backlog = self._backlog
         self._sleepers: deque[asyncio.Future[None]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -62,7 +64,6 @@ class HandlerWorker:
     # -- the reader's side -------------------------------------------------------------------
 
     def put(self, msg: Message) -> None:
-        self.stats.received += 1
         inbox = self.inbox
         if len(inbox) >= self.capacity:
             self._dropped()
@@ -77,7 +78,6 @@ class HandlerWorker:
 
     def refuse(self, msg: Message, reason: str) -> None:
         """Count and dead-letter a message the reader would not deliver (e.g. over the size cap)."""
-        self.stats.received += 1
         self.stats.rejected += 1
         if len(self._background) >= MAX_PENDING_REFUSALS:
             # A flood of oversized messages must not become a flood of tasks: past this many
@@ -117,13 +117,37 @@ class HandlerWorker:
             self._tasks.append(asyncio.create_task(work(), name=f"eventbus:{self.name}:{i}"))
 
     @property
+    def in_flight(self) -> int:
+        """Messages being handled now (retries included): workers neither parked nor yielding.
+
+        Derived from two counters that change once per park or yield, not once per message.
+        """
+        return len(self._tasks) - self._parked - self._yielding
+
+    def _backlog(self) -> int:
+        return len(self.inbox) + self.in_flight
+
+    @property
     def idle(self) -> bool:
         return not self.inbox and self.in_flight == 0
 
     async def _wait_for_work(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sleepers.append(waiter)
-        await waiter
+        self._parked += 1
+        try:
+            await waiter
+        finally:
+            self._parked -= 1
+
+    async def _yield(self) -> None:
+        # A handler that never suspends would otherwise starve the reader and the other
+        # handlers: give the loop a turn every few milliseconds of work.
+        self._yielding += 1
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._yielding -= 1
 
     async def _work(self) -> None:
         inbox = self.inbox
@@ -133,14 +157,9 @@ class HandlerWorker:
                 await self._wait_for_work()
                 yielded = time.perf_counter()
                 continue
-            msg = inbox.popleft()
-            self.in_flight += 1
-            try:
-                await self._process(msg)
-            finally:
-                self.in_flight -= 1
+            await self._process(inbox.popleft())
             if time.perf_counter() - yielded > FAIRNESS_SLICE:
-                await asyncio.sleep(0)
+                await self._yield()
                 yielded = time.perf_counter()
 
     async def _work_inline(self) -> None:
@@ -157,31 +176,31 @@ class HandlerWorker:
             if not inbox:
                 await self._wait_for_work()
             # One clock reading per message: while the inbox has work, the end of one message is
-            # the start of the next.
+            # the start of the next. Handled counts live in the latency buckets; the latency sum
+            # is added up here and handed to the stats whenever the loop gives up the CPU.
             now = yielded = clock()
-            while inbox:
-                msg = popleft()
-                self.in_flight += 1
-                started = now
-                try:
-                    await call(msg, ctx)
-                except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
-                    await self._failed(msg, exc, 1)  # still in flight while it retries
-                    self.in_flight -= 1
+            spent = 0.0
+            try:
+                while inbox:
+                    msg = popleft()
+                    started = now
+                    try:
+                        await call(msg, ctx)
+                    except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
+                        await self._failed(msg, exc, 1)
+                        now = clock()
+                        continue
                     now = clock()
-                    continue
-                self.in_flight -= 1
-                now = clock()
-                # HandlerStats.observe, inlined: this loop runs once per message.
-                took = now - started
-                stats.handled += 1
-                stats.latency_total += took
-                buckets[0 if took <= fastest else bisect_left(LATENCY_BUCKETS, took)] += 1
-                if now - yielded > FAIRNESS_SLICE:
-                    # A handler that never suspends would otherwise starve the reader and the
-                    # other handlers: give the loop a turn every few milliseconds of work.
-                    await asyncio.sleep(0)
-                    now = yielded = clock()
+                    took = now - started
+                    spent += took
+                    buckets[0 if took <= fastest else bisect_left(LATENCY_BUCKETS, took)] += 1
+                    if now - yielded > FAIRNESS_SLICE:
+                        stats.latency_total += spent
+                        spent = 0.0
+                        await self._yield()
+                        now = yielded = clock()
+            finally:
+                stats.latency_total += spent
 
     async def _process(self, msg: Message) -> None:
         """Run the handler on one message, with retries and dead-lettering."""
@@ -191,7 +210,6 @@ class HandlerWorker:
         except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
             await self._failed(msg, exc, 1)
         else:
-            self.stats.handled += 1
             self.stats.observe(time.perf_counter() - started)
 
     async def _failed(self, msg: Message, exc: Exception, attempt: int) -> None:
@@ -238,7 +256,6 @@ class HandlerWorker:
             except Exception as next_exc:  # noqa: BLE001 - counted and dead-lettered below
                 exc = next_exc
                 continue
-            stats.handled += 1
             stats.observe(time.perf_counter() - started)
             return
 

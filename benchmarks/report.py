@@ -159,6 +159,11 @@ def markdown(run: dict[str, Any], chart_name: str | None) -> str:
     if chart_name:
         lines += [f"![chart]({chart_name})", ""]
     lines += _targets(data)
+    lines += [
+        "Where eventbus's time goes per message, and what stands between it and the targets it misses: "
+        "[PROFILE.md](PROFILE.md).",
+        "",
+    ]
     for key in ("drain", "fanout", "many", "latency", "olympics", "publish"):
         if key in data:
             lines += _section(BY_KEY[key], data[key], labels, data)

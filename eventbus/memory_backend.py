@@ -37,13 +37,26 @@ class MemoryBroker:
             data = message if isinstance(message, bytes) else str(message).encode()
             return self.publish(channel if isinstance(channel, str) else channel.decode(), data)
 
-        client.publish = publish  # type: ignore[method-assign,assignment]  # ctx.redis.publish reaches our subscribers
+        async def spublish(channel: str | bytes, message: Any, **_: Any) -> int:
+            data = message if isinstance(message, bytes) else str(message).encode()
+            return self.publish(channel if isinstance(channel, str) else channel.decode(), data, sharded=True)
+
+        # ctx.redis.publish / spublish reach this broker's subscribers, not fakeredis's own.
+        client.publish = publish  # type: ignore[method-assign,assignment]
+        client.spublish = spublish  # type: ignore[method-assign,assignment]
         return client
 
-    def publish(self, channel: str, payload: bytes) -> int:
+    def publish(self, channel: str, payload: bytes, *, sharded: bool = False) -> int:
+        """PUBLISH (or SPUBLISH, whose channels are a namespace of their own); returns receptions."""
         self.published += 1
         key = _key(channel)
         receivers = 0
+        if sharded:
+            for subscriber in self.subscribers:
+                if key in subscriber.sharded_keys:
+                    subscriber.deliver([b"smessage", key, payload])
+                    receivers += 1
+            return receivers
         for subscriber in self.subscribers:
             if key in subscriber.channel_keys:
                 subscriber.deliver([b"message", key, payload])
@@ -66,12 +79,16 @@ class MemorySubscriber:
         self.broker = broker
         self.channel_keys: set[bytes] = set()
         self.pattern_keys: list[bytes] = []
+        self.sharded_keys: set[bytes] = set()
         self._feed: Feed | None = None
 
-    async def start(self, feed: Feed, channels: Sequence[str], patterns: Sequence[str]) -> None:
+    async def start(
+        self, feed: Feed, channels: Sequence[str], patterns: Sequence[str], sharded: Sequence[str] = ()
+    ) -> None:
         self._feed = feed
         self.channel_keys = {_key(c) for c in channels}
         self.pattern_keys = list(dict.fromkeys(_key(p) for p in patterns))
+        self.sharded_keys = {_key(c) for c in sharded}
         self.broker.subscribers.append(self)
 
     def deliver(self, reply: list[bytes]) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from eventbus.cluster import ShardedSubscriber, is_cluster_url, parse_cluster_url
 from eventbus.config import redact_url
 from eventbus.errors import ConfigError
+from eventbus.memory_backend import MemorySubscriber
 from eventbus.redis_backend import Feed, command_client
 from eventbus.router import Handler, stream_group
 from eventbus.stream_options import StreamOptions
@@ -37,7 +38,7 @@ def worker_class(handler: Handler) -> type[HandlerWorker]:
 class ScaleOut:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.sharded: ShardedSubscriber | None = None
+        self.sharded: ShardedSubscriber | MemorySubscriber | None = None
         self.consumers: list[StreamConsumer] = []
 
     async def start(self, feed: Feed, workers: dict[str, HandlerWorker]) -> None:
@@ -70,8 +71,14 @@ class ScaleOut:
 
     async def _start_sharded(self, feed: Feed, channels: list[str]) -> None:
         runner = self.runner
-        if runner.broker is not None or runner.url is None:
-            raise ConfigError("sharded channels (@on(..., sharded=True)) need a Redis server, not the memory broker")
+        if runner.broker is not None:
+            # In memory, sharded channels are one more namespace of the same broker.
+            memory = MemorySubscriber(runner.broker)
+            await memory.start(feed, [], [], sharded=channels)
+            self.sharded = memory
+            return
+        if runner.url is None:
+            raise ConfigError("sharded channels (@on(..., sharded=True)) need a Redis URL")
         options: dict[str, Any] = {
             "ping_interval": runner.ping_interval,
             "ping_timeout": runner.ping_timeout,

@@ -16,6 +16,8 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("eventbus.embedded")
 
@@ -24,6 +26,34 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def redis_server_args(binary: str, port: int, directory: str, *extra: str) -> list[str]:
+    """A private, loopback-only redis-server that persists nothing (also used by the test suite)."""
+    return [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", directory, *extra,
+    ]  # fmt: skip
+
+
+def wait_for_ping(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 10.0) -> None:
+    """Block until the server on ``port`` answers PING; RuntimeError if its process exits first
+    or ``timeout`` passes. No client-level retries: this loop is the retry policy."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    try:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} exited with code {process.returncode}")
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Redis on port {port} did not answer within {timeout:.0f}s") from None
+                time.sleep(0.02)
+    finally:
+        client.close()
 
 
 class EmbeddedRedis:
@@ -49,23 +79,7 @@ class EmbeddedRedis:
     def _start_redis_server(self, binary: str) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="eventbus-redis-")
         self._process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir.name,
-                "--protected-mode",
-                "yes",
-                "--loglevel",
-                "warning",
-            ],
+            redis_server_args(binary, self.port, self._dir.name, "--protected-mode", "yes", "--loglevel", "warning"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -82,22 +96,11 @@ class EmbeddedRedis:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         try:
-            while True:
-                if self._process is not None and self._process.poll() is not None:
-                    raise RuntimeError(f"embedded redis-server exited with code {self._process.returncode}")
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(f"embedded Redis did not start within {timeout:.0f}s") from None
-                    time.sleep(0.05)
-        finally:
-            client.close()
+            wait_for_ping(self.port, self._process, timeout)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._process is not None:

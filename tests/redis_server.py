@@ -7,16 +7,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
 
+from eventbus.embedded import free_port, redis_server_args, wait_for_ping
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["RedisServer", "free_port", "port_open"]
 
 
 class RedisServer:
@@ -37,40 +34,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        log = str(Path(self.dir) / "redis.log")
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--logfile",
-                str(Path(self.dir) / "redis.log"),
-                *self.extra_args,
-            ],
+            redis_server_args(self.binary, self.port, self.dir, "--logfile", log, *self.extra_args)
         )
         self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited: {self.log()}") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        try:
+            wait_for_ping(self.port, self.process, timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}: {self.log()}") from None
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

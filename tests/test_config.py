@@ -1,0 +1,61 @@
+"""Where Redis is, and URLs made safe to log."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventbus import ConfigError
+from eventbus.config import DEFAULT_URL, redact_url, resolve_url
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTBUS_URL", raising=False)
+    monkeypatch.delenv("EVENTBUS_DEFAULT_URL", raising=False)
+
+
+def test_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTBUS_URL", "redis://env:6379/1")
+    resolved = resolve_url("redis://arg:6379/2")
+    assert (resolved.url, resolved.explicit, resolved.source) == ("redis://arg:6379/2", True, "--url")
+
+
+def test_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTBUS_URL", "redis://env:6379/1")
+    resolved = resolve_url(None)
+    assert (resolved.url, resolved.explicit, resolved.source) == ("redis://env:6379/1", True, "EVENTBUS_URL")
+
+
+def test_default_is_not_explicit_so_it_may_fall_back_to_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_url(None).url == DEFAULT_URL and not resolve_url(None).explicit
+    monkeypatch.setenv("EVENTBUS_DEFAULT_URL", "redis://127.0.0.1:7777/0")
+    assert resolve_url(None).url == "redis://127.0.0.1:7777/0" and not resolve_url(None).explicit
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:6379", "localhost:6379", "redis://localhost:notaport/0"],
+)
+def test_invalid_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        resolve_url(url)
+
+
+def test_invalid_url_error_hides_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_url("http://user:s3cret@localhost:6379")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://alice:s3cret@host:6379/0", "redis://alice:***@host:6379/0"),
+        ("rediss://alice:s3cret@host/0", "rediss://alice:***@host/0"),
+        ("redis://host:6379/0?password=s3cret", "redis://host:6379/0?password=***"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

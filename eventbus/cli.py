@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run" and args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         if args.command == "run" and args.workers != 1:
             from eventbus.supervisor import supervise
 

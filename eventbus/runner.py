@@ -281,7 +281,12 @@ class Runner:
         if self.publisher is not None:
             base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
             for hook in self.router.shutdown:
-                await _call_hook(hook, base)
+                # One failing hook must not skip the others, nor the closing below (connections,
+                # an embedded redis-server child).
+                try:
+                    await _call_hook(hook, base)
+                except Exception:
+                    log.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
         log.info("summary: %s", summarize(self.stats))
         await self._close_backend()
 

@@ -109,8 +109,8 @@ class StreamWorker(HandlerWorker):
         consumer = self.consumers[msg.channel]
         if msg.deliveries > consumer.options.max_deliveries:
             # Delivered that often without an ack or a recorded failure: it likely kills the process.
-            self.stats.failed += 1
             await self._dead_letter(msg, f"delivered {msg.deliveries} times without being acknowledged", 0)
+            self.stats.failed += 1  # after the dead letter: until then it is in flight (see HandlerWorker)
             return
         await super()._process(msg)
         if not msg.settled:

@@ -219,12 +219,13 @@ class HandlerWorker:
             if isinstance(exc, (Reject, PayloadError)):
                 # Retrying cannot fix a refused or undecodable payload: dead-letter it at once.
                 reason = exc.reason if isinstance(exc, Reject) else f"invalid payload: {exc}"
-                stats.rejected += 1
                 log.warning("handler %s rejected a message on %r: %s", self.name, msg.channel, reason)
                 await self._dead_letter(msg, f"rejected: {reason}", attempt)
+                # Counted once the dead letter is written: until then the message is in flight, and
+                # one cut short by the grace period is counted as abandoned, not as both.
+                stats.rejected += 1
                 return
             if attempt > self._retries:
-                stats.failed += 1
                 log.error(
                     "handler %s failed on %r after %d attempt(s): %s: %s",
                     self.name,
@@ -235,6 +236,7 @@ class HandlerWorker:
                     exc_info=exc,
                 )
                 await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
+                stats.failed += 1  # after the dead letter, as for rejected above
                 return
             stats.retried += 1
             delay = self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)

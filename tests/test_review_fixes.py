@@ -1,0 +1,74 @@
+"""Regression tests for correctness bugs found in review: shutdown cleanup, CLI errors, counters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from eventbus import Context, Message, Runner, on, on_shutdown
+from eventbus.cli import main
+from eventbus.deadletter import DeadLetterStore
+from eventbus.testing import TestBus
+from tests.redis_server import RedisServer
+
+
+async def test_failing_shutdown_hook_still_closes_the_backend(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A shutdown hook that raises must not skip closing the connections (nor an embedded Redis,
+    # which _close_backend stops too), nor the other shutdown hooks.
+    ran: list[str] = []
+
+    @on("review:x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    @on_shutdown
+    async def broken(ctx: Context) -> None:
+        raise RuntimeError("hook failed")
+
+    @on_shutdown
+    async def second(ctx: Context) -> None:
+        ran.append("second")
+
+    runner = Runner([handler, broken, second], url=redis_server.url, grace=1.0)
+    await runner.start()
+    client = runner.redis
+    await runner.stop()
+    assert runner.redis is None, "the command client was left open"
+    assert client is not None
+    assert ran == ["second"]
+    assert "hook failed" in caplog.text
+
+
+def test_cli_workers_below_one_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "tests.sample_apps.orders", "--workers", "0", "--url", "redis://127.0.0.1:1/0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert "--workers" in err
+
+
+async def test_failure_cut_short_by_the_grace_period_is_counted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A handler failed and its dead letter is being written when the grace period runs out: the
+    # message is abandoned, and must not also be counted as failed (received would be 2 for 1).
+    async def slow_add(self: DeadLetterStore, *args: Any, **kwargs: Any) -> bool:
+        await asyncio.sleep(30)
+        return True
+
+    monkeypatch.setattr(DeadLetterStore, "add", slow_add)
+
+    @on("review:fail")
+    async def failing(msg: Message, ctx: Context) -> None:
+        raise ValueError("boom")
+
+    async with TestBus([failing], grace=0.2) as bus:
+        await bus.publish("review:fail", "1")
+        for _ in range(200):
+            if bus.runner.workers[0].in_flight:
+                break
+            await asyncio.sleep(0.005)
+    stats = bus.handler_stats("failing")
+    assert stats.received == 1, stats
+    assert stats.failed + stats.abandoned == 1, stats

@@ -111,8 +111,24 @@ class Runner:
             await self._connect()
             await self._start_app()
         except BaseException:
-            await self._close_backend()
+            self._started = False
+            await self._undo_start()
             raise
+
+    async def _undo_start(self) -> None:
+        # What _start_app had running when it failed (a subscription refused, a stream consumer
+        # that cannot start): a subscription connection with its reconnecting supervisor, stream
+        # readers and worker tasks must not outlive the failed start.
+        if self._subscriber is not None:
+            with contextlib.suppress(Exception):
+                await self._subscriber.stop()
+        if self.scaleout is not None:
+            with contextlib.suppress(Exception):
+                await self.scaleout.stop_reading()
+                await self.scaleout.close()
+        for worker in self.workers:
+            await worker.stop()
+        await self._close_backend()
 
     async def _connect(self) -> None:
         if self.broker is not None:

@@ -72,3 +72,25 @@ async def test_failure_cut_short_by_the_grace_period_is_counted_once(monkeypatch
     stats = bus.handler_stats("failing")
     assert stats.received == 1, stats
     assert stats.failed + stats.abandoned == 1, stats
+
+
+async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_server: RedisServer) -> None:
+    # The pub/sub subscription is up when a stream consumer fails to start (its key is not a
+    # stream): start() must undo it, not leave a connection and a reconnecting supervisor behind.
+    from eventbus import on_stream
+
+    @on("review:chan")
+    async def plain(msg: Message, ctx: Context) -> None: ...
+
+    @on_stream("review:not-a-stream", group="g")
+    async def consumer(msg: Message, ctx: Context) -> None: ...
+
+    with redis_server.client() as client:
+        client.set("review:not-a-stream", "a string")
+        runner = Runner([plain, consumer], url=redis_server.url, grace=1.0)
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await runner.start()
+        await asyncio.sleep(0.1)
+        leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
+        assert leftover == []
+        assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]

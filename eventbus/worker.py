@@ -33,6 +33,20 @@ DROP_LOG_INTERVAL = 5.0
 MAX_PENDING_REFUSALS = 1000
 
 
+def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
+    """The handler's failure for a CancelledError it raised, unless the worker itself is being cancelled.
+
+    A handler that awaits something cancelled elsewhere (a shared future, another task) gets a
+    CancelledError of its own; letting it through would end the worker task for good.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise cancelled  # shutdown: the worker is being stopped
+    error = RuntimeError("the handler raised CancelledError (it awaited something that was cancelled)")
+    error.__cause__ = cancelled
+    return error
+
+
 class HandlerWorker:
     """The inbox and worker tasks of one handler."""
 
@@ -190,6 +204,10 @@ class HandlerWorker:
                         await self._failed(msg, exc, 1)
                         now = clock()
                         continue
+                    except asyncio.CancelledError as cancelled:
+                        await self._failed(msg, _handler_cancelled(cancelled), 1)
+                        now = clock()
+                        continue
                     now = clock()
                     took = now - started
                     spent += took
@@ -209,6 +227,8 @@ class HandlerWorker:
             await self._call(msg)
         except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
             await self._failed(msg, exc, 1)
+        except asyncio.CancelledError as cancelled:
+            await self._failed(msg, _handler_cancelled(cancelled), 1)
         else:
             self.stats.observe(time.perf_counter() - started)
 
@@ -257,6 +277,9 @@ class HandlerWorker:
                 await self._call(msg)
             except Exception as next_exc:  # noqa: BLE001 - counted and dead-lettered below
                 exc = next_exc
+                continue
+            except asyncio.CancelledError as cancelled:
+                exc = _handler_cancelled(cancelled)
                 continue
             stats.observe(time.perf_counter() - started)
             return

@@ -94,3 +94,26 @@ async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_se
         leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
         assert leftover == []
         assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]
+
+
+async def test_a_handler_raising_cancelled_error_does_not_kill_its_worker() -> None:
+    # A handler awaiting something that was cancelled (a shared future, a task) sees
+    # CancelledError though its own worker was not cancelled: that is the handler's failure,
+    # and the worker must go on with the next message.
+    seen: list[str] = []
+
+    @on("review:cancel")
+    async def fragile(msg: Message, ctx: Context) -> None:
+        seen.append(msg.text)
+        if msg.text == "1":
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+
+    async with TestBus([fragile], grace=0.5) as bus:
+        await bus.publish("review:cancel", "1")
+        await bus.publish("review:cancel", "2")
+        await bus.drain(timeout=2.0)
+        stats = bus.handler_stats("fragile")
+        assert seen == ["1", "2"]
+        assert (stats.failed, stats.handled) == (1, 1)

@@ -98,6 +98,7 @@ class Runner:
         self._subscriber: Subscriber | None = None
         self._stop_requested: asyncio.Event | None = None
         self._signals = 0
+        self._starting: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -217,11 +218,28 @@ class Runner:
 
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM), then stop gracefully."""
-        await self.start()
         loop = asyncio.get_running_loop()
         if handle_signals:
+            # Installed before starting: a signal while Redis is still being retried (up to
+            # --connect-timeout) cancels the start, which undoes itself (embedded server included).
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        self._starting = asyncio.create_task(self.start(), name="eventbus:start")
+        try:
+            await self._starting
+        except asyncio.CancelledError:
+            if self._signals == 0:
+                raise
+            log.info("stopped before the start completed")
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            return
+        except BaseException:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            raise
         try:
             assert self._stop_requested is not None
             await self._stop_requested.wait()
@@ -240,6 +258,10 @@ class Runner:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
+        if self._signals == 1 and self._starting is not None and not self._starting.done():
+            log.info("%s received while starting: cancelling the start", sig.name)
+            self._starting.cancel()
+            return
         if self._signals == 1:
             log.info(
                 "%s received: stopping; finishing queued work for up to %.1fs (send again to exit at once)",

@@ -305,5 +305,11 @@ class HandlerWorker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._background:
+            # Dead letters of refused messages still being written: give them a moment before
+            # the client closes, then give up on them (they are counted as rejected already).
+            _, late = await asyncio.wait(self._background, timeout=1.0)
+            for task in late:
+                task.cancel()
         self.stats.abandoned += abandoned
         return abandoned

@@ -192,3 +192,19 @@ def test_publish_to_an_unreachable_redis_is_one_error_line(subprocess_env: dict[
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("eventbus: error: Redis at redis://:***@127.0.0.1")
     assert "hunter2" not in result.stderr
+
+
+def test_sigterm_while_still_connecting_stops_at_once(
+    subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    """A signal during the bounded connect retries ends the run promptly and cleanly."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", url, "--connect-timeout", "60"], subprocess_env)
+    processes.append(proc)
+    proc.wait_for("is not answering")
+    started = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(10) == 0, proc.output
+    assert time.monotonic() - started < 5
+    assert "cancelling the start" in proc.output
+    assert "Traceback" not in proc.output

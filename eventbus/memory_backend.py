@@ -35,11 +35,15 @@ class MemoryBroker:
 
         async def publish(channel: str | bytes, message: Any, **_: Any) -> int:
             data = message if isinstance(message, bytes) else str(message).encode()
-            return self.publish(channel if isinstance(channel, str) else channel.decode(), data)
+            return self.publish(
+                channel if isinstance(channel, str) else channel.decode("utf-8", "surrogateescape"), data
+            )
 
         async def spublish(channel: str | bytes, message: Any, **_: Any) -> int:
             data = message if isinstance(message, bytes) else str(message).encode()
-            return self.publish(channel if isinstance(channel, str) else channel.decode(), data, sharded=True)
+            return self.publish(
+                channel if isinstance(channel, str) else channel.decode("utf-8", "surrogateescape"), data, sharded=True
+            )
 
         # ctx.redis.publish / spublish reach this broker's subscribers, not fakeredis's own.
         client.publish = publish  # type: ignore[method-assign,assignment]

@@ -31,6 +31,7 @@ log = logging.getLogger("eventbus.supervisor")
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL = 0.1
 RESTART_MAX_DELAY = 30.0
+USAGE_ERROR = 2  # the CLI's exit code for bad options and modules that cannot be loaded
 STABLE_AFTER = 10.0  # a worker that ran this long before dying restarts without delay
 
 
@@ -87,6 +88,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(count)]
         self.grace = grace
         self.signals = 0
+        self.fatal: int | None = None  # set when a worker fails in a way a restart cannot fix
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -94,10 +96,11 @@ class Supervisor:
             for worker in self.workers:
                 self._spawn(worker)
             log.info("supervisor %d: started %d workers", os.getpid(), len(self.workers))
-            while not self.signals:
+            while not self.signals and self.fatal is None:
                 self._watch()
                 time.sleep(POLL_INTERVAL)
-            return self._shutdown()
+            code = self._shutdown()
+            return self.fatal if self.fatal is not None else code
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -132,6 +135,12 @@ class Supervisor:
             if code is None:
                 continue
             worker.exit_codes.append(code)
+            if code == USAGE_ERROR:
+                # A bad option or a module that cannot load fails the same way every time.
+                log.error("worker %d exited with a usage or load error (code 2): not restarting it", worker.index)
+                worker.process = None
+                self.fatal = USAGE_ERROR
+                return
             ran = now - worker.started
             worker.delay = 0.5 if ran >= STABLE_AFTER else min(worker.delay * 2, RESTART_MAX_DELAY)
             log.warning(

@@ -43,3 +43,25 @@ def test_supervisor_argv_helpers() -> None:
     assert option_value(argv, "--metrics-port") == "9000"
     assert option_value(argv, "--url") == "u"
     assert option_value(argv, "--grace") is None
+
+
+def test_supervisor_gives_up_on_a_worker_usage_error(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    """Exit code 2 (here: its metrics port is taken) repeats on every restart: stop, don't loop."""
+    import socket
+
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        second.bind(("127.0.0.1", port + 1))
+        second.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "eventbus", "run", "tests.sample_apps.orders", "--workers", "2",
+             "--url", redis_server.url, "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
+            env=subprocess_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "usage or load error (code 2): not restarting it" in done.stderr
+    assert "restarting it in" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,12 @@ class Context:
 
     ``redis`` is one client shared by every handler (a bounded pool that waits when all its
     connections are busy), separate from the subscription connection. ``state`` is one dict for
-    the whole app: startup hooks put long-lived clients there for handlers to use.
+    the whole app: startup hooks put long-lived clients there for handlers to use. ``stopping``
+    is set when the runner stops reading (a signal, ``request_stop``): a background task started by
+    a startup hook (a producer, a poller) should wind down when it is set.
     """
 
-    __slots__ = ("handler", "log", "publisher", "redis", "state", "stats")
+    __slots__ = ("handler", "log", "publisher", "redis", "state", "stats", "stopping")
 
     def __init__(
         self,
@@ -28,8 +31,10 @@ class Context:
         state: dict[str, Any],
         stats: BusStats,
         handler: str | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.redis = redis
+        self.stopping = stopping if stopping is not None else asyncio.Event()
         self.publisher = publisher
         self.state = state
         self.stats = stats
@@ -51,4 +56,11 @@ class Context:
 
     def for_handler(self, handler: str) -> Context:
         """A copy for one handler: same services, its own name and logger."""
-        return Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, handler=handler)
+        return Context(
+            redis=self.redis,
+            publisher=self.publisher,
+            state=self.state,
+            stats=self.stats,
+            handler=handler,
+            stopping=self.stopping,
+        )

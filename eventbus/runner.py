@@ -91,6 +91,7 @@ class Runner:
         self.url: str | None = None
         self.embedded: EmbeddedRedis | None = None
         self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()  # shared with every Context: set when reading stops
         self.workers: list[HandlerWorker] = []
         self.scaleout: ScaleOut | None = None
         self.redis: Any = None
@@ -183,7 +184,9 @@ class Runner:
             # Before anything subscribes: a taken port fails the start with nothing to undo.
             self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
             log.info("Prometheus metrics at %s", self.metrics.url)
-        base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
+        base = Context(
+            redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, stopping=self.stopping
+        )
         for hook in self.router.startup:
             await _call_hook(hook, base)
         dead_letters = DeadLetterStore(self.redis, self.dead_letter_stream)
@@ -296,6 +299,7 @@ class Runner:
         if not self._started:
             return
         self._started = False
+        self.stopping.set()
         for task in self._background:
             task.cancel()
         if self._subscriber is not None:
@@ -317,7 +321,9 @@ class Runner:
                 abandoned,
             )
         if self.publisher is not None:
-            base = Context(redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats)
+            base = Context(
+                redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, stopping=self.stopping
+            )
             for hook in self.router.shutdown:
                 # One failing hook must not skip the others, nor the closing below (connections,
                 # an embedded redis-server child).

@@ -315,3 +315,29 @@ async def unused() -> AsyncIterator[None]:
 
 def test_redis_server_fixture_is_private(redis_server: RedisServer) -> None:
     assert redis_server.port != 6379
+
+
+async def test_ctx_stopping_tells_background_tasks_to_wind_down(start: Start) -> None:
+    events: list[str] = []
+
+    async def producer(ctx: Context) -> None:
+        await ctx.stopping.wait()
+        events.append("producer saw stopping")
+
+    @on_startup
+    async def begin(ctx: Context) -> None:
+        assert not ctx.stopping.is_set()
+        ctx.state["task"] = asyncio.create_task(producer(ctx))
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    @on_shutdown
+    async def end(ctx: Context) -> None:
+        await ctx.state["task"]
+        events.append("shutdown")
+
+    async with start([begin, handler, end]):
+        await asyncio.sleep(0.01)
+        assert events == []
+    assert events == ["producer saw stopping", "shutdown"]

@@ -86,13 +86,26 @@ async def stop_simulation(ctx: Context) -> None:
 
 
 async def run_demo(ctx: Context, settings: DemoSettings) -> None:
+    demo = asyncio.ensure_future(_run_demo(ctx, settings))
+    stopping = asyncio.ensure_future(ctx.stopping.wait())
     try:
-        await _run_demo(ctx, settings)
+        # Stop posting as soon as the runner stops reading (Ctrl-C): purchases posted during its
+        # grace period would be stored but never reach the listeners.
+        await asyncio.wait([demo, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not demo.done():
+            demo.cancel()
+            await asyncio.wait([demo])
+            ctx.log.info("the simulation stopped with the app")
+            return
+        demo.result()
     except asyncio.CancelledError:
+        demo.cancel()
         raise
     except Exception:
         # A background task's failure would otherwise surface only when the task is collected.
         ctx.log.exception("the olympics simulation failed; the listeners keep running")
+    finally:
+        stopping.cancel()
 
 
 async def _run_demo(ctx: Context, settings: DemoSettings) -> None:

@@ -8,11 +8,13 @@ glob rules. The command client is fakeredis, whose ``publish`` is routed through
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import fakeredis
 
+from eventbus.flow import ReadGate
 from eventbus.glob import glob_match
 from eventbus.redis_backend import Feed
 
@@ -79,12 +81,16 @@ class MemoryBroker:
 class MemorySubscriber:
     """The in-memory twin of :class:`~eventbus.redis_backend.RedisSubscriber`."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, gate: ReadGate | None = None) -> None:
         self.broker = broker
         self.channel_keys: set[bytes] = set()
         self.pattern_keys: list[bytes] = []
         self.sharded_keys: set[bytes] = set()
         self._feed: Feed | None = None
+        self.gate = gate if gate is not None else ReadGate()
+        # While paused (overflow="pause") replies wait here, as they would in Redis's output
+        # buffer for a connection nobody reads (without its limit: nothing is disconnected).
+        self._held: deque[list[bytes]] | None = None
 
     async def start(
         self, feed: Feed, channels: Sequence[str], patterns: Sequence[str], sharded: Sequence[str] = ()
@@ -94,12 +100,29 @@ class MemorySubscriber:
         self.pattern_keys = list(dict.fromkeys(_key(p) for p in patterns))
         self.sharded_keys = {_key(c) for c in sharded}
         self.broker.subscribers.append(self)
+        self.gate.attach(self)
 
     def deliver(self, reply: list[bytes]) -> None:
-        if self._feed is not None:
+        if self._held is not None:
+            self._held.append(reply)
+        elif self._feed is not None:
             self._feed(reply)
 
+    def pause_reading(self) -> None:
+        if self._held is None:
+            self._held = deque()
+
+    def resume_reading(self) -> None:
+        held, self._held = self._held, None
+        while held:
+            if self._held is not None:  # paused again by what was just delivered
+                self._held.extendleft(reversed(held))
+                return
+            self.deliver(held.popleft())
+
     async def stop(self) -> None:
+        self.gate.detach(self)
         if self in self.broker.subscribers:
             self.broker.subscribers.remove(self)
         self._feed = None
+        self._held = None

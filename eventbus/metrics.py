@@ -42,11 +42,19 @@ class StatsCollector(Collector):
     """Exposes a :class:`BusStats` (and optionally inbox depths and connection state) to Prometheus."""
 
     def __init__(
-        self, stats: BusStats, *, inbox_depths: Depths | None = None, connected: Callable[[], bool] | None = None
+        self,
+        stats: BusStats,
+        *,
+        inbox_depths: Depths | None = None,
+        inbox_bytes: Depths | None = None,
+        connected: Callable[[], bool] | None = None,
+        reading_paused: Callable[[], bool] | None = None,
     ) -> None:
         self.stats = stats
         self.inbox_depths = inbox_depths
+        self.inbox_bytes = inbox_bytes
         self.connected = connected
+        self.reading_paused = reading_paused
 
     def collect(self) -> Iterable[Metric]:
         stats = self.stats
@@ -76,6 +84,15 @@ class StatsCollector(Collector):
             for name, value in self.inbox_depths().items():
                 depth.add_metric([name], value)
             yield depth
+        if self.inbox_bytes is not None:
+            used = GaugeMetricFamily(
+                "eventbus_handler_inbox_bytes",
+                "Bytes the waiting messages count against the inbox's memory budget.",
+                labels=["handler"],
+            )
+            for name, value in self.inbox_bytes().items():
+                used.add_metric([name], value)
+            yield used
         yield CounterMetricFamily(
             "eventbus_messages", "Messages read from the subscription connection.", stats.messages
         )
@@ -92,6 +109,12 @@ class StatsCollector(Collector):
         if self.connected is not None:
             yield GaugeMetricFamily(
                 "eventbus_connected", "1 while the subscription connection is up.", float(self.connected())
+            )
+        if self.reading_paused is not None:
+            yield GaugeMetricFamily(
+                "eventbus_reading_paused",
+                '1 while reading is paused because an overflow="pause" handler is over its budget.',
+                float(self.reading_paused()),
             )
 
 
@@ -130,4 +153,13 @@ def runner_collector(runner: Any) -> StatsCollector:
         event = getattr(runner._subscriber, "connected", None)
         return bool(event is not None and event.is_set())
 
-    return StatsCollector(runner.stats, inbox_depths=depths, connected=connected)
+    def inbox_bytes() -> dict[str, int]:
+        return {worker.name: worker.queued_bytes for worker in list(runner.workers)}
+
+    return StatsCollector(
+        runner.stats,
+        inbox_depths=depths,
+        inbox_bytes=inbox_bytes,
+        connected=connected,
+        reading_paused=lambda: runner.read_gate.paused,
+    )

@@ -27,6 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
+from eventbus.flow import ReadGate
 from eventbus.resp import PUSH_KINDS, chunks, pack_command
 from eventbus.stats import BusStats
 
@@ -104,8 +105,9 @@ def consumer_for(feed: Feed) -> Consume:
 
 
 class _SubscriptionProtocol(asyncio.Protocol):
-    def __init__(self, feed: Feed) -> None:
+    def __init__(self, feed: Feed, gate: ReadGate) -> None:
         self.feed = feed
+        self.gate = gate
         self.consume = consumer_for(feed)
         self.reader = hiredis.Reader()
         self.pending: deque[_Pending] = deque()
@@ -115,10 +117,26 @@ class _SubscriptionProtocol(asyncio.Protocol):
         # When the server was last heard from: a half-open connection's gap starts there.
         self.last_read = time.monotonic()
         self.lost_at: float | None = None
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    # Pausable, for the read gate of overflow="pause" (attached once subscribed).
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self.reading_paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self.gate.paused
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -161,12 +179,20 @@ class _SubscriptionProtocol(asyncio.Protocol):
         return future
 
     def close(self, exc: Exception | None = None) -> None:
+        self.gate.detach(self)
         if self.transport is not None:
             self.transport.abort()
         self._fail_pending(exc or ConnectionError("subscription connection closed"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost_at = time.monotonic()
+        self.gate.detach(self)
+        if self.reading_paused:
+            # Dropped while we did not read (overflow="pause"), most likely past the server's
+            # output-buffer limit: what Redis held for us since our last read is lost too.
+            self.lost_at = self.last_read
+            exc = ConnectionError(f"closed while reading was paused (output-buffer limit?): {exc or 'EOF'}")
+        else:
+            self.lost_at = time.monotonic()
         self._fail_pending(exc or ConnectionError("connection closed by the server"))
         if not self.lost.done():
             self.lost.set_result(exc)
@@ -206,8 +232,11 @@ class RedisSubscriber:
         ping_interval: float = 5.0,
         ping_timeout: float = 5.0,
         reconnect_max_delay: float = 5.0,
+        gate: ReadGate | None = None,
     ) -> None:
         self.url = url
+        # Shared with the handlers' workers: overflow="pause" stops reading through it.
+        self.gate = gate if gate is not None else ReadGate()
         self.safe_url = redact_url(url)
         self.stats = stats
         self.ping_interval = ping_interval
@@ -250,9 +279,10 @@ class RedisSubscriber:
         loop = asyncio.get_running_loop()
         feed = self._feed
         params = self.params
+        gate = self.gate
 
         def factory() -> _SubscriptionProtocol:
-            return _SubscriptionProtocol(feed)
+            return _SubscriptionProtocol(feed, gate)
 
         # A server that accepts TCP but never answers (stopped, or a blackholing middlebox) must
         # fail the attempt, not hang it: every step of connecting has the answer deadline.
@@ -291,6 +321,9 @@ class RedisSubscriber:
             protocol.close()
             raise
         self._protocol = protocol
+        # Only now: a connection paused before its SUBSCRIBE confirmations were read would never
+        # finish subscribing. One that (re)connects while a handler is over budget starts paused.
+        self.gate.attach(protocol)
         self.connected.set()
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
@@ -366,6 +399,14 @@ class RedisSubscriber:
                 pass
             else:
                 return (f"closed: {exc}" if exc else "closed by the server"), protocol.lost_at or time.monotonic()
+            if protocol.paused:
+                # We stopped reading on purpose (overflow="pause"), so the PONG would queue behind
+                # the backlog Redis holds for us: do not wait for it. But a paused connection reads
+                # nothing, not even the close when Redis drops us past its output-buffer limit. The
+                # PING still goes out: the kernel answers data sent to a closed socket with a reset,
+                # the next write fails, and the wait above sees the connection lost.
+                protocol.send("PING")
+                continue
             before = protocol.bytes_received
             pong = protocol.send("PING")
             try:
@@ -373,7 +414,7 @@ class RedisSubscriber:
             except TimeoutError:
                 # Bytes that arrived meanwhile prove the link is alive even if the PONG is queued
                 # behind a backlog of messages.
-                if protocol.bytes_received == before:
+                if protocol.bytes_received == before and not protocol.paused:
                     reason = f"no answer to PING within {self.ping_timeout:.1f}s (half-open connection?)"
                     return reason, protocol.last_read
             except hiredis.ReplyError:

@@ -22,6 +22,7 @@ from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
+from eventbus.flow import ReadGate
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
 from eventbus.metrics import MetricsServer, runner_collector
 from eventbus.publisher import Publisher
@@ -93,6 +94,8 @@ class Runner:
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()  # shared with every Context: set when reading stops
         self.workers: list[HandlerWorker] = []
+        # overflow="pause": a handler over its inbox budget stops every subscription connection.
+        self.read_gate = ReadGate()
         self.scaleout: ScaleOut | None = None
         self.redis: Any = None
         self.publisher: Publisher | None = None
@@ -136,7 +139,7 @@ class Runner:
         if self.broker is not None:
             self.redis = self.broker.client()
             self.publisher = Publisher(self.broker.apublish, self.redis)
-            self._subscriber = MemorySubscriber(self.broker)
+            self._subscriber = MemorySubscriber(self.broker, gate=self.read_gate)
             self.url = "memory://"
             return
         self.url = await self._reachable_url()
@@ -153,6 +156,7 @@ class Runner:
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             reconnect_max_delay=self.reconnect_max_delay,
+            gate=self.read_gate,
         )
 
     async def _reachable_url(self) -> str:
@@ -194,7 +198,7 @@ class Runner:
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
-            worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters)
+            worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters, self.read_gate)
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())

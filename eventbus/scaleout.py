@@ -73,7 +73,7 @@ class ScaleOut:
         runner = self.runner
         if runner.broker is not None:
             # In memory, sharded channels are one more namespace of the same broker.
-            memory = MemorySubscriber(runner.broker)
+            memory = MemorySubscriber(runner.broker, gate=runner.read_gate)
             await memory.start(feed, [], [], sharded=channels)
             self.sharded = memory
             return
@@ -83,6 +83,7 @@ class ScaleOut:
             "ping_interval": runner.ping_interval,
             "ping_timeout": runner.ping_timeout,
             "reconnect_max_delay": runner.reconnect_max_delay,
+            "gate": runner.read_gate,
         }
         if is_cluster_url(runner.url):
             parsed = parse_cluster_url(runner.url)

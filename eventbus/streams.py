@@ -28,6 +28,7 @@ from eventbus.codec import encode_payload
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
 from eventbus.errors import PayloadError
+from eventbus.flow import ReadGate
 from eventbus.message import Message
 from eventbus.router import Handler
 from eventbus.stats import HandlerStats
@@ -86,19 +87,22 @@ class StreamWorker(HandlerWorker):
     :class:`~eventbus.Reject` / an invalid payload) it is dead-lettered and acknowledged.
     """
 
-    def __init__(self, handler: Handler, ctx: Context, stats: HandlerStats, dead_letters: DeadLetterStore):
-        super().__init__(handler, ctx, stats, dead_letters)
+    def __init__(
+        self,
+        handler: Handler,
+        ctx: Context,
+        stats: HandlerStats,
+        dead_letters: DeadLetterStore,
+        gate: ReadGate | None = None,
+    ):
+        super().__init__(handler, ctx, stats, dead_letters, gate)
         self.consumers: dict[str, StreamConsumer] = {}
 
     def put(self, msg: Message) -> None:
-        if isinstance(msg, StreamMessage) and len(self.inbox) >= self.capacity:
+        if isinstance(msg, StreamMessage):
             # The consumers' backpressure already bounds stream entries; dropping one would strand
             # it, pending in our name, until this process exits.
-            capacity, self.capacity = self.capacity, len(self.inbox) + 1
-            try:
-                super().put(msg)
-            finally:
-                self.capacity = capacity
+            self.enqueue(msg)
             return
         super().put(msg)
 

@@ -16,8 +16,15 @@ from eventbus.errors import ConfigError
 from eventbus.stream_options import STREAM_OPTION_NAMES, StreamOptions
 
 Kind = Literal["channel", "pattern", "sharded", "stream"]
-Overflow = Literal["drop_newest", "drop_oldest"]
-OVERFLOW_POLICIES: tuple[str, ...] = ("drop_newest", "drop_oldest")
+Overflow = Literal["drop_newest", "drop_oldest", "pause"]
+OVERFLOW_POLICIES: tuple[str, ...] = ("drop_newest", "drop_oldest", "pause")
+
+# The default memory budget of one handler's inbox. Redis lets a subscriber fall behind by 32 MB
+# of protocol data before it disconnects it (client-output-buffer-limit pubsub 32mb 8mb 60); held
+# in Python, a message costs at most ~3.3x its protocol size (an empty payload: 30 bytes on the
+# wire, ~100 in memory), so 128 MiB holds any backlog a listen() loop survives, whatever the
+# message sizes. Measured: 200,000 x 60-byte messages take 31 MiB of it (see README).
+DEFAULT_INBOX_BYTES = 128 * 1024 * 1024
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,15 +46,19 @@ class HandlerOptions:
     """How a handler's messages are queued, run and retried.
 
     concurrency: how many messages the handler works on at once (1 keeps publish order).
-    inbox_size:  how many messages may wait for the handler before the overflow policy applies.
-    overflow:    "drop_newest" refuses the arriving message; "drop_oldest" evicts the oldest waiting.
+    inbox_bytes: the memory budget of the messages waiting for the handler (payload plus ~100
+                 bytes of bookkeeping each) before the overflow policy applies.
+    inbox_size:  an optional extra cap on how many messages may wait (None: only the budget).
+    overflow:    "drop_newest" refuses the arriving message; "drop_oldest" evicts the oldest
+                 waiting; "pause" stops reading the connection until the inbox drains to half.
     retries:     extra attempts after a failure (not after :class:`~eventbus.Reject`).
     backoff:     seconds before the first retry; doubles each attempt (with jitter).
     name:        the handler's name in logs, metrics and dead letters (default: qualified name).
     """
 
     concurrency: int = 1
-    inbox_size: int = 10_000
+    inbox_bytes: int = DEFAULT_INBOX_BYTES
+    inbox_size: int | None = None
     overflow: Overflow = "drop_newest"
     retries: int = 0
     backoff: float = 0.1
@@ -56,8 +67,10 @@ class HandlerOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")
-        if not isinstance(self.inbox_size, int) or self.inbox_size < 1:
-            raise ConfigError(f"inbox_size must be an integer >= 1, got {self.inbox_size!r}")
+        if not isinstance(self.inbox_bytes, int) or self.inbox_bytes < 1:
+            raise ConfigError(f"inbox_bytes must be an integer >= 1 (bytes), got {self.inbox_bytes!r}")
+        if self.inbox_size is not None and (not isinstance(self.inbox_size, int) or self.inbox_size < 1):
+            raise ConfigError(f"inbox_size must be None or an integer >= 1, got {self.inbox_size!r}")
         if self.overflow not in OVERFLOW_POLICIES:
             raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, got {self.overflow!r}")
         if not isinstance(self.retries, int) or self.retries < 0:

@@ -73,6 +73,8 @@ async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) ->
     assert value("eventbus_handler_rejected_total", "picky") == 5
     assert value("eventbus_handler_dropped_total", "ok") == 0
     assert value("eventbus_handler_inbox", "ok") == 0
+    assert value("eventbus_handler_inbox_bytes", "ok") == 0
+    assert value("eventbus_reading_paused") == 0
     assert value("eventbus_messages_total") == 5  # one read, routed to three handlers
     assert value("eventbus_reconnects_total") == 0
     assert value("eventbus_gap_seconds_total") == 0

@@ -22,7 +22,7 @@ from eventbus.loops import describe_loop, loop_factory
 from eventbus.loops import run as run_on_loop
 from eventbus.testing import TestBus
 from tests.cli_process import ROOT, EventbusProcess
-from tests.fault.helpers import eventually
+from tests.fault.helpers import eventually, publish_all
 from tests.loops import HAS_UVLOOP, needs_uvloop
 from tests.redis_server import RedisServer
 
@@ -210,6 +210,29 @@ async def test_runner_connect_and_testbus_inside_the_running_loop(redis_server: 
         assert await test_bus.publish("orders", "x") == 1
         await test_bus.drain()
     assert seen[-1] == "x"
+
+
+@pytest.mark.both_loops
+async def test_subscription_transport_pauses_and_resumes_reading(redis_server: RedisServer) -> None:
+    # Backpressure (overflow="pause") stops reading the socket through the transport: each loop's
+    # transport must do it, uvloop's included (they are not asyncio.Transport subclasses).
+    seen: list[str] = []
+
+    @on("orders")
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(msg.text)
+
+    async with Runner([record], url=redis_server.url, grace=5.0) as runner:
+        protocol = runner._subscriber._protocol
+        assert protocol is not None and protocol.transport is not None
+        protocol.transport.pause_reading()
+        before = protocol.bytes_received
+        await publish_all(runner, "orders", [str(i) for i in range(10)])
+        await asyncio.sleep(0.2)  # were the socket read, the messages would arrive meanwhile
+        assert protocol.bytes_received == before and seen == []
+        protocol.transport.resume_reading()
+        await eventually(lambda: len(seen) == 10, what="the messages held while paused")
+    assert seen == [str(i) for i in range(10)]
 
 
 SCRIPT_UVLOOP_INSTALL = """

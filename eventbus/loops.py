@@ -4,7 +4,7 @@ eventbus itself only uses asyncio's public interface, so it runs on any conformi
 module is only about choosing one for the entry points that create the loop (``python -m
 eventbus``, :func:`eventbus.run`). Code that already runs inside a loop (``Runner``,
 ``eventbus.connect()``, ``TestBus``) uses whatever loop that is. ``auto`` picks uvloop when it
-is importable, as uvicorn does.
+is importable, as uvicorn does, and otherwise the loop ``asyncio.run`` would create.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def loop_factory(name: str = "auto") -> LoopFactory:
     if uvloop_factory is not None:
         return uvloop_factory
     if name == "auto":
-        return _stdlib_factory()
+        # What asyncio.run() would create: a loop policy the application installed still counts.
+        return asyncio.new_event_loop
     raise ConfigError("event loop 'uvloop' was asked for but uvloop is not installed: pip install 'eventbus[uvloop]'")
 
 

@@ -7,7 +7,6 @@ Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscriptio
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from redis.exceptions import RedisError
 from eventbus.config import redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import ConfigError, EventbusError, LoadError
+from eventbus.loops import LOOP_CHOICES, loop_factory
+from eventbus.loops import run as run_on_loop
 from eventbus.publisher import connect
 from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=connect_timeout,
             help=f"seconds to keep retrying an unreachable Redis before giving up ({connect_timeout:g})",
+        )
+        p.add_argument(
+            "--loop",
+            default="auto",
+            choices=LOOP_CHOICES,
+            help="event loop: uvloop, asyncio, or auto (uvloop when it is installed; the default)",
         )
 
     run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM")
@@ -107,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "loop", None):
+            loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
         if args.command == "run" and args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         if args.command == "run" and args.workers != 1:
@@ -116,10 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "publish":
-            return asyncio.run(_publish(args))
+            return run_on_loop(_publish(args), args.loop)
         if args.command == "routes":
             return _routes(args)
-        return asyncio.run(_dead_letters(args))
+        return run_on_loop(_dead_letters(args), args.loop)
     except (LoadError, ConfigError) as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
         return 2
@@ -151,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
     )
-    asyncio.run(runner.serve())
+    run_on_loop(runner.serve(), args.loop)
     return 0
 
 

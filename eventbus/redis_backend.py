@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -70,6 +70,22 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     )
 
 
+class StreamTransport(Protocol):
+    """What the subscription connection uses of its transport.
+
+    Typed by what it does, not by class: uvloop's transports implement asyncio's transport
+    interface without subclassing ``asyncio.Transport``, so an ``isinstance`` check would refuse
+    them (it did: every connection failed under uvloop).
+    """
+
+    def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
 class _Pending:
     """A command sent on the subscription connection, waiting for ``count`` replies."""
 
@@ -111,7 +127,7 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self.consume = consumer_for(feed)
         self.reader = hiredis.Reader()
         self.pending: deque[_Pending] = deque()
-        self.transport: asyncio.Transport | None = None
+        self.transport: StreamTransport | None = None
         self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.bytes_received = 0
         # When the server was last heard from: a half-open connection's gap starts there.
@@ -120,8 +136,9 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # create_connection/create_unix_connection always hand a protocol a stream transport (the
+        # loop's own class; see StreamTransport).
+        self.transport = cast(StreamTransport, transport)
 
     # Pausable, for the read gate of overflow="pause" (attached once subscribed).
     def pause_reading(self) -> None:

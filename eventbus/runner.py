@@ -23,6 +23,8 @@ from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
 from eventbus.flow import ReadGate
+from eventbus.loops import describe_loop
+from eventbus.loops import run as run_on_loop
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
 from eventbus.metrics import MetricsServer, runner_collector
 from eventbus.publisher import Publisher
@@ -210,12 +212,13 @@ class Runner:
         self.scaleout = ScaleOut(self)
         await self.scaleout.start(dispatcher.feed, by_name)
         log.info(
-            "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s",
+            "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s (event loop: %s)",
             self.router.name,
             len(self.workers),
             len(channels),
             len(patterns),
             redact_url(self.url or ""),
+            describe_loop(),
         )
         if self.stats_interval:
             self._background.append(asyncio.create_task(self._report_periodically(self.stats_interval)))
@@ -386,6 +389,10 @@ def summarize(stats: BusStats) -> str:
     return " ".join(parts)
 
 
-def run(target: Any, **options: Any) -> None:
-    """Run ``target``'s handlers until SIGINT/SIGTERM (blocking); options as for :class:`Runner`."""
-    asyncio.run(Runner(target, **options).serve())
+def run(target: Any, *, loop: str = "auto", **options: Any) -> None:
+    """Run ``target``'s handlers until SIGINT/SIGTERM (blocking); options as for :class:`Runner`.
+
+    ``loop``: the event loop to create, as ``--loop``: ``"auto"`` (uvloop when it is installed),
+    ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``await Runner(...).serve()``.
+    """
+    run_on_loop(Runner(target, **options).serve(), loop)

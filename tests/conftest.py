@@ -1,16 +1,38 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from eventbus.loops import loop_factory
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _uvloop_or_skip() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:
+
+        def skip() -> asyncio.AbstractEventLoop:
+            pytest.skip("uvloop is not installed (pip install -e '.[dev]' brings it)")
+
+        return skip
+    return uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], object]]:
+    """Async tests run on asyncio's own loop; those marked ``both_loops`` run on uvloop as well."""
+    factories: dict[str, Callable[[], object]] = {"asyncio": loop_factory("asyncio")}
+    if item.get_closest_marker("both_loops") is not None:
+        factories["uvloop"] = _uvloop_or_skip()
+    return factories
 
 
 @pytest.fixture(scope="session")

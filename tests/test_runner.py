@@ -1,4 +1,5 @@
-"""Dispatch semantics, checked on both backends: the in-memory one must behave like Redis."""
+"""Dispatch semantics, checked on both backends (the in-memory one must behave like Redis) and
+on both event loops (asyncio's own and uvloop)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.buses import publish, running
 from tests.redis_server import RedisServer
 
 Start = Callable[..., AbstractAsyncContextManager[Runner]]
+
+pytestmark = pytest.mark.both_loops
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -84,6 +84,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
     server.stop()
 
 
+@pytest.mark.both_loops  # uvloop has its own TLS implementation
 async def test_rediss_with_mutual_tls(tls_server: tuple[RedisServer, int, Path]) -> None:
     server, tls_port, certs = tls_server
     url = (
@@ -111,6 +112,7 @@ async def test_rediss_with_mutual_tls(tls_server: tuple[RedisServer, int, Path])
         await eventually(lambda: seen == [b"a", b"b", b"c"], what="a message after reconnecting over TLS")
 
 
+@pytest.mark.both_loops
 async def test_rediss_refuses_an_unknown_ca(tls_server: tuple[RedisServer, int, Path], tmp_path: Path) -> None:
     _, tls_port, certs = tls_server
     other = tmp_path / "other"

@@ -7,19 +7,23 @@ import signal
 import pytest
 
 from tests.cli_process import EventbusProcess
+from tests.loops import needs_uvloop
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.fault
 
 
-def test_cli_survives_a_stopped_server(own_redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", pytest.param("uvloop", marks=needs_uvloop)])
+def test_cli_survives_a_stopped_server(
+    loop: str, own_redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
     proc = EventbusProcess(
         ["run", "tests.sample_apps.orders", "--url", own_redis_server.url, "--ping-interval", "0.2",
-         "--ping-timeout", "0.5", "--stats-interval", "0"],
+         "--ping-timeout", "0.5", "--stats-interval", "0", "--loop", loop],
         subprocess_env,
     )  # fmt: skip
     try:
-        proc.wait_for("subscribed to")
+        proc.wait_for(rf"subscribed to .*\(event loop: {loop}")
         own_redis_server.pause()
         try:
             proc.wait_for(r"no answer to PING within 0\.5s \(half-open connection\?\)\); reconnecting\. "

@@ -15,7 +15,7 @@ from eventbus import Context, Message, Runner, on, on_pattern
 from tests.fault.helpers import Proxy, eventually, publish_all, running, wait_reconnected
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.both_loops]
 
 
 def terminate(server: RedisServer) -> None:

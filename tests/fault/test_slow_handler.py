@@ -18,7 +18,7 @@ from eventbus import Context, Message, on
 from tests.fault.helpers import eventually, running
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.both_loops]
 
 N = 30_000  # 30 MB of 1 KB messages: far more than the limit plus the kernel's socket buffers (~10 MB)
 BATCH = 100  # a publisher round trip per 100 KB: an eager reader is never megabytes behind

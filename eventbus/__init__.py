@@ -9,7 +9,7 @@
 Run a module of handlers with ``python -m eventbus run mymod``.
 """
 
-from eventbus.context import Context
+from eventbus.context import Context, ServerInfo
 from eventbus.deadletter import DeadLetter, DeadLetterStore
 from eventbus.errors import (
     ConfigError,
@@ -46,6 +46,7 @@ __all__ = [
     "Reject",
     "Router",
     "Runner",
+    "ServerInfo",
     "StreamMessage",
     "SubscribeError",
     "__version__",

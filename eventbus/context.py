@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from eventbus.publisher import Publisher
     from eventbus.stats import BusStats
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """Where the runner's Redis came from, for apps whose behaviour should depend on it.
+
+    An app that writes example data (a demo) must not do so into a database someone named on
+    purpose, and may treat a server that lives and dies with the run differently from one that
+    outlives it. ``url`` has any password masked; ``source`` is where it came from ("--url" or
+    "argument", "EVENTBUS_URL", "default", "embedded", "memory"); ``explicit`` is True when the
+    URL was given (an argument, ``--url`` or ``EVENTBUS_URL``) rather than the local default;
+    ``owned`` is True when the runner started the server itself (the embedded Redis, the
+    in-memory broker of tests): nothing else has data there, and it is gone after the run.
+    """
+
+    url: str
+    source: str
+    explicit: bool
+    owned: bool
+
+
+# What a Context built without server details reports: the cautious answer (explicit, not owned).
+UNKNOWN_SERVER = ServerInfo(url="", source="unknown", explicit=True, owned=False)
 
 
 class Context:
@@ -18,10 +42,11 @@ class Context:
     connections are busy), separate from the subscription connection. ``state`` is one dict for
     the whole app: startup hooks put long-lived clients there for handlers to use. ``stopping``
     is set when the runner stops reading (a signal, ``request_stop``): a background task started by
-    a startup hook (a producer, a poller) should wind down when it is set.
+    a startup hook (a producer, a poller) should wind down when it is set. ``server`` says where
+    the Redis in use came from (:class:`ServerInfo`).
     """
 
-    __slots__ = ("handler", "log", "publisher", "redis", "state", "stats", "stopping")
+    __slots__ = ("handler", "log", "publisher", "redis", "server", "state", "stats", "stopping")
 
     def __init__(
         self,
@@ -32,8 +57,10 @@ class Context:
         stats: BusStats,
         handler: str | None = None,
         stopping: asyncio.Event | None = None,
+        server: ServerInfo = UNKNOWN_SERVER,
     ) -> None:
         self.redis = redis
+        self.server = server
         self.stopping = stopping if stopping is not None else asyncio.Event()
         self.publisher = publisher
         self.state = state
@@ -63,4 +90,5 @@ class Context:
             stats=self.stats,
             handler=handler,
             stopping=self.stopping,
+            server=self.server,
         )

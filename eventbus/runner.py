@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from eventbus.cluster import pubsub_subscriber
 from eventbus.config import redact_url, resolve_url
-from eventbus.context import Context
+from eventbus.context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
@@ -93,6 +93,7 @@ class Runner:
         self.state: dict[str, Any] = {}
         self.url: str | None = None
         self.embedded: EmbeddedRedis | None = None
+        self.server: ServerInfo = UNKNOWN_SERVER  # set on connecting; given to every Context
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()  # shared with every Context: set when reading stops
         self.workers: list[HandlerWorker] = []
@@ -143,8 +144,10 @@ class Runner:
             self.publisher = Publisher(self.broker.apublish, self.redis)
             self._subscriber = MemorySubscriber(self.broker, gate=self.read_gate)
             self.url = "memory://"
+            self.server = ServerInfo(url=self.url, source="memory", explicit=False, owned=True)
             return
         self.url = await self._reachable_url()
+        self.server = self._server_info(self.url)
         self.redis = command_client(self.url, max_connections=self.max_connections)
         client = self.redis
 
@@ -184,6 +187,12 @@ class Runner:
         )
         return self.embedded.url
 
+    def _server_info(self, url: str) -> ServerInfo:
+        if self.embedded is not None:
+            return ServerInfo(url=redact_url(url), source="embedded", explicit=False, owned=True)
+        resolved = resolve_url(self.requested_url)
+        return ServerInfo(url=redact_url(url), source=resolved.source, explicit=resolved.explicit, owned=False)
+
     async def _start_app(self) -> None:
         assert self.publisher is not None and self._subscriber is not None
         if self.metrics_port is not None:
@@ -191,7 +200,12 @@ class Runner:
             self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
             log.info("Prometheus metrics at %s", self.metrics.url)
         base = Context(
-            redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, stopping=self.stopping
+            redis=self.redis,
+            publisher=self.publisher,
+            state=self.state,
+            stats=self.stats,
+            stopping=self.stopping,
+            server=self.server,
         )
         for hook in self.router.startup:
             await _call_hook(hook, base)
@@ -329,7 +343,12 @@ class Runner:
             )
         if self.publisher is not None:
             base = Context(
-                redis=self.redis, publisher=self.publisher, state=self.state, stats=self.stats, stopping=self.stopping
+                redis=self.redis,
+                publisher=self.publisher,
+                state=self.state,
+                stats=self.stats,
+                stopping=self.stopping,
+                server=self.server,
             )
             for hook in self.router.shutdown:
                 # One failing hook must not skip the others, nor the closing below (connections,

@@ -344,3 +344,53 @@ async def test_ctx_stopping_tells_background_tasks_to_wind_down(start: Start) ->
         await asyncio.sleep(0.01)
         assert events == []
     assert events == ["producer saw stopping", "shutdown"]
+
+
+@pytest.mark.parametrize("how", ["argument", "EVENTBUS_URL", "default", "embedded", "memory"])
+async def test_ctx_server_says_where_redis_came_from(
+    how: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apps learn whether their URL was chosen on purpose, and whether the server is theirs."""
+    from eventbus.memory_backend import MemoryBroker
+    from tests.redis_server import free_port
+
+    seen: list[Any] = []
+    handled = asyncio.Event()
+
+    @on_startup
+    async def look(ctx: Context) -> None:
+        seen.append(ctx.server)
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None:
+        seen.append(ctx.server)
+        handled.set()
+
+    monkeypatch.delenv("EVENTBUS_URL", raising=False)
+    options: dict[str, Any] = {}
+    if how == "argument":
+        options["url"] = redis_server.url
+    elif how == "EVENTBUS_URL":
+        monkeypatch.setenv("EVENTBUS_URL", redis_server.url)
+    elif how == "default":
+        monkeypatch.setenv("EVENTBUS_DEFAULT_URL", redis_server.url)
+    elif how == "embedded":
+        monkeypatch.setenv("EVENTBUS_DEFAULT_URL", f"redis://127.0.0.1:{free_port()}/0")  # nobody there
+    else:
+        options["broker"] = MemoryBroker()
+    runner = Runner([look, handler], grace=1.0, **options)
+    async with runner:
+        await runner.publisher.publish("x", b"1")  # type: ignore[union-attr]
+        await asyncio.wait_for(handled.wait(), 10)
+    hook_view, handler_view = seen
+    assert hook_view == handler_view == runner.server
+    explicit, owned = {
+        "argument": (True, False),
+        "EVENTBUS_URL": (True, False),
+        "default": (False, False),
+        "embedded": (False, True),
+        "memory": (False, True),
+    }[how]
+    assert (hook_view.explicit, hook_view.owned) == (explicit, owned)
+    if how in ("EVENTBUS_URL", "default", "embedded", "memory"):
+        assert hook_view.source == how

@@ -32,15 +32,24 @@ class Settings:
     # Requests to Twilio in flight at once. Twilio limits concurrent API requests per account
     # and answers 429 beyond it; 10 stays well inside the usual allowance.
     concurrency: int = 10
-    # Messages per second per sender number. A US long code is allowed about 1 segment/s; raise
-    # it for toll-free numbers and short codes. ``burst`` sends may go back to back.
-    rate_per_sender: float = 1.0
+    # Client-side pacing per sender number, messages per second; None (the default) sends as fast
+    # as ``concurrency`` allows. Twilio queues each sender's messages itself and releases them at
+    # the number's rate (for up to 10 hours of traffic), durably; pacing here would hold the same
+    # queue in this process's memory, where a restart loses it. Opt in only if a sender must not
+    # exceed its rate even at Twilio (``burst``: messages of one sender that may go back to back).
+    rate_per_sender: float | None = None
     burst: int = 1
-    # Attempts for failures that are safe to retry (429, connection never made), with full-jitter
-    # exponential backoff from retry_base up to retry_cap seconds.
+    # Attempts for failures that are safe to retry (429 / 20429, connection never made), with
+    # full-jitter exponential backoff from retry_base up to retry_cap seconds.
     max_attempts: int = 5
     retry_base: float = 0.5
     retry_cap: float = 30.0
+    # Error 21611: the sender's queue at Twilio is full (about 10 hours of its traffic). Nothing was
+    # queued, so retrying is safe, but the queue drains at the sender's rate: wait long, a bounded
+    # number of times (at most ~25 minutes with these defaults), then dead-letter as not sent.
+    queue_full_attempts: int = 6
+    queue_full_retry_base: float = 60.0
+    queue_full_retry_cap: float = 600.0
     # Connecting may be retried; once the request is sent, a missing answer is an unknown outcome.
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -54,11 +63,14 @@ class Settings:
             base_url=_url(env, "TWILIO_BASE_URL", TWILIO_API_URL),
             dry_run=_bool(env, "BROADCAST_DRY_RUN"),
             concurrency=_int(env, "BROADCAST_CONCURRENCY", cls.concurrency),
-            rate_per_sender=_float(env, "BROADCAST_RATE_PER_SENDER", cls.rate_per_sender),
+            rate_per_sender=_float(env, "BROADCAST_RATE_PER_SENDER", 0.0) or None,
             burst=_int(env, "BROADCAST_BURST", cls.burst),
             max_attempts=_int(env, "BROADCAST_MAX_ATTEMPTS", cls.max_attempts),
             retry_base=_float(env, "BROADCAST_RETRY_BASE", cls.retry_base),
             retry_cap=_float(env, "BROADCAST_RETRY_CAP", cls.retry_cap),
+            queue_full_attempts=_int(env, "BROADCAST_QUEUE_FULL_ATTEMPTS", cls.queue_full_attempts),
+            queue_full_retry_base=_float(env, "BROADCAST_QUEUE_FULL_RETRY_BASE", cls.queue_full_retry_base),
+            queue_full_retry_cap=_float(env, "BROADCAST_QUEUE_FULL_RETRY_CAP", cls.queue_full_retry_cap),
             connect_timeout=_float(env, "BROADCAST_CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_float(env, "BROADCAST_READ_TIMEOUT", cls.read_timeout),
         )
@@ -74,9 +86,10 @@ class Settings:
 def handler_concurrency(env: Mapping[str, str] | None = None) -> int:
     """How many messages the handler works on at once (read when the module is imported).
 
-    It is larger than ``concurrency`` on purpose: most of these are waiting for their sender's
-    rate-limit slot, which costs nothing, and a small number would let one busy sender hold up
-    every other one. The number of HTTP requests is bounded by ``concurrency``, not by this.
+    It is larger than ``concurrency`` on purpose: most of these are waiting for a request slot or
+    for a retry (a 429, a full sender queue), which costs nothing, and a small number would let
+    one sender's retries hold up every other one. The number of HTTP requests is bounded by
+    ``concurrency``, not by this.
     """
     return _int(os.environ if env is None else env, "BROADCAST_MAX_PENDING", 1_000)
 

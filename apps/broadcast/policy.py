@@ -1,7 +1,8 @@
 """Which Twilio API errors may be retried.
 
 Only answers that prove the message was *not* accepted are retried: HTTP 429 / error 20429 (too
-many requests). Any other 4xx is Twilio's considered refusal - 21211 invalid 'To', 21610
+many requests: back off briefly), and error 21611 (the sender's queue at Twilio is full: retry
+much later, when Twilio has sent some of it). Any other 4xx is Twilio's considered refusal - 21211 invalid 'To', 21610
 unsubscribed recipient, 21408 region not enabled, 20003 bad credentials - and will not change on
 its own. A 5xx says nothing certain about whether the message was queued, so it is an unknown
 outcome and is never resent automatically.
@@ -15,6 +16,7 @@ from apps.broadcast.failures import OutcomeUnknown, PermanentFailure, SendFailur
 from apps.broadcast.masking import redact_numbers
 
 RATE_LIMITED_CODE = 20429
+QUEUE_FULL_CODE = 21611
 
 
 class ApiError(Protocol):
@@ -25,7 +27,11 @@ class ApiError(Protocol):
 
 
 def is_retryable(error: ApiError) -> bool:
-    return error.status == 429 or error.code == RATE_LIMITED_CODE
+    return error.status == 429 or error.code == RATE_LIMITED_CODE or is_queue_full(error)
+
+
+def is_queue_full(error: ApiError) -> bool:
+    return error.code == QUEUE_FULL_CODE
 
 
 def describe(error: ApiError) -> str:

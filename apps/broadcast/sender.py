@@ -1,4 +1,4 @@
-"""Sending one message: concurrency limit, per-sender rate limit, and the retry policy.
+"""Sending one message: concurrency limit, optional per-sender pacing, and the retry policy.
 
 Retries happen here (not in eventbus) because only this layer knows which failures are safe to
 repeat; the handler is declared with ``retries=0`` so nothing else resends a message.
@@ -42,25 +42,38 @@ class Sender:
         self.transport = transport
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
-        # Two limiters with the same parameters. The pacer is taken *before* a request slot, so a
-        # message waiting for its sender's turn does not hold one of the few request slots and
-        # other senders keep going. When all slots are busy, several paced messages of one sender
-        # can get a slot at the same moment; the second limiter, taken with the slot held, keeps
-        # the spacing of the requests actually made (normally it does not wait at all).
-        self._pacer = RateLimiter(settings.rate_per_sender, settings.burst)
-        self._spacer = RateLimiter(settings.rate_per_sender, settings.burst)
+        # Pacing is opt-in (see Settings.rate_per_sender). Two limiters with the same parameters.
+        # The pacer is taken *before* a request slot, so a message waiting for its sender's turn
+        # does not hold one of the few request slots and other senders keep going. When all slots
+        # are busy, several paced messages of one sender can get a slot at the same moment; the
+        # second limiter, taken with the slot held, keeps the spacing of the requests actually made
+        # (normally it does not wait at all).
+        rate = settings.rate_per_sender
+        self._pacer = RateLimiter(rate, settings.burst) if rate else None
+        self._spacer = RateLimiter(rate, settings.burst) if rate else None
 
     async def send(self, sms: Sms, log: Log) -> Sent:
-        """Send ``sms``; raise a :class:`SendFailure` (reason already masked) if not confirmed."""
-        attempts = self.settings.max_attempts
-        for attempt in range(1, attempts + 1):
-            await self._pacer.wait(sms.from_)
+        """Send ``sms``; raise a :class:`SendFailure` (reason already masked) if not confirmed.
+
+        Retries are counted separately for the two reasons Twilio gives for not accepting a
+        message: too many requests (429 / 20429: ``max_attempts``, short backoff) and the sender's
+        queue being full (21611: ``queue_full_attempts``, long backoff).
+        """
+        settings = self.settings
+        # rate_limited also counts connections never made: both are short-lived, max_attempts.
+        attempt = queue_full = rate_limited = 0
+        while True:
+            attempt += 1
+            if self._pacer is not None:
+                await self._pacer.wait(sms.from_)
             async with self._slots:
-                await self._spacer.wait(sms.from_)
+                if self._spacer is not None:
+                    await self._spacer.wait(sms.from_)
                 try:
                     return Sent(await self.transport.create(sms), attempt)
                 except ConnectFailed as exc:
                     why = str(exc)
+                    full = False
                 except NoAnswer as exc:
                     raise OutcomeUnknown(
                         f"twilio unknown outcome: {exc}; not resent automatically - "
@@ -69,7 +82,8 @@ class Sender:
                 except (TwilioRestException, TwilioServiceException) as exc:
                     if not policy.is_retryable(exc):
                         raise policy.failure_for(exc) from None
-                    why = f"rate limited, {policy.describe(exc)}"
+                    full = policy.is_queue_full(exc)
+                    why = f"{'sender queue full' if full else 'rate limited'}, {policy.describe(exc)}"
                 except SendFailure:
                     raise
                 except Exception as exc:
@@ -78,19 +92,27 @@ class Sender:
                         f"twilio unknown outcome: unexpected {type(exc).__name__}: "
                         f"{redact_numbers(str(exc))}; not resent automatically"
                     ) from exc
-            if attempt == attempts:
-                break
-            delay = backoff_delay(attempt, self.settings.retry_base, self.settings.retry_cap)
+            if full:
+                queue_full += 1
+                tries, limit = queue_full, settings.queue_full_attempts
+                base, cap = settings.queue_full_retry_base, settings.queue_full_retry_cap
+            else:
+                rate_limited += 1
+                tries, limit = rate_limited, settings.max_attempts
+                base, cap = settings.retry_base, settings.retry_cap
+            if tries >= limit:
+                raise NotSent(f"twilio not sent: {why}; gave up after {attempt} attempts - safe to replay")
+            delay = backoff_delay(tries, base, cap)
             log.warning(
-                "not sent to %s (%s); retrying in %.2fs (attempt %d of %d)",
+                "not sent to %s (%s); retrying in %.2fs (attempt %d; %d of %d for this reason)",
                 mask_number(sms.to),
                 why,
                 delay,
                 attempt + 1,
-                attempts,
+                tries + 1,
+                limit,
             )
             await asyncio.sleep(delay)
-        raise NotSent(f"twilio not sent: {why}; gave up after {attempts} attempts - safe to replay")
 
     async def close(self) -> None:
         await self.transport.close()

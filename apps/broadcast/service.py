@@ -48,13 +48,17 @@ async def open_sender(ctx: Context) -> None:
         host = urlsplit(settings.base_url).hostname or ""
         if settings.base_url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
             ctx.log.warning("broadcast: TWILIO_BASE_URL is plain http: credentials travel in clear")
+    pacing = (
+        f"paced at {settings.rate_per_sender:g} messages/s per sender (burst {settings.burst})"
+        if settings.rate_per_sender
+        else "not paced (Twilio queues each sender's messages)"
+    )
     ctx.log.info(
-        "broadcast: up to %d requests at once, %g messages/s per sender (burst %d), "
-        "%d attempts for 429/connect failures",
+        "broadcast: up to %d requests at once, %s; 429s retried %d times, full sender queues (21611) %d times",
         settings.concurrency,
-        settings.rate_per_sender,
-        settings.burst,
-        settings.max_attempts,
+        pacing,
+        settings.max_attempts - 1,
+        settings.queue_full_attempts - 1,
     )
     ctx.state[STATE_KEY] = Sender(transport, settings)
 

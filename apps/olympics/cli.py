@@ -2,13 +2,15 @@
 
     simulate [--url URL] [-n 1000] [--rate 100] [--seed 1]   post purchases, with a progress bar
     report   [--url URL] [--png chart.png]                     print the sales report
-    reset    [--url URL]                                       delete the app's keys
+    reset    [--url URL] [--yes]                               delete the keys the app created
 
-The listeners run elsewhere: ``OLYMPICS_SIMULATE=0 python -m eventbus run apps.olympics --url URL``.
+The listeners run elsewhere: ``python -m eventbus run apps.olympics --url URL`` (with a URL given,
+they only listen). Every command takes ``--prefix PREFIX`` for data kept under a key prefix, as the
+one-command demo keeps its own (``--prefix olympics-demo:``) on a Redis it did not start.
 
-Exit codes: 0 done; 1 Redis unreachable, or a PNG asked for without matplotlib; 2 bad usage, or
-no listener subscribed (Pub/Sub keeps nothing for absent subscribers: the orders would go
-unprocessed).
+Exit codes: 0 done; 1 Redis unreachable, a PNG asked for without matplotlib, or reset declined;
+2 bad usage, no listener subscribed (Pub/Sub keeps nothing for absent subscribers: the orders
+would go unprocessed), or reset without --yes and no terminal to ask on.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import eventbus
-from apps.olympics.keys import EVENTS, HISTOGRAM, PREFIXES, SALES_SUMMARY
+from apps.olympics.keys import Keys
 from apps.olympics.producer import wait_for_listeners
 from apps.olympics.progress import ProgressBar
+from apps.olympics.registry import delete, tracked
 from apps.olympics.report import PngUnavailable, load_report, render_report, write_png
 from apps.olympics.simulator import create_events, generate_orders, simulate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PING_TIMEOUT = 3.0
-RUN_LISTENERS = "OLYMPICS_SIMULATE=0 python -m eventbus run apps.olympics"
+RUN_LISTENERS = "python -m eventbus run apps.olympics"
 
 
 class Unreachable(Exception):
@@ -45,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def url_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+        p.add_argument(
+            "--prefix",
+            default="",
+            help="key prefix of the data (default: none, the tutorial's key names; the demo's own: olympics-demo:)",
+        )
 
     sim = commands.add_parser("simulate", help="post random purchases for the listeners to process")
     url_option(sim)
@@ -63,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     url_option(report)
     report.add_argument("--png", type=Path, help="also draw the charts into this PNG file (needs matplotlib)")
 
-    reset = commands.add_parser("reset", help="delete every key the app wrote (orders, sets, totals, histograms)")
+    reset = commands.add_parser(
+        "reset", help="delete the keys the app created (recorded when it simulated); never anything else"
+    )
     url_option(reset)
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 
@@ -94,10 +105,11 @@ async def _simulate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        await create_events(bus)
+        keys = Keys(args.prefix)
+        await create_events(bus, keys=keys)
         bar = ProgressBar(len(orders), "purchases")
         posted = await simulate(
-            bus, orders, rate=args.rate, concurrency=args.concurrency, on_posted=lambda _: bar.advance()
+            bus, orders, rate=args.rate, concurrency=args.concurrency, on_posted=lambda _: bar.advance(), keys=keys
         )
         bar.close()
     ceremonies = sum(1 for o in orders if o.event.endswith(" Ceremony"))
@@ -109,7 +121,7 @@ async def _report(args: argparse.Namespace) -> int:
     url = _shown_url(args.url)
     async with eventbus.connect(args.url) as bus:
         await _ping(bus.redis, url)
-        report = await load_report(bus.redis)
+        report = await load_report(bus.redis, Keys(args.prefix))
     print(render_report(report, unicode=_can_print("█▏▁")))
     if args.png is not None:
         try:
@@ -123,16 +135,42 @@ async def _report(args: argparse.Namespace) -> int:
 
 async def _reset(args: argparse.Namespace) -> int:
     url = _shown_url(args.url)
-    deleted = 0
+    keys = Keys(args.prefix)
     async with eventbus.connect(args.url) as bus:
         await _ping(bus.redis, url)
-        deleted += int(await bus.redis.delete(EVENTS, SALES_SUMMARY, HISTOGRAM))
-        for prefix in PREFIXES:
-            batch = [key async for key in bus.redis.scan_iter(match=_escape_glob(prefix) + "*", count=1000)]
-            for start in range(0, len(batch), 1000):
-                deleted += int(await bus.redis.delete(*batch[start : start + 1000]))
-    print(f"deleted {deleted:,} key(s) at {url}")
+        names = await tracked(bus.redis, keys)
+        if not names:
+            print(f"nothing to delete: no key created by the app at {url} {keys.describe()}")
+            return EXIT_OK
+        # A server the demo's run started holds nothing else, and is gone after the run: no question.
+        throwaway = keys.throwaway_marker in names
+        if not args.yes and not throwaway:
+            question = f"Delete the {len(names):,} key(s) the app created at {url} {keys.describe()}? [y/N] "
+            if not _interactive():
+                print(
+                    f"olympics: error: refusing to delete {len(names):,} key(s) at {url} without confirmation, and "
+                    "there is no terminal to ask on: pass --yes",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            if not _confirm(question):
+                print("nothing deleted")
+                return EXIT_FAILED
+        deleted = await delete(bus.redis, names)
+    print(f"deleted {deleted:,} key(s) the app created at {url} {keys.describe()}")
     return EXIT_OK
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 async def _ping(redis: Any, url: str) -> None:
@@ -156,10 +194,6 @@ def _shown_url(url: str | None) -> str:
         return chosen
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _escape_glob(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _can_print(sample: str) -> bool:

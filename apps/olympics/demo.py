@@ -4,9 +4,23 @@ A startup hook starts the simulator as a background task that publishes through 
 connection; the listeners print alerts as the purchases flow; once every purchase has been
 processed the task prints the report, and the app goes on listening until Ctrl-C.
 
-Environment: ``OLYMPICS_SIMULATE`` purchases to simulate (default 300; 0 turns the demo off, for
-running the listeners alone), ``OLYMPICS_RATE`` purchases per second (default 30; 0 = as fast as
-possible), ``OLYMPICS_SEED`` to replay the same purchases (default: a random seed, printed).
+The simulator invents purchases, so where it may write them is decided by where Redis came
+from (``ctx.server``):
+
+- no URL configured: the demo runs. On a server the runner started (embedded), under the
+  tutorial's key names: nothing else lives there. On a server that was already running (the
+  local default ``redis://localhost:6379/0``), under the key prefix ``olympics-demo:``, so the
+  user's keys are never touched; the previous demo run's keys there are deleted first, so each
+  report counts one run. It does not simulate if another process already listens on
+  ``purchase_orders`` there: those listeners would be sent invented orders.
+- a URL given on purpose (``--url``, ``EVENTBUS_URL``, in code): the app only listens, under the
+  tutorial's key names, like a production deployment; the startup line says how to simulate.
+
+Environment: ``OLYMPICS_SIMULATE`` purchases to simulate (unset: 300 when no URL is configured,
+none with an explicit URL; a number > 0 asks for a simulation explicitly, isolated under
+``olympics-demo:`` unless the server is the run's own; 0 never simulates), ``OLYMPICS_RATE``
+purchases per second (default 30; 0 = as fast as possible), ``OLYMPICS_SEED`` to replay the same
+purchases (default: a random seed, printed).
 """
 
 from __future__ import annotations
@@ -17,9 +31,16 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from apps.olympics.keys import OPENING_CEREMONY, ORDERS_CHANNEL, event_channel
+from apps.olympics.keys import (
+    DEMO_PREFIX,
+    OPENING_CEREMONY,
+    ORDERS_CHANNEL,
+    STATE_KEY,
+    TUTORIAL_KEYS,
+    Keys,
+    event_channel,
+)
 from apps.olympics.listeners import (
     ceremony_alerter,
     customer_purchases,
@@ -29,6 +50,7 @@ from apps.olympics.listeners import (
 )
 from apps.olympics.orders import Order
 from apps.olympics.producer import wait_for_listeners
+from apps.olympics.registry import delete_tracked
 from apps.olympics.report import load_report, render_report
 from apps.olympics.simulator import create_events, generate_orders, simulate
 from eventbus import ConfigError, Context, HandlerStats, on_shutdown, on_startup
@@ -38,21 +60,23 @@ DEFAULT_RATE = 30.0
 TASK = "olympics.simulator"  # key of the background task in ctx.state
 SUBSCRIBE_WAIT = 10.0
 QUIET = 0.5  # seconds without a new delivery after which the listeners are considered done
+DEMO_KEYS = Keys(DEMO_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
 class DemoSettings:
-    count: int
+    count: int | None  # None: OLYMPICS_SIMULATE not set, the choice depends on the URL
     rate: float
     seed: int | None
 
     @classmethod
     def from_env(cls) -> DemoSettings:
-        count = _env_number("OLYMPICS_SIMULATE", DEFAULT_COUNT, int)
+        count_text = os.environ.get("OLYMPICS_SIMULATE", "").strip()
+        count = int(_env_number("OLYMPICS_SIMULATE", 0, int)) if count_text else None
         rate = _env_number("OLYMPICS_RATE", DEFAULT_RATE, float)
         seed_text = os.environ.get("OLYMPICS_SEED", "").strip()
         seed = _env_number("OLYMPICS_SEED", 0, int) if seed_text else None
-        return cls(int(count), float(rate), None if seed is None else int(seed))
+        return cls(count, float(rate), None if seed is None else int(seed))
 
 
 def _env_number(name: str, default: float, kind: type[int] | type[float]) -> float:
@@ -68,13 +92,54 @@ def _env_number(name: str, default: float, kind: type[int] | type[float]) -> flo
     return value
 
 
+def simulate_command(ctx: Context, keys: Keys) -> str:
+    """How to post purchases to these listeners from another shell."""
+    prefix = f" --prefix {keys.prefix}" if keys.prefix else ""
+    return f"python -m apps.olympics simulate --url {ctx.server.url or 'URL'}{prefix}"
+
+
 @on_startup
 async def start_simulation(ctx: Context) -> None:
     settings = DemoSettings.from_env()
+    server = ctx.server
     if settings.count == 0:
-        ctx.log.info("OLYMPICS_SIMULATE=0: listening only; post purchases with: python -m apps.olympics simulate")
+        say(f"OLYMPICS_SIMULATE=0: listening only. Post purchases with: {simulate_command(ctx, TUTORIAL_KEYS)}")
         return
-    ctx.state[TASK] = asyncio.create_task(run_demo(ctx, settings), name="olympics:simulator")
+    if settings.count is None and server.explicit:
+        say(
+            f"Listening only: the Redis URL was given explicitly ({server.url}, from {server.source}), and the "
+            f"demo never writes invented purchases into a database named on purpose. To simulate anyway, set "
+            f"OLYMPICS_SIMULATE={DEFAULT_COUNT} (purchases; kept under the key prefix {DEMO_PREFIX!r}), or post "
+            f"purchases with: {simulate_command(ctx, TUTORIAL_KEYS)}"
+        )
+        return
+    keys = TUTORIAL_KEYS if server.owned else DEMO_KEYS
+    if not server.owned:
+        # Run before this app subscribes: any subscriber now is another process, and it would
+        # receive the invented orders (channels are shared by every database of a server).
+        [(_, others)] = await ctx.redis.pubsub_numsub(ORDERS_CHANNEL)
+        if int(others) and settings.count is None:
+            say(
+                f"Listening only: {int(others)} other subscriber(s) already listen on {ORDERS_CHANNEL!r} at "
+                f"{server.url}, and the demo would send them invented orders. Set OLYMPICS_SIMULATE="
+                f"{DEFAULT_COUNT} to simulate anyway (data under the key prefix {DEMO_PREFIX!r})."
+            )
+            return
+        # The prefix is the demo's alone: clearing what its last run created makes every report
+        # count one run, and touches nothing else (only keys recorded as created are deleted).
+        cleared = await delete_tracked(ctx.redis, keys)
+        if cleared:
+            ctx.log.info("deleted the previous demo run's %d key(s) %s", cleared, keys.describe())
+    else:
+        await ctx.redis.set(keys.throwaway_marker, "the demo's server, started by eventbus for one run")
+    ctx.state[STATE_KEY] = keys
+    count = settings.count or DEFAULT_COUNT
+    ctx.state[TASK] = asyncio.create_task(run_demo(ctx, settings, count, keys), name="olympics:simulator")
+
+
+def say(line: str) -> None:
+    # The demo's lines go with its alerts and report on stdout; eventbus logs go to stderr.
+    print(line, flush=True)
 
 
 @on_shutdown
@@ -85,8 +150,8 @@ async def stop_simulation(ctx: Context) -> None:
         await asyncio.wait([task])  # not `await task`: its CancelledError is not ours to raise
 
 
-async def run_demo(ctx: Context, settings: DemoSettings) -> None:
-    demo = asyncio.ensure_future(_run_demo(ctx, settings))
+async def run_demo(ctx: Context, settings: DemoSettings, count: int, keys: Keys) -> None:
+    demo = asyncio.ensure_future(_run_demo(ctx, settings, count, keys))
     stopping = asyncio.ensure_future(ctx.stopping.wait())
     try:
         # Stop posting as soon as the runner stops reading (Ctrl-C): purchases posted during its
@@ -108,42 +173,36 @@ async def run_demo(ctx: Context, settings: DemoSettings) -> None:
         stopping.cancel()
 
 
-async def _run_demo(ctx: Context, settings: DemoSettings) -> None:
+async def _run_demo(ctx: Context, settings: DemoSettings, count: int, keys: Keys) -> None:
     # The hook runs before the runner subscribes: publishing now would reach nobody.
     channels = (ORDERS_CHANNEL, event_channel(OPENING_CEREMONY))
     if not await wait_for_listeners(ctx.redis, SUBSCRIBE_WAIT, channels=channels, patterns=1):
         ctx.log.warning("the listeners are not subscribed after %.0fs; simulating anyway", SUBSCRIBE_WAIT)
     seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(1_000_000)
-    orders = generate_orders(settings.count, seed)
+    orders = generate_orders(count, seed)
     pace = f"{settings.rate:g} a second" if settings.rate else "as fast as possible"
-    print(
-        f"Simulating {settings.count:,} ticket purchases, {pace} (seed {seed}; replay with OLYMPICS_SEED={seed}).",
-        flush=True,
-    )
-    await create_events(ctx)
+    where = "" if ctx.server.owned else f", into {ctx.server.url} {keys.describe()} (your own keys are untouched)"
+    say(f"Simulating {count:,} ticket purchases, {pace} (seed {seed}; replay with OLYMPICS_SEED={seed}){where}.")
+    await create_events(ctx, keys=keys)
     baseline = {name: _counts(ctx.stats.handlers.get(name)) for name in expected_deliveries(())}
     started = time.monotonic()
-    await simulate(ctx, orders, rate=settings.rate)
+    await simulate(ctx, orders, rate=settings.rate, keys=keys)
     posted_in = time.monotonic() - started
     await _wait_until_processed(ctx, baseline, expected_deliveries(orders))
-    report = await load_report(ctx.redis)
-    print()
-    print(render_report(report))
-    print(
+    report = await load_report(ctx.redis, keys)
+    say("")
+    say(render_report(report))
+    say(
         f"\nPosted {len(orders):,} purchases in {posted_in:.1f}s. Still listening: post more with "
-        f"`python -m apps.olympics simulate --url {_url_of(ctx.redis)}`, or press Ctrl-C to stop.",
-        flush=True,
+        f"`{simulate_command(ctx, keys)}`, or press Ctrl-C to stop."
     )
-
-
-def _url_of(redis: Any) -> str:
-    """Where the app's client is connected, for the hint; "URL" when it cannot be told safely."""
-    pool = getattr(redis, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None)
-    if not isinstance(kwargs, dict) or kwargs.get("password") or "host" not in kwargs:
-        return "URL"
-    scheme = "rediss" if "SSL" in getattr(getattr(pool, "connection_class", None), "__name__", "") else "redis"
-    return f"{scheme}://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    if keys.prefix:
+        url = ctx.server.url
+        say(
+            f"The demo's data is in {url} {keys.describe()}. See it again with `python -m apps.olympics report "
+            f"--url {url} --prefix {keys.prefix}`; delete it with `python -m apps.olympics reset --url {url} "
+            f"--prefix {keys.prefix}`."
+        )
 
 
 def expected_deliveries(orders: Sequence[Order]) -> dict[str, int]:

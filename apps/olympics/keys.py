@@ -1,9 +1,15 @@
 """Every Redis key and channel name the olympics app uses, in one place.
 
-The names are the tutorial's, so its data can be inspected with the same ``redis-cli`` commands.
+The names are the tutorial's, so its data can be inspected with the same ``redis-cli`` commands,
+and producers written the tutorial's way keep working. :class:`Keys` puts them under a prefix:
+the demo does so when it simulates on a server it did not start, to keep its invented data apart.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 ORDERS_CHANNEL = "purchase_orders"
 OPENING_CEREMONY = "Opening Ceremony"
@@ -16,9 +22,6 @@ HISTOGRAM = "sales_histogram:time_of_day"  # BITFIELD of 24 u32 counters, one pe
 
 TOTAL_SALES = "total_sales"
 TOTAL_TICKETS = "total_tickets_sold"
-
-# Key prefixes, for the reset command (SCAN MATCH <prefix>*).
-PREFIXES = ("purchase_order_details:", "sales:", "invoices:", "event:", f"{HISTOGRAM}:")
 
 
 def event_channel(event: str) -> str:
@@ -47,3 +50,74 @@ def event_histogram_key(event: str) -> str:
 
 def summary_field(event: str, total: str) -> str:
     return f"{event}:{total}"
+
+
+# The demo's own namespace, for when it simulates on a server it did not start: its invented
+# purchases must not mix with (or be mistaken for) anyone's real data under the tutorial's names.
+DEMO_PREFIX = "olympics-demo:"
+# A set, under the prefix, of the keys the app created (see apps.olympics.registry).
+CREATED = "olympics:created"
+# Set by the demo on a server the runner started itself (embedded): reset need not ask there.
+THROWAWAY_MARKER = "olympics:throwaway-server"
+# Where the listeners find the Keys in use (ctx.state); absent means the tutorial's names.
+STATE_KEY = "apps.olympics.keys"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every key name of the app, under ``prefix`` ("" is the tutorial's names, the default).
+
+    Channels are not prefixed: Pub/Sub channels are shared by every database of a server, and
+    producers written the tutorial's way publish on ``purchase_orders``.
+    """
+
+    prefix: str = ""
+
+    @property
+    def events(self) -> str:
+        return self.prefix + EVENTS
+
+    @property
+    def sales_summary(self) -> str:
+        return self.prefix + SALES_SUMMARY
+
+    @property
+    def histogram(self) -> str:
+        return self.prefix + HISTOGRAM
+
+    @property
+    def created(self) -> str:
+        return self.prefix + CREATED
+
+    @property
+    def throwaway_marker(self) -> str:
+        return self.prefix + THROWAWAY_MARKER
+
+    def order(self, order_id: str) -> str:
+        return self.prefix + order_key(order_id)
+
+    def event(self, event: str) -> str:
+        return self.prefix + event_key(event)
+
+    def sales(self, event: str) -> str:
+        return self.prefix + sales_key(event)
+
+    def invoices(self, who: str) -> str:
+        return self.prefix + invoices_key(who)
+
+    def event_histogram(self, event: str) -> str:
+        return self.prefix + event_histogram_key(event)
+
+    def describe(self) -> str:
+        """For messages: where the data is."""
+        return f"under the key prefix {self.prefix!r}" if self.prefix else "under the tutorial's key names"
+
+
+TUTORIAL_KEYS = Keys()
+
+
+def keys_in_use(state: Mapping[str, Any]) -> Keys:
+    """The Keys the app's listeners use (from ``ctx.state``): the demo may have chosen a prefix."""
+    keys = state.get(STATE_KEY, TUTORIAL_KEYS)
+    assert isinstance(keys, Keys)
+    return keys

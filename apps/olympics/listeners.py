@@ -14,26 +14,30 @@ message is a sale missing from the analytics (eventbus counts and logs any drop)
 
 An order whose hash is missing or malformed is refused with ``Reject``: eventbus logs it,
 counts it and keeps it in the dead-letter stream, and the listener goes on with the next one.
+So is an order whose key, or a key a listener writes, already exists holding another type of
+value (Redis's WRONGTYPE): the reason names the key, which is someone else's data to look at.
+
+The key names come from ``ctx.state`` (:func:`~apps.olympics.keys.keys_in_use`): the tutorial's,
+unless the demo chose a prefix of its own for its invented data.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from apps.olympics.keys import (
     CEREMONY_PATTERN,
-    HISTOGRAM,
     OPENING_CEREMONY,
     ORDERS_CHANNEL,
-    SALES_SUMMARY,
     TOTAL_SALES,
     TOTAL_TICKETS,
     event_channel,
-    event_histogram_key,
-    invoices_key,
-    order_key,
-    sales_key,
+    keys_in_use,
     summary_field,
 )
 from apps.olympics.orders import InvalidOrder, Order, format_amount, parse_order
@@ -49,7 +53,9 @@ async def load_order(msg: Message, ctx: Context) -> Order:
     order_id = msg.text
     if not order_id:
         raise Reject(f"empty order id on {msg.channel!r}")
-    raw = await ctx.redis.hgetall(order_key(order_id))
+    key = keys_in_use(ctx.state).order(order_id)
+    with writing(key, "read"):
+        raw = await ctx.redis.hgetall(key)
     try:
         return parse_order(order_id, raw)
     except InvalidOrder as exc:
@@ -65,31 +71,54 @@ async def count_tickets(redis: Any, key: str, order: Order) -> None:
     hour, and OVERFLOW SAT makes a counter that ever reaches the limit stay pegged at its maximum
     (visibly full) instead of wrapping to a small, plausible-looking wrong number.
     """
-    await redis.execute_command("BITFIELD", key, "OVERFLOW", "SAT", "INCRBY", "u32", f"#{order.hour}", order.qty)
+    with writing(key):
+        await redis.execute_command("BITFIELD", key, "OVERFLOW", "SAT", "INCRBY", "u32", f"#{order.hour}", order.qty)
+
+
+@contextmanager
+def writing(key: str, action: str = "update") -> Iterator[None]:
+    """Turn Redis's WRONGTYPE into a dead letter that names the key, instead of a traceback.
+
+    It is not retried: the key stays of the wrong type until someone renames or deletes it.
+    """
+    try:
+        yield
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        raise Reject(
+            f"cannot {action} {key!r}: the key exists and holds another type of value (WRONGTYPE), so it is "
+            "not this app's data; rename or delete it (the demo keeps its own data under a prefix)"
+        ) from None
 
 
 @on(ORDERS_CHANNEL, **OPTIONS)
 async def sales_analytics(msg: Message, ctx: Context) -> None:
     """Tickets sold per UTC hour of day, over all events and per event."""
     order = await load_order(msg, ctx)
-    await count_tickets(ctx.redis, HISTOGRAM, order)
-    await count_tickets(ctx.redis, event_histogram_key(order.event), order)
+    keys = keys_in_use(ctx.state)
+    await count_tickets(ctx.redis, keys.histogram, order)
+    await count_tickets(ctx.redis, keys.event_histogram(order.event), order)
 
 
 @on(ORDERS_CHANNEL, **OPTIONS)
 async def events_analytics(msg: Message, ctx: Context) -> None:
     """The orders of each event, and its sales and ticket totals."""
     order = await load_order(msg, ctx)
-    await ctx.redis.sadd(sales_key(order.event), order.id)
-    await ctx.redis.hincrbyfloat(SALES_SUMMARY, summary_field(order.event, TOTAL_SALES), order.cost)
-    await ctx.redis.hincrby(SALES_SUMMARY, summary_field(order.event, TOTAL_TICKETS), order.qty)
+    keys = keys_in_use(ctx.state)
+    with writing(key := keys.sales(order.event)):
+        await ctx.redis.sadd(key, order.id)
+    with writing(key := keys.sales_summary):
+        await ctx.redis.hincrbyfloat(key, summary_field(order.event, TOTAL_SALES), order.cost)
+        await ctx.redis.hincrby(key, summary_field(order.event, TOTAL_TICKETS), order.qty)
 
 
 @on(ORDERS_CHANNEL, **OPTIONS)
 async def customer_purchases(msg: Message, ctx: Context) -> None:
     """Each customer's orders, for invoicing."""
     order = await load_order(msg, ctx)
-    await ctx.redis.sadd(invoices_key(order.who), order.id)
+    with writing(key := keys_in_use(ctx.state).invoices(order.who)):
+        await ctx.redis.sadd(key, order.id)
 
 
 @on(event_channel(OPENING_CEREMONY), **OPTIONS)

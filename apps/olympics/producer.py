@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from apps.olympics.keys import EVENTS, ORDERS_CHANNEL, event_channel, event_key, order_key
+from apps.olympics.keys import ORDERS_CHANNEL, TUTORIAL_KEYS, Keys, event_channel
 from apps.olympics.orders import Order, format_amount
 
 
@@ -22,23 +22,26 @@ class Bus(Protocol):
     async def publish(self, channel: str, data: Any) -> int: ...
 
 
-async def create_event(bus: Bus, name: str, *, price: float) -> None:
-    """Register an event (``event:<name>`` hash and the ``events`` set) so reports list it."""
+async def create_event(bus: Bus, name: str, *, price: float, keys: Keys = TUTORIAL_KEYS) -> None:
+    """Register an event (``event:<name>`` hash and the ``events`` set) so reports list it.
+
+    ``keys``: the key names to write (default: the tutorial's; the demo may use a prefix)."""
     if not name or ":" in name:
         # The name becomes part of channel and key names: a ':' would make them ambiguous.
         raise ValueError(f"event name must be non-empty and without ':', got {name!r}")
-    await bus.redis.hset(event_key(name), mapping={"name": name, "price": format_amount(price)})
-    await bus.redis.sadd(EVENTS, name)
+    await bus.redis.hset(keys.event(name), mapping={"name": name, "price": format_amount(price)})
+    await bus.redis.sadd(keys.events, name)
 
 
-async def post_purchase(bus: Bus, order: Order) -> int:
+async def post_purchase(bus: Bus, order: Order, *, keys: Keys = TUTORIAL_KEYS) -> int:
     """Store the order, then announce its id on ``purchase_orders`` and ``purchase_orders:<event>``.
 
     The hash is written before anything is published, so a listener never looks up an order that
     is not there yet. Returns the number of receptions (Redis PUBLISH semantics): 0 means no
     listener was subscribed and, Pub/Sub keeping nothing, nobody will ever process this order.
+    ``keys`` must be the listeners' (a prefix stores the hash where they look it up).
     """
-    await bus.redis.hset(order_key(order.id), mapping=order.fields())
+    await bus.redis.hset(keys.order(order.id), mapping=order.fields())
     receptions = await asyncio.gather(
         bus.publish(ORDERS_CHANNEL, order.id), bus.publish(event_channel(order.event), order.id)
     )

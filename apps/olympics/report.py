@@ -11,15 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apps.olympics.keys import (
-    EVENTS,
-    HISTOGRAM,
-    SALES_SUMMARY,
-    TOTAL_SALES,
-    TOTAL_TICKETS,
-    event_histogram_key,
-    sales_key,
-)
+from apps.olympics.keys import TOTAL_SALES, TOTAL_TICKETS, TUTORIAL_KEYS, Keys
 
 HOURS = 24
 _HISTOGRAM_FORMAT = f">{HOURS}I"  # BITFIELD u32 #h is big-endian bytes 4h..4h+3
@@ -64,10 +56,10 @@ def decode_histogram(raw: bytes | None) -> list[int]:
     return list(struct.unpack(_HISTOGRAM_FORMAT, data))
 
 
-async def load_report(redis: Any) -> SalesReport:
+async def load_report(redis: Any, keys: Keys = TUTORIAL_KEYS) -> SalesReport:
     """Read the sales summary, the order sets and the histograms in two round trips."""
-    summary = await redis.hgetall(SALES_SUMMARY)
-    names = {_text(name) for name in await redis.smembers(EVENTS)}
+    summary = await redis.hgetall(keys.sales_summary)
+    names = {_text(name) for name in await redis.smembers(keys.events)}
     totals: dict[str, dict[str, str]] = {}
     for key, value in summary.items():
         event, _, total = _text(key).rpartition(":")
@@ -75,10 +67,10 @@ async def load_report(redis: Any) -> SalesReport:
     names.update(totals)
     ordered = sorted(names)
     pipe = redis.pipeline(transaction=False)
-    pipe.get(HISTOGRAM)
+    pipe.get(keys.histogram)
     for name in ordered:
-        pipe.get(event_histogram_key(name))
-        pipe.scard(sales_key(name))
+        pipe.get(keys.event_histogram(name))
+        pipe.scard(keys.sales(name))
     replies = await pipe.execute()
     events = []
     for i, name in enumerate(ordered):

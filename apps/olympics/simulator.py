@@ -12,9 +12,10 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 
-from apps.olympics.keys import OPENING_CEREMONY
+from apps.olympics.keys import OPENING_CEREMONY, TUTORIAL_KEYS, Keys
 from apps.olympics.orders import Order
 from apps.olympics.producer import Bus, create_event, post_purchase
+from apps.olympics.registry import keys_written_for, track_new
 
 # The tutorial's four events, with a ticket price each (whole dollars keep HINCRBYFLOAT totals exact).
 EVENT_PRICES: dict[str, int] = {
@@ -60,9 +61,12 @@ def generate_orders(n: int, seed: int) -> list[Order]:
     ]
 
 
-async def create_events(bus: Bus) -> None:
+async def create_events(bus: Bus, *, keys: Keys = TUTORIAL_KEYS, track: bool = True) -> None:
+    """Create the four events; ``track``: first record the keys this creates (see :func:`simulate`)."""
+    if track:
+        await track_new(bus.redis, keys, keys_written_for(keys, (), EVENT_PRICES))
     for name, price in EVENT_PRICES.items():
-        await create_event(bus, name, price=price)
+        await create_event(bus, name, price=price, keys=keys)
 
 
 async def simulate(
@@ -72,14 +76,20 @@ async def simulate(
     rate: float = 0.0,
     concurrency: int = 16,
     on_posted: Callable[[Order], None] | None = None,
+    keys: Keys = TUTORIAL_KEYS,
+    track: bool = True,
 ) -> int:
     """Post ``orders`` at ``rate`` per second (0: as fast as Redis takes them); returns how many.
 
     Up to ``concurrency`` posts are in flight at once, so a high rate is not capped by one
     round trip at a time; order ``i`` is never posted before ``i / rate`` seconds have passed.
+    ``track``: first record the keys these orders will create (the events', the orders' and the
+    listeners'), so that ``python -m apps.olympics reset`` can delete exactly those.
     """
     if rate < 0:
         raise ValueError(f"rate must be >= 0, got {rate}")
+    if track:
+        await track_new(bus.redis, keys, keys_written_for(keys, orders, EVENT_PRICES))
     loop = asyncio.get_running_loop()
     start = loop.time()
     items = iter(enumerate(orders))  # shared by the workers: each order is taken once
@@ -92,7 +102,7 @@ async def simulate(
                 delay = start + i / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await post_purchase(bus, order)
+            await post_purchase(bus, order, keys=keys)
             posted += 1
             if on_posted is not None:
                 on_posted(order)

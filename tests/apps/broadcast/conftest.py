@@ -20,20 +20,23 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
 
 @pytest.fixture
 def twilio_env(monkeypatch: pytest.MonkeyPatch, fake_twilio: FakeTwilio) -> Iterator[dict[str, str]]:
-    """Settings for fast tests: the fake server, short timeouts and backoff, a high rate limit."""
+    """Settings for fast tests: the fake server, short timeouts and backoff; no pacing (the default)."""
     env = {
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_BASE_URL": fake_twilio.url,
         "BROADCAST_CONCURRENCY": "10",
-        "BROADCAST_RATE_PER_SENDER": "1000",
         "BROADCAST_MAX_ATTEMPTS": "4",
         "BROADCAST_RETRY_BASE": "0.01",
         "BROADCAST_RETRY_CAP": "0.05",
+        "BROADCAST_QUEUE_FULL_ATTEMPTS": "3",
+        "BROADCAST_QUEUE_FULL_RETRY_BASE": "0.02",
+        "BROADCAST_QUEUE_FULL_RETRY_CAP": "0.05",
         "BROADCAST_CONNECT_TIMEOUT": "1",
         "BROADCAST_READ_TIMEOUT": "0.5",
     }
-    monkeypatch.delenv("BROADCAST_DRY_RUN", raising=False)
+    for name in ("BROADCAST_DRY_RUN", "BROADCAST_RATE_PER_SENDER", "BROADCAST_BURST"):
+        monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     yield env

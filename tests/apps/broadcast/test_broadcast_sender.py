@@ -49,6 +49,43 @@ async def test_429_until_the_attempts_run_out_is_not_sent(sender: Sender, fake_t
     assert len(fake_twilio.received) == 4
 
 
+async def test_a_full_sender_queue_is_retried_later_then_succeeds(sender: Sender, fake_twilio: FakeTwilio) -> None:
+    """21611: Twilio queued nothing (the sender's queue is full), so trying again later is safe."""
+    fake_twilio.script(SMS.to, Reply(400, 21611, message="queue full"), Reply(400, 21611, message="queue full"))
+    sent = await sender.send(SMS, log)
+    assert sent.attempts == 3 and len(fake_twilio.received) == 3
+
+
+async def test_a_queue_that_stays_full_is_not_sent_after_the_documented_limit(
+    sender: Sender, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.default = Reply(400, 21611, message=f"The 'From' number {SMS.from_} has too many queued messages")
+    with pytest.raises(NotSent, match=r"sender queue full, error 21611 \(HTTP 400\).*after 3 attempts.*safe to replay"):
+        await sender.send(SMS, log)
+    assert len(fake_twilio.received) == 3  # BROADCAST_QUEUE_FULL_ATTEMPTS
+
+
+async def test_rate_limits_and_full_queues_have_separate_budgets(sender: Sender, fake_twilio: FakeTwilio) -> None:
+    # 3 x 429 (of 4 allowed) and 2 x 21611 (of 3 allowed): neither budget is spent, so it is sent.
+    fake_twilio.script(SMS.to, *[Reply(429, 20429), Reply(400, 21611)] * 2, Reply(429, 20429))
+    sent = await sender.send(SMS, log)
+    assert sent.attempts == 6
+
+
+def test_no_client_side_pacing_by_default() -> None:
+    settings = Settings.from_env({"TWILIO_ACCOUNT_SID": "ACx", "TWILIO_AUTH_TOKEN": "tok"})
+    assert settings.rate_per_sender is None
+    assert (settings.queue_full_attempts, settings.queue_full_retry_base, settings.queue_full_retry_cap) == (
+        6,
+        60.0,
+        600.0,
+    )
+    paced = Settings.from_env(
+        {"TWILIO_ACCOUNT_SID": "ACx", "TWILIO_AUTH_TOKEN": "tok", "BROADCAST_RATE_PER_SENDER": "1"}
+    )
+    assert paced.rate_per_sender == 1.0
+
+
 @pytest.mark.parametrize("code", [21211, 21610, 21408])
 async def test_permanent_errors_are_not_retried(sender: Sender, fake_twilio: FakeTwilio, code: int) -> None:
     fake_twilio.script(SMS.to, Reply(400, code, message=f"The 'To' number {SMS.to} is not a valid phone number."))

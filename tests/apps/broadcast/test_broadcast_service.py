@@ -216,3 +216,49 @@ async def test_replay_resends_only_what_twilio_certainly_did_not_accept(
     await service.runner.drain(5)
     assert sorted(kind_of(d) for d in await service.dead_letters()) == ["permanent", "unknown-outcome"]
     assert [len(fake_twilio.sent_to(to)) for to in (unknown, refused)] == [1, 1]
+
+
+async def test_defaults_send_300_from_one_sender_at_once_each_exactly_once(
+    twilio_env: dict[str, str],
+    redis_server: object,
+    fake_twilio: FakeTwilio,
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    """No client-side pacing by default: one sender's 300 messages go to Twilio as fast as the
+    request concurrency allows (Twilio queues them per sender), 429s and full sender queues
+    (21611) are retried, and nothing is sent twice. At 1 message/s this took five minutes."""
+    fake_twilio.default = Reply(201, delay=0.002)  # so that requests overlap
+    recipients = [f"+55849{i:08d}" for i in range(300)]
+    picks = random.Random(7).sample(recipients, 30)
+    for to in picks[:15]:
+        fake_twilio.script(to, Reply(429, 20429))
+    for to in picks[15:]:
+        fake_twilio.script(to, Reply(400, 21611, message=f"The 'From' number {FROM} has too many queued messages"))
+
+    async with run_service(redis_server.url) as svc:  # type: ignore[attr-defined]
+        async with svc.bus.redis.pipeline(transaction=False) as pipe:
+            for i, to in enumerate(recipients):
+                pipe.publish("channel-broadcast", sms(to=to, message=f"body-{i}"))
+            assert await pipe.execute() == [1] * 300
+        # The timeout only guards the test: paced at 1/s per sender, this would take 300 s.
+        await wait_until(lambda: len(fake_twilio.received) == 330, timeout=30)
+        await svc.runner.drain(5)
+        assert await svc.dead_letters() == []
+        assert svc.runner.stats.handlers["broadcast"].handled == 300
+
+    attempts: dict[str, int] = defaultdict(int)
+    for r in fake_twilio.received:
+        attempts[r.to] += 1
+    assert {to: n for to, n in attempts.items() if n != 1} == dict.fromkeys(picks, 2)
+    assert sorted(r.body for r in fake_twilio.received) == sorted(
+        [f"body-{i}" for i in range(300)] + [f"body-{recipients.index(to)}" for to in picks]
+    )
+    assert {r.from_ for r in fake_twilio.received} == {FROM}
+    assert 1 < fake_twilio.max_in_flight <= 10  # BROADCAST_CONCURRENCY bounds the requests
+
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    text = "\n".join(formatter.format(r) for r in all_logs.records)
+    assert "sender queue full, error 21611" in text and "rate limited, error 20429" in text
+    assert "not paced" in text
+    for secret in (FROM, *recipients[:50], *picks, "body-1", AUTH_TOKEN):
+        assert secret not in text, secret

@@ -45,8 +45,8 @@ def expected_alerts(orders: Sequence[Order]) -> tuple[int, int]:
     return opening, ceremonies
 
 
-def actual_state(client: Any, events: Sequence[str]) -> State:
-    """The state in Redis, read with a synchronous redis-py client."""
+def actual_state(client: Any, events: Sequence[str], prefix: str = "") -> State:
+    """The state in Redis (the tutorial's key names after ``prefix``), read with a synchronous redis-py client."""
 
     def text(value: bytes) -> str:
         return value.decode()
@@ -57,12 +57,13 @@ def actual_state(client: Any, events: Sequence[str]) -> State:
             args += ["GET", "u32", f"#{hour}"]
         return [int(v) for v in client.execute_command("BITFIELD", key, *args)]
 
-    summary = {text(k): float(v) for k, v in client.hgetall("sales_summary").items()}
-    sales = {e: {text(m) for m in client.smembers(f"sales:{e}")} for e in events if client.exists(f"sales:{e}")}
+    p = prefix
+    summary = {text(k): float(v) for k, v in client.hgetall(f"{p}sales_summary").items()}
+    sales = {e: {text(m) for m in client.smembers(f"{p}sales:{e}")} for e in events if client.exists(f"{p}sales:{e}")}
     invoices = {
-        text(key).removeprefix("invoices:"): {text(m) for m in client.smembers(key)}
-        for key in client.scan_iter(match="invoices:*")
+        text(key).removeprefix(f"{p}invoices:"): {text(m) for m in client.smembers(key)}
+        for key in client.scan_iter(match=f"{p}invoices:*")
     }
-    per_event = {e: buckets(f"sales_histogram:time_of_day:{e}") for e in events}
+    per_event = {e: buckets(f"{p}sales_histogram:time_of_day:{e}") for e in events}
     per_event = {e: counts for e, counts in per_event.items() if any(counts)}
-    return State(summary, sales, invoices, buckets("sales_histogram:time_of_day"), per_event)
+    return State(summary, sales, invoices, buckets(f"{p}sales_histogram:time_of_day"), per_event)

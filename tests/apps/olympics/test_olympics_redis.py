@@ -111,7 +111,8 @@ async def test_counters_saturate_instead_of_wrapping(runner: eventbus.Runner, re
 async def test_startup_hook_simulates_and_reports(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The demo in-process: OLYMPICS_SIMULATE purchases from the seed, then the report."""
+    """The demo in-process, asked for explicitly with a URL: OLYMPICS_SIMULATE purchases from the
+    seed, kept under the demo's prefix (not a server the runner started), then the report."""
     monkeypatch.setenv("OLYMPICS_SIMULATE", "200")
     monkeypatch.setenv("OLYMPICS_RATE", "0")
     monkeypatch.setenv("OLYMPICS_SEED", "5")
@@ -126,4 +127,26 @@ async def test_startup_hook_simulates_and_reports(
     assert "Sales summary" in out and "Tickets sold by hour of day (UTC)" in out
     assert "Check: the histogram counts" in out
     with redis_server.client() as client:
-        assert actual_state(client, EVENTS).summary == expected_state(orders).summary
+        assert actual_state(client, EVENTS, "olympics-demo:") == expected_state(orders)
+        assert not client.exists("sales_summary")  # the tutorial's names are left alone
+
+
+async def test_a_same_named_key_of_another_type_is_a_clear_dead_letter(
+    runner: eventbus.Runner, redis_server: RedisServer
+) -> None:
+    """On the tutorial's key names (a deployment), someone else's ``sales_summary`` string makes
+    events_analytics refuse each order with a reason naming the key; the other listeners go on."""
+    with redis_server.client() as client:
+        client.set("sales_summary", "not a hash")
+    order = Order("o-1", "Jim", "Womens Judo", 2, 70.0, 1_595_548_800)
+    async with eventbus.connect(redis_server.url) as bus:
+        await post_purchase(bus, order)
+    await wait_received(runner, dict.fromkeys(ANALYTICS, 1))
+    stats = runner.stats.handlers
+    assert stats["events_analytics"].rejected == 1
+    assert stats["sales_analytics"].handled == stats["customer_purchases"].handled == 1
+    [dead] = await eventbus.DeadLetterStore(runner.redis).list()
+    assert dead.handler == "events_analytics" and dead.payload == b"o-1"
+    assert "cannot update 'sales_summary'" in dead.error and "WRONGTYPE" in dead.error
+    with redis_server.client() as client:
+        assert client.get("sales_summary") == b"not a hash"  # left as it was

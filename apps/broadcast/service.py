@@ -21,10 +21,9 @@ from eventbus import ConfigError, Context, Message, Reject, on_pattern, on_shutd
 
 STATE_KEY = "apps.broadcast.sender"
 
-# Room for a large bulk send to wait for its turn (about 30 MB at 300 bytes a message): the
-# service is paced by Twilio's rate limits, producers are not. Past this, eventbus drops and
-# counts the newest messages, so bulk publishers should pace themselves (see the README).
-INBOX_SIZE = 100_000
+# The inbox keeps eventbus's default memory budget (128 MiB, ~300,000 messages of 300 bytes): room
+# for a large bulk send to wait for its turn, since the service is paced by Twilio's concurrency
+# and producers are not. Past it, eventbus drops and counts the newest messages (see the README).
 
 
 @on_startup
@@ -75,7 +74,6 @@ async def close_sender(ctx: Context) -> None:
     "channel-*",
     name="broadcast",
     concurrency=handler_concurrency(),
-    inbox_size=INBOX_SIZE,
     retries=0,
 )
 async def broadcast(msg: Message, ctx: Context) -> None:

@@ -44,8 +44,8 @@ from apps.olympics.orders import InvalidOrder, Order, format_amount, parse_order
 from eventbus import Context, Message, Reject, on, on_pattern
 
 CONCURRENCY = 16
-INBOX_SIZE = 100_000
-OPTIONS: dict[str, Any] = {"concurrency": CONCURRENCY, "inbox_size": INBOX_SIZE}
+# Inboxes keep eventbus's default memory budget: order ids are tiny, so it holds over a million.
+OPTIONS: dict[str, Any] = {"concurrency": CONCURRENCY}
 
 
 async def load_order(msg: Message, ctx: Context) -> Order:

@@ -45,9 +45,7 @@ def test_supervisor_argv_helpers() -> None:
     assert option_value(argv, "--grace") is None
 
 
-def test_supervisor_gives_up_on_a_worker_usage_error(
-    redis_server: RedisServer, subprocess_env: dict[str, str]
-) -> None:
+def test_supervisor_gives_up_on_a_worker_usage_error(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
     """Exit code 2 (here: its metrics port is taken) repeats on every restart: stop, don't loop."""
     import socket
 

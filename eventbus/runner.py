@@ -16,12 +16,13 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from eventbus.cluster import pubsub_subscriber
-from eventbus.config import redact_url, resolve_url
+from eventbus.config import SOURCE_CODE, redact_url, resolve_url
 from eventbus.context import Context
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
+from eventbus.logs import configure as configure_logging
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
 from eventbus.metrics import MetricsServer, runner_collector
 from eventbus.publisher import Publisher
@@ -49,6 +50,9 @@ class Runner:
     ``target``: a module, ``"pkg.mod[:attr]"``, a Router, or a list of handlers.
     ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
     Redis started if nothing answers there. ``broker``: run in memory instead (tests).
+    ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
+    ``log_level``: set up logging like the CLI at this level when the application has not configured
+    logging itself (see :func:`eventbus.logs.configure`); None leaves logging alone.
     """
 
     def __init__(
@@ -69,9 +73,14 @@ class Runner:
         metrics_port: int | None = None,
         metrics_addr: str = "0.0.0.0",
         embedded: bool = True,
+        url_source: str = SOURCE_CODE,
+        log_level: str | None = "info",
     ) -> None:
+        if log_level is not None:
+            configure_logging(log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
         self.requested_url = url
+        self.url_source = url_source
         self.broker = broker
         self.grace = grace
         self.connect_timeout = connect_timeout
@@ -156,17 +165,22 @@ class Runner:
         )
 
     async def _reachable_url(self) -> str:
-        resolved = resolve_url(self.requested_url)
+        resolved = resolve_url(self.requested_url, self.url_source)
         if resolved.explicit or not self.allow_embedded:
             log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
             await wait_until_reachable(resolved.url, self.connect_timeout)
             return resolved.url
+        log.debug("nothing configured: trying %s (from %s) for 0.3s", redact_url(resolved.url), resolved.source)
         try:
             await wait_until_reachable(resolved.url, 0.3, quiet=True)
-            log.info("using Redis at %s (the default; set --url or EVENTBUS_URL to change)", resolved.url)
+            log.info(
+                "using Redis at %s (from %s; set --url or EVENTBUS_URL to change)",
+                redact_url(resolved.url),
+                resolved.source,
+            )
             return resolved.url
-        except ConnectError:
-            pass
+        except ConnectError as exc:
+            log.debug("no Redis at the default URL: %s", exc)
         self.embedded = await asyncio.to_thread(EmbeddedRedis().start)
         log.warning(
             "no Redis at %s and none configured: started an embedded %s at %s for this run. "

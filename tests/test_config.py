@@ -23,7 +23,7 @@ def test_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTBUS_URL", "redis://env:6379/1")
     resolved = resolve_url(None)
-    assert (resolved.url, resolved.explicit, resolved.source) == ("redis://env:6379/1", True, "EVENTBUS_URL")
+    assert (resolved.url, resolved.explicit, resolved.source) == ("redis://env:6379/1", True, "$EVENTBUS_URL")
 
 
 def test_default_is_not_explicit_so_it_may_fall_back_to_embedded(monkeypatch: pytest.MonkeyPatch) -> None:

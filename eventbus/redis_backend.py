@@ -295,6 +295,14 @@ class RedisSubscriber:
             raise
         self._protocol = protocol
         self.connected.set()
+        log.debug(
+            "subscriptions confirmed on %s: %d channel(s)%s, %d pattern(s)%s",
+            self.safe_url,
+            len(self.channels),
+            _some(self.channels),
+            len(self.patterns),
+            _some(self.patterns),
+        )
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
         for command, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
@@ -399,8 +407,18 @@ class RedisSubscriber:
                     "reconnect attempt %d to %s failed: %s", attempt, self.safe_url, str(exc) or type(exc).__name__
                 )
             # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
-            await asyncio.sleep(random.uniform(0, delay))
+            pause = random.uniform(0, delay)
+            log.debug("reconnect attempt %d to %s in %.2fs", attempt + 1, self.safe_url, pause)
+            await asyncio.sleep(pause)
             delay = min(delay * 2, self.reconnect_max_delay)
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    # A process may subscribe 10,000 channels: name a few, not all of them, in one log line.
+    if not names:
+        return ""
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return " (" + ", ".join(repr(n) for n in names[:shown]) + more + ")"
 
 
 def _auth_args(url: str) -> tuple[str, ...]:

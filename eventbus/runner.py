@@ -203,6 +203,7 @@ class Runner:
         )
         for hook in self.router.startup:
             await _call_hook(hook, base)
+            log.debug("startup hook %s done", getattr(hook, "__qualname__", hook))
         dead_letters = DeadLetterStore(self.redis, self.dead_letter_stream)
         dispatcher = Dispatcher(self.stats, self.max_payload)
         by_name: dict[str, HandlerWorker] = {}
@@ -214,6 +215,16 @@ class Runner:
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
         for worker in self.workers:
             worker.start()
+            o = worker.handler.options
+            log.debug(
+                "handler %s: concurrency=%d inbox=%d overflow=%s retries=%d backoff=%gs",
+                worker.name,
+                o.concurrency,
+                o.inbox_size,
+                o.overflow,
+                o.retries,
+                o.backoff,
+            )
         channels, patterns = self.router.channels(), self.router.patterns()
         await self._subscriber.start(dispatcher.feed, channels, patterns)
         # Sharded channels and stream consumer groups have connections of their own.

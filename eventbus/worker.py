@@ -47,6 +47,23 @@ def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
     return error
 
 
+def _unchain(exc: BaseException, previous: BaseException) -> None:
+    """Drop the link from a retry's exception back to the previous attempt's.
+
+    The retry runs while the previous failure is being handled, so Python chains that failure as
+    ``__context__`` and the final log line would print every attempt's traceback again. Each
+    attempt is logged when it happens; the last one's traceback is enough.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if link.__context__ is previous:
+            link.__context__ = None
+            return
+        link = link.__cause__ or link.__context__
+
+
 class HandlerWorker:
     """The inbox and worker tasks of one handler."""
 
@@ -276,12 +293,14 @@ class HandlerWorker:
             try:
                 await self._call(msg)
             except Exception as next_exc:  # noqa: BLE001 - counted and dead-lettered below
+                _unchain(next_exc, exc)
                 exc = next_exc
                 continue
             except asyncio.CancelledError as cancelled:
                 exc = _handler_cancelled(cancelled)
                 continue
             stats.observe(time.perf_counter() - started)
+            log.debug("handler %s succeeded on %r at attempt %d", self.name, msg.channel, attempt)
             return
 
     async def _call(self, msg: Message) -> Any:
@@ -294,6 +313,7 @@ class HandlerWorker:
     async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
         if await self.dead_letters.add(self.name, msg, error, attempts):
             self.stats.dead_lettered += 1
+            log.debug("handler %s: message on %r dead-lettered after %d attempt(s)", self.name, msg.channel, attempts)
 
     # -- shutdown ----------------------------------------------------------------------------
 

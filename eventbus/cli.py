@@ -7,15 +7,17 @@ Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscriptio
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from eventbus.config import redact_url, resolve_url
+from eventbus.config import ENV_URL_SOURCE, SOURCE_OPTION, redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import ConfigError, EventbusError, LoadError
+from eventbus.logs import LEVELS, parse_level
+from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
 from eventbus.publisher import connect
@@ -23,7 +25,12 @@ from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+def _log_level(value: str) -> str:
+    try:
+        return parse_level(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", help="module to load: pkg.mod or pkg.mod:attr (a Router or list of handlers)")
     url_option(run, connect_timeout=15.0)
     run.add_argument("--grace", type=float, default=10.0, help="seconds to finish queued work on shutdown (10)")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="info",
+        metavar="LEVEL",
+        help=f"{', '.join(LEVELS)} (any case; info)",
+    )
     run.add_argument(
         "--max-payload",
         type=int,
@@ -145,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging(args.log_level)
     ensure_cwd_on_path()
     runner = Runner(
         args.target,
@@ -159,6 +172,9 @@ def _run(args: argparse.Namespace) -> int:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
+        # A worker of `--workers N` may have been handed the supervisor's embedded Redis as --url.
+        url_source=os.environ.get(ENV_URL_SOURCE, SOURCE_OPTION),
+        log_level=None,  # configured above
     )
     run_on_loop(runner.serve(), args.loop)
     return 0

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from redis.asyncio.connection import parse_url
+
 from eventbus.errors import ConfigError
 
 ENV_URL = "EVENTBUS_URL"
@@ -16,43 +18,93 @@ DEFAULT_URL = "redis://localhost:6379/0"
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
+# Where a URL came from, as the log names it.
+SOURCE_OPTION = "--url"
+SOURCE_ENV = f"${ENV_URL}"
+SOURCE_CODE = "code"
+SOURCE_DEFAULT = "default"
+SOURCE_EMBEDDED = "embedded"
+# Set by the --workers supervisor when the --url it hands its workers is its embedded Redis.
+ENV_URL_SOURCE = "EVENTBUS_URL_SOURCE"
+
+
 @dataclass(frozen=True, slots=True)
 class ResolvedURL:
     url: str
-    explicit: bool  # given by --url / EVENTBUS_URL; the default may fall back to an embedded Redis
-    source: str  # "--url", "EVENTBUS_URL" or "default"
+    explicit: bool  # given by --url / EVENTBUS_URL / code; the default may fall back to an embedded Redis
+    source: str  # "--url", "$EVENTBUS_URL", "code", "default" (or "$EVENTBUS_DEFAULT_URL")
 
 
-def resolve_url(url: str | None) -> ResolvedURL:
-    """The URL to use: the argument, else $EVENTBUS_URL, else the local default."""
+def resolve_url(url: str | None, source: str = SOURCE_OPTION) -> ResolvedURL:
+    """The URL to use: the argument (from ``source``), else $EVENTBUS_URL, else the local default."""
     if url:
-        return ResolvedURL(_validated(url), True, "--url")
+        return ResolvedURL(validate_url(url), True, source)
     env = os.environ.get(ENV_URL)
     if env:
-        return ResolvedURL(_validated(env), True, ENV_URL)
-    return ResolvedURL(default_url(), False, "default")
+        return ResolvedURL(validate_url(env, f"${ENV_URL}"), True, SOURCE_ENV)
+    if os.environ.get(ENV_DEFAULT_URL):
+        return ResolvedURL(default_url(), False, f"${ENV_DEFAULT_URL}")
+    return ResolvedURL(default_url(), False, SOURCE_DEFAULT)
 
 
 def default_url() -> str:
-    return _validated(os.environ.get(ENV_DEFAULT_URL) or DEFAULT_URL)
+    configured = os.environ.get(ENV_DEFAULT_URL)
+    return validate_url(configured, f"${ENV_DEFAULT_URL}") if configured else DEFAULT_URL
 
 
-def _validated(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
+def validate_url(url: str, where: str = "") -> str:
+    """``url`` if it is a well-formed Redis URL, else :class:`ConfigError` naming the bad part.
+
+    redis-py fills in defaults for what it cannot read (``redis:/host`` or ``redis:///0`` means
+    localhost, ``/abc`` means db 0, ``unix://tmp/x.sock`` means ``/x.sock``), so a typo would
+    silently connect somewhere else than the URL that the log shows: refuse it instead.
+    """
+    shown = redact_url(url)
+    intro = f"invalid Redis URL {shown}" + (f" (from {where})" if where else "")
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        if url.partition(":")[0] in SCHEMES:
+            raise ConfigError(f"{intro}: expected {url.partition(':')[0]}:// (two slashes) after the scheme")
+        raise ConfigError(f"{intro}: no scheme; expected redis://host:port/db, rediss://..., unix:///path")
+    if scheme not in SCHEMES:
         raise ConfigError(
-            f"unsupported Redis URL scheme {parts.scheme!r} in {redact_url(url)}: use redis://, rediss://, unix:// "
+            f"{intro}: unsupported scheme {scheme!r}; use redis://, rediss://, unix:///path "
             "or redis+cluster://host:port,host:port"
         )
-    if parts.scheme.endswith("+cluster"):
+    if scheme.endswith("+cluster"):
         from eventbus.cluster import parse_cluster_url
 
         parse_cluster_url(url)  # raises ConfigError on a malformed seed list
         return url
+    parts = urlsplit(url)
+    if scheme == "unix":
+        if parts.hostname:
+            raise ConfigError(
+                f"{intro}: {parts.hostname!r} is read as a host, not as part of the socket path; "
+                f"write unix:///{parts.hostname}{parts.path} (three slashes for an absolute path)"
+            )
+        if not parts.path:
+            raise ConfigError(f"{intro}: no socket path; expected unix:///path/to/redis.sock")
+    else:
+        port_text = parts.netloc.rpartition("@")[2]
+        port_text = port_text.rpartition("]")[2] if port_text.startswith("[") else port_text
+        if not parts.hostname:
+            raise ConfigError(f"{intro}: no host; expected {scheme}://host:port/db")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+            bad = port_text.partition(":")[2]
+            raise ConfigError(f"{intro}: invalid port {bad!r}; expected a number from 1 to 65535") from None
+        if port == 0 or (port is None and port_text.endswith(":")):
+            raise ConfigError(f"{intro}: invalid port {port_text.partition(':')[2]!r}; expected 1 to 65535")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"{intro}: invalid database number {db!r} in the path; expected /0, /1, ...")
     try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise ConfigError(f"invalid port in Redis URL {redact_url(url)}") from None
+        parse_url(url)  # the query string's options (db=, socket_timeout=, ...) as redis-py reads them
+    except ValueError as exc:
+        raise ConfigError(f"{intro}: {exc}") from None
     return url
 
 
@@ -61,11 +113,11 @@ def redact_url(url: str) -> str:
 
     redis-py also reads ``?password=`` from the query string, so secrets there are masked too.
     """
+    parts = urlsplit(url)
     try:
-        parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return "<invalid URL>"
+        return _redact_unparsed(url)
     netloc, query = parts.netloc, parts.query
     if parts.password is not None:
         user = parts.username or ""
@@ -83,6 +135,23 @@ def redact_url(url: str) -> str:
     if (netloc, query) == (parts.netloc, parts.query):
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_unparsed(url: str) -> str:
+    # A URL whose port does not parse: mask whatever stands between the first ":" of the user
+    # info and the last "@", so the bad part can still be shown.
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    tail, qmark, query = tail.partition("?")
+    if qmark:
+        query = "&".join(
+            f"{item.split('=', 1)[0]}=***" if _is_secret(unquote(item.split("=", 1)[0]).lower()) else item
+            for item in query.split("&")
+        )
+    return f"{scheme}{sep}{netloc}{slash}{tail}{qmark}{query}"
 
 
 def _is_secret(key: str) -> bool:

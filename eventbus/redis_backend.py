@@ -321,7 +321,10 @@ class RedisSubscriber:
                 if params.get("password"):
                     username = params.get("username")
                     auth = (username, params["password"]) if username else (params["password"],)
-                    await protocol.send("AUTH", *auth)
+                    try:
+                        await protocol.send("AUTH", *auth)
+                    except hiredis.ReplyError as exc:
+                        raise credentials_refused(self.url, str(exc)) from None
                 # A name makes the connection easy to find in CLIENT LIST; an ACL may forbid it.
                 with contextlib.suppress(hiredis.ReplyError):
                     await protocol.send("CLIENT", "SETNAME", f"eventbus-sub-{os.getpid()}")
@@ -342,6 +345,14 @@ class RedisSubscriber:
         # finish subscribing. One that (re)connects while a handler is over budget starts paused.
         self.gate.attach(protocol)
         self.connected.set()
+        log.debug(
+            "subscriptions confirmed on %s: %d channel(s)%s, %d pattern(s)%s",
+            self.safe_url,
+            len(self.channels),
+            _some(self.channels),
+            len(self.patterns),
+            _some(self.patterns),
+        )
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
         for command, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
@@ -454,8 +465,43 @@ class RedisSubscriber:
                     "reconnect attempt %d to %s failed: %s", attempt, self.safe_url, str(exc) or type(exc).__name__
                 )
             # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
-            await asyncio.sleep(random.uniform(0, delay))
+            pause = random.uniform(0, delay)
+            log.debug("reconnect attempt %d to %s in %.2fs", attempt + 1, self.safe_url, pause)
+            await asyncio.sleep(pause)
             delay = min(delay * 2, self.reconnect_max_delay)
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    # A process may subscribe 10,000 channels: name a few, not all of them, in one log line.
+    if not names:
+        return ""
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return " (" + ", ".join(repr(n) for n in names[:shown]) + more + ")"
+
+
+def _auth_args(url: str) -> tuple[str, ...]:
+    params = parse_url(url)
+    password, username = params.get("password"), params.get("username")
+    if not password:
+        return ()
+    return (username, password) if username else (password,)
+
+
+def credentials_refused(url: str, reply: str) -> ConnectError:
+    """One line saying which credential Redis refused: the user name, never the password."""
+    params = parse_url(url)
+    user = params.get("username") or "default"
+    where = f"Redis at {redact_url(url)}"
+    if "without any password configured" in reply or "no password is set" in reply:
+        return ConnectError(
+            f"{where} has no password set for user {user!r}, but the URL gives one: "
+            "remove it from the URL, or set one on the server"
+        )
+    if not params.get("password"):
+        return ConnectError(f"{where} requires a password: give it in the URL (redis://user:password@host:port/db)")
+    return ConnectError(
+        f"{where} refused the password of user {user!r} (a wrong password, or the user is unknown or disabled)"
+    )
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
@@ -481,6 +527,7 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
         return
     # No client-level retries: this loop is the retry policy, and it logs each attempt.
     client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0))
+    auth = _auth_args(url)
     deadline = time.monotonic() + timeout
     delay = 0.1
     attempt = 0
@@ -489,9 +536,17 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
             attempt += 1
             try:
                 await client.ping()
+                if auth:
+                    # redis-py shrugs off a password the server does not have; the subscription
+                    # connection would not, so check the credentials here, where it is one line.
+                    await client.auth(auth[-1], auth[0] if len(auth) == 2 else None)
                 return
-            except aioredis.AuthenticationError as exc:
-                raise ConnectError(f"Redis at {redact_url(url)} refused the credentials: {exc}") from None
+            except (aioredis.AuthenticationError, aioredis.AuthenticationWrongNumberOfArgsError) as exc:
+                raise credentials_refused(url, str(exc)) from None
+            except aioredis.ResponseError as exc:
+                if auth and "AUTH" in str(exc).upper():
+                    raise credentials_refused(url, str(exc)) from None
+                raise ConnectError(f"Redis at {redact_url(url)} answered with an error: {exc}") from None
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 if _is_certificate_error(exc):
                     # A certificate problem is configuration, not an outage: retrying cannot help.
@@ -511,7 +566,5 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
                     )
                 await asyncio.sleep(min(delay, remaining))
                 delay = min(delay * 2, 2.0)
-            except aioredis.ResponseError as exc:
-                raise ConnectError(f"Redis at {redact_url(url)} answered with an error: {exc}") from None
     finally:
         await client.aclose()

@@ -16,13 +16,14 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from eventbus.cluster import pubsub_subscriber
-from eventbus.config import redact_url, resolve_url
+from eventbus.config import SOURCE_CODE, redact_url, resolve_url
 from eventbus.context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
 from eventbus.flow import ReadGate
+from eventbus.logs import configure as configure_logging
 from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
@@ -52,6 +53,9 @@ class Runner:
     ``target``: a module, ``"pkg.mod[:attr]"``, a Router, or a list of handlers.
     ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
     Redis started if nothing answers there. ``broker``: run in memory instead (tests).
+    ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
+    ``log_level``: set up logging like the CLI at this level when the application has not configured
+    logging itself (see :func:`eventbus.logs.configure`); None leaves logging alone.
     """
 
     def __init__(
@@ -72,9 +76,14 @@ class Runner:
         metrics_port: int | None = None,
         metrics_addr: str = "0.0.0.0",
         embedded: bool = True,
+        url_source: str = SOURCE_CODE,
+        log_level: str | None = "info",
     ) -> None:
+        if log_level is not None:
+            configure_logging(log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
         self.requested_url = url
+        self.url_source = url_source
         self.broker = broker
         self.grace = grace
         self.connect_timeout = connect_timeout
@@ -165,17 +174,22 @@ class Runner:
         )
 
     async def _reachable_url(self) -> str:
-        resolved = resolve_url(self.requested_url)
+        resolved = resolve_url(self.requested_url, self.url_source)
         if resolved.explicit or not self.allow_embedded:
             log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
             await wait_until_reachable(resolved.url, self.connect_timeout)
             return resolved.url
+        log.debug("nothing configured: trying %s (from %s) for 0.3s", redact_url(resolved.url), resolved.source)
         try:
             await wait_until_reachable(resolved.url, 0.3, quiet=True)
-            log.info("using Redis at %s (the default; set --url or EVENTBUS_URL to change)", resolved.url)
+            log.info(
+                "using Redis at %s (from %s; set --url or EVENTBUS_URL to change)",
+                redact_url(resolved.url),
+                resolved.source,
+            )
             return resolved.url
-        except ConnectError:
-            pass
+        except ConnectError as exc:
+            log.debug("no Redis at the default URL: %s", exc)
         self.embedded = await asyncio.to_thread(EmbeddedRedis().start)
         log.warning(
             "no Redis at %s and none configured: started an embedded %s at %s for this run. "
@@ -209,6 +223,7 @@ class Runner:
         )
         for hook in self.router.startup:
             await _call_hook(hook, base)
+            log.debug("startup hook %s done", getattr(hook, "__qualname__", hook))
         dead_letters = DeadLetterStore(self.redis, self.dead_letter_stream)
         dispatcher = Dispatcher(self.stats, self.max_payload)
         by_name: dict[str, HandlerWorker] = {}
@@ -220,6 +235,16 @@ class Runner:
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
         for worker in self.workers:
             worker.start()
+            o = worker.handler.options
+            log.debug(
+                "handler %s: concurrency=%d inbox=%d overflow=%s retries=%d backoff=%gs",
+                worker.name,
+                o.concurrency,
+                o.inbox_size,
+                o.overflow,
+                o.retries,
+                o.backoff,
+            )
         channels, patterns = self.router.channels(), self.router.patterns()
         await self._subscriber.start(dispatcher.feed, channels, patterns)
         # Sharded channels and stream consumer groups have connections of their own.

@@ -26,6 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from eventbus.logs import ENV_WORKER, ENV_WORKERS
+from eventbus.logs import configure as configure_logging
+
 log = logging.getLogger("eventbus.supervisor")
 
 PR_SET_PDEATHSIG = 1
@@ -73,6 +76,12 @@ class _Worker:
     delay: float = 0.5
     restart_at: float | None = None
     exit_codes: list[int] = field(default_factory=list)
+    count: int = 1
+
+    @property
+    def label(self) -> str:
+        # As the worker tags its own log lines (eventbus.logs.worker_tag): 1-based, "2/4".
+        return f"{self.index + 1}/{self.count}"
 
 
 class Supervisor:
@@ -85,7 +94,7 @@ class Supervisor:
         if count < 1:
             raise ValueError("--workers must be at least 1")
         self.command = command
-        self.workers = [_Worker(i) for i in range(count)]
+        self.workers = [_Worker(i, count=count) for i in range(count)]
         self.grace = grace
         self.signals = 0
         self.fatal: int | None = None  # set when a worker fails in a way a restart cannot fix
@@ -112,7 +121,7 @@ class Supervisor:
             self._send(signal.SIGKILL)
 
     def _spawn(self, worker: _Worker) -> None:
-        env = dict(os.environ, EVENTBUS_WORKER=str(worker.index), EVENTBUS_WORKERS=str(len(self.workers)))
+        env = dict(os.environ, **{ENV_WORKER: str(worker.index), ENV_WORKERS: str(len(self.workers))})
         worker.process = subprocess.Popen(
             self.command(worker.index),
             env=env,
@@ -121,7 +130,7 @@ class Supervisor:
         )
         worker.started = time.monotonic()
         worker.restart_at = None
-        log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
+        log.info("worker %s started (pid %d)", worker.label, worker.process.pid)
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -137,15 +146,15 @@ class Supervisor:
             worker.exit_codes.append(code)
             if code == USAGE_ERROR:
                 # A bad option or a module that cannot load fails the same way every time.
-                log.error("worker %d exited with a usage or load error (code 2): not restarting it", worker.index)
+                log.error("worker %s exited with a usage or load error (code 2): not restarting it", worker.label)
                 worker.process = None
                 self.fatal = USAGE_ERROR
                 return
             ran = now - worker.started
             worker.delay = 0.5 if ran >= STABLE_AFTER else min(worker.delay * 2, RESTART_MAX_DELAY)
             log.warning(
-                "worker %d (pid %d) exited with %s after %.1fs; restarting it in %.1fs",
-                worker.index,
+                "worker %s (pid %d) exited with %s after %.1fs; restarting it in %.1fs",
+                worker.label,
                 worker.process.pid,
                 _describe_exit(code),
                 ran,
@@ -172,12 +181,12 @@ class Supervisor:
             try:
                 code = worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("worker %d (pid %d) did not stop in time: killing it", worker.index, worker.process.pid)
+                log.error("worker %s (pid %d) did not stop in time: killing it", worker.label, worker.process.pid)
                 worker.process.kill()
                 code = worker.process.wait()
             if code != 0:
                 failed += 1
-                log.warning("worker %d exited with %s", worker.index, _describe_exit(code))
+                log.warning("worker %s exited with %s", worker.label, _describe_exit(code))
         log.info("all workers stopped")
         return 1 if failed else 0
 
@@ -191,12 +200,11 @@ def _describe_exit(code: int) -> str:
 
 def supervise(args: object, argv: Sequence[str]) -> int:
     """The ``run --workers N`` command: validate once, share one Redis URL, supervise N workers."""
-    from eventbus.cli import LOG_FORMAT
-    from eventbus.config import resolve_url
+    from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, resolve_url
     from eventbus.embedded import EmbeddedRedis
     from eventbus.router import ensure_cwd_on_path, load_target
 
-    logging.basicConfig(level=str(getattr(args, "log_level", "info")).upper(), format=LOG_FORMAT, stream=sys.stderr)
+    configure_logging(str(getattr(args, "log_level", "info")))
     count = int(getattr(args, "workers"))  # noqa: B009 - args is an argparse namespace
     ensure_cwd_on_path()
     router = load_target(getattr(args, "target"))  # noqa: B009 - fail here, once, not in N children
@@ -218,6 +226,7 @@ def supervise(args: object, argv: Sequence[str]) -> int:
         embedded = EmbeddedRedis().start()
         log.warning("no Redis at %s: started an embedded one at %s for the workers", resolved.url, embedded.url)
         child_args = [*strip_option(child_args, "--url"), "--url", embedded.url]
+        os.environ[ENV_URL_SOURCE] = SOURCE_EMBEDDED  # inherited by the workers: their log names it
     metrics = option_value(child_args, "--metrics-port")
 
     def command(index: int) -> list[str]:

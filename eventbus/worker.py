@@ -26,6 +26,7 @@ from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
 from eventbus.errors import PayloadError, Reject
 from eventbus.flow import ReadGate
+from eventbus.logs import Every
 from eventbus.message import Message
 from eventbus.router import Handler
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
@@ -40,6 +41,9 @@ DROP_LOG_INTERVAL = 5.0
 MAX_PENDING_REFUSALS = 1000
 MESSAGE_OVERHEAD = 100  # bytes a queued message costs besides its payload (see the module docstring)
 MIB = 1024 * 1024
+# Debug lines about single messages (retry outcomes, dead letters): at most one a second per
+# handler and kind, each saying how many it stands for, so debug stays readable under a flood.
+_DEBUG_EVERY = Every(1.0)
 
 
 def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
@@ -54,6 +58,23 @@ def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
     error = RuntimeError("the handler raised CancelledError (it awaited something that was cancelled)")
     error.__cause__ = cancelled
     return error
+
+
+def _unchain(exc: BaseException, earlier: tuple[BaseException, ...]) -> None:
+    """Drop the link from a retry's exception back to an earlier attempt's.
+
+    The retries run while the first failure is being handled, so Python chains it (or the
+    previous attempt's) as ``__context__`` and the final log line would print every attempt's
+    traceback again. Each attempt is logged when it happens; the last one's traceback is enough.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if any(link.__context__ is e for e in earlier):
+            link.__context__ = None
+            return
+        link = link.__cause__ or link.__context__
 
 
 class HandlerWorker:
@@ -312,6 +333,7 @@ class HandlerWorker:
     async def _failed(self, msg: Message, exc: Exception, attempt: int) -> None:
         """Handle a failed attempt: retry if allowed, else count, log and dead-letter."""
         stats = self.stats
+        first = exc
         while True:
             if isinstance(exc, (Reject, PayloadError)):
                 # Retrying cannot fix a refused or undecodable payload: dead-letter it at once.
@@ -353,12 +375,21 @@ class HandlerWorker:
             try:
                 await self._call(msg)
             except Exception as next_exc:  # noqa: BLE001 - counted and dead-lettered below
+                _unchain(next_exc, (first, exc))
                 exc = next_exc
                 continue
             except asyncio.CancelledError as cancelled:
                 exc = _handler_cancelled(cancelled)
                 continue
             stats.observe(time.perf_counter() - started)
+            if count := _DEBUG_EVERY.due((self.name, "retried")):
+                log.debug(
+                    "handler %s succeeded on %r at attempt %d (%d retried message(s) succeeded since the last line)",
+                    self.name,
+                    msg.channel,
+                    attempt,
+                    count,
+                )
             return
 
     async def _call(self, msg: Message) -> Any:
@@ -371,6 +402,14 @@ class HandlerWorker:
     async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
         if await self.dead_letters.add(self.name, msg, error, attempts):
             self.stats.dead_lettered += 1
+            if count := _DEBUG_EVERY.due((self.name, "dead-lettered")):
+                log.debug(
+                    "handler %s: message on %r dead-lettered after %d attempt(s) (%d since the last line)",
+                    self.name,
+                    msg.channel,
+                    attempts,
+                    count,
+                )
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -14,10 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class EventbusProcess:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], command: list[str] | None = None, cwd: Path = ROOT
+    ) -> None:
+        # ``command``: run something else than ``python -m eventbus`` (a script that runs from code).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "eventbus", *args],
-            cwd=ROOT,
+            [*(command or [sys.executable, "-m", "eventbus"]), *args],
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

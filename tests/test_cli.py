@@ -134,7 +134,7 @@ def test_unreachable_explicit_url_fails_after_bounded_retries(subprocess_env: di
 def test_unsupported_url_scheme_is_a_usage_error(subprocess_env: dict[str, str]) -> None:
     result = eventbus(["publish", "x", "1", "--url", "http://localhost"], subprocess_env)
     assert result.returncode == 2
-    assert "unsupported Redis URL scheme 'http'" in result.stderr
+    assert "unsupported scheme 'http'" in result.stderr
 
 
 def test_publish_from_argument_and_stdin(

@@ -231,7 +231,7 @@ def test_cli_forbidden_channel_exits_1_with_one_line(
 
     wrong = run_cli(["run", "acl_app", "--url", alice_url(acl_server, "wrong-pw"), "--no-embedded"], env, tmp_path)
     assert wrong.returncode == 1
-    assert "refused the credentials" in wrong.stderr and "wrong-pw" not in wrong.stderr
+    assert "refused the password of user 'alice'" in wrong.stderr and "wrong-pw" not in wrong.stderr
     assert "Traceback" not in wrong.stderr
 
 

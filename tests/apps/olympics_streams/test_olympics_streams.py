@@ -108,6 +108,6 @@ async def test_kill_9_one_of_three_workers_mid_sales(redis_server: RedisServer, 
                 supervisor.kill()
         client.close()
     log = supervisor.stderr.read().decode() if supervisor.stderr else ""
-    assert re.search(rf"worker \d \(pid {victim}\) exited with SIGKILL", log), log[-3000:]
+    assert re.search(rf"worker \d/\d \(pid {victim}\) exited with SIGKILL", log), log[-3000:]
     assert supervisor.returncode == 0, log[-3000:]
     assert "claimed" in log, "no entry was reclaimed: the kill did not exercise XAUTOCLAIM"

@@ -1,0 +1,189 @@
+"""Every code block of README.md and apps/*/README.md runs, as written, against a private redis-server.
+
+How a block is run follows from its language and an optional HTML comment just before it:
+
+- ``python`` whose first line is ``# path.py``: written to that path in a scratch folder, where
+  later blocks of the same README can import or run it;
+- ``python`` defining ``test_...`` functions: run with ``python -m pytest --asyncio-mode=auto``;
+- any other ``python``: run as a script (``<!-- run: call NAME -->`` then awaits ``NAME()``);
+- ``bash`` / ``console``: each command (``$ `` prompts stripped in console blocks) runs in the
+  scratch folder and must exit 0; ``<!-- run: serve -->``: one long-running command, which must
+  log that it subscribed, then stop cleanly on SIGTERM;
+- ``<!-- not-run: REASON -->``: shown as a skip with its reason, so every block left out is visible.
+
+``text`` blocks are output, not code. An untagged block fails: say what it is. Every block runs
+with ``$EVENTBUS_URL`` set to the private server, and the README's ``redis://localhost:6379/0``
+replaced by it, so nothing touches a server on :6379.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.cli_process import ROOT, EventbusProcess
+from tests.redis_server import RedisServer
+
+READMES = [ROOT / "README.md", *sorted(ROOT.glob("apps/*/README.md"))]
+CODE = {"python", "bash", "sh", "console", "shell"}
+NOT_CODE = {"text", "toml", "ini", "json", "csv"}
+FENCE = re.compile(r"^```([\w+-]*)\s*$")
+MARKER = re.compile(r"^<!--\s*(run|not-run):\s*(.*?)\s*-->\s*$")
+HEADER = re.compile(r"^#\s*([\w./-]+\.py)\s*$")
+DEFAULT_URL = "redis://localhost:6379/0"
+
+
+@dataclass
+class Block:
+    readme: Path
+    line: int
+    language: str
+    code: str
+    marker: tuple[str, str] | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.readme.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def path(self) -> str | None:
+        first = self.code.splitlines()[0] if self.code else ""
+        match = HEADER.match(first)
+        return match.group(1) if match and self.language == "python" else None
+
+
+def blocks(readme: Path) -> list[Block]:
+    found: list[Block] = []
+    lines = readme.read_text().splitlines()
+    i = 0
+    marker: tuple[str, str] | None = None
+    while i < len(lines):
+        match = MARKER.match(lines[i])
+        if match:
+            marker = (match.group(1), match.group(2))
+        fence = FENCE.match(lines[i])
+        if fence:
+            start = i
+            i += 1
+            body = []
+            while i < len(lines) and not lines[i].startswith("```"):
+                body.append(lines[i])
+                i += 1
+            found.append(Block(readme, start + 1, fence.group(1), "\n".join(body) + "\n", marker))
+            marker = None
+        elif lines[i].strip() and not match:
+            marker = None  # a marker applies to the block right after it (blank lines allowed)
+        i += 1
+    return found
+
+
+ALL = [block for readme in READMES for block in blocks(readme)]
+
+
+def test_every_block_says_what_it_is() -> None:
+    untagged = [b.id for b in ALL if not b.language]
+    assert not untagged, f"untagged code blocks (tag them python, bash, console or text): {untagged}"
+    unknown = [b.id for b in ALL if b.language not in CODE | NOT_CODE]
+    assert not unknown, f"blocks in a language this test does not know: {unknown}"
+
+
+def test_ci_runs_the_quickstart_commands() -> None:
+    """The Quickstart's two commands are what .ci/run runs in its new virtualenv."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install --quiet -e '.[dev]'" in ci and "bash scripts/test" in ci
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install -e '.[dev]' && python -m eventbus run apps.olympics" in readme
+    assert "bash scripts/test " in readme
+
+
+def scratch_with_files(block: Block, scratch: Path, url: str) -> None:
+    # The files written by the README's earlier blocks, which this block may use.
+    for earlier in blocks(block.readme):
+        if earlier.line >= block.line:
+            break
+        if earlier.path and (earlier.marker is None or earlier.marker[0] != "not-run"):
+            target = scratch / earlier.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(earlier.code.replace(DEFAULT_URL, url))
+
+
+def environment(subprocess_env: dict[str, str], scratch: Path, url: str) -> dict[str, str]:
+    env = dict(subprocess_env)
+    # The scratch folder first (the README's own files), then the repository (apps.*), as for a
+    # user who works in a checkout with `pip install -e .`.
+    env["PYTHONPATH"] = f"{scratch}:{ROOT}"
+    env["EVENTBUS_URL"] = url
+    env["EVENTBUS_DEFAULT_URL"] = url
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def commands(block: Block) -> list[str]:
+    out = []
+    for line in block.code.splitlines():
+        if block.language == "console":
+            if line.startswith("$ "):
+                out.append(line[2:])
+            continue  # output
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            out.append(stripped)
+    return out
+
+
+def run(cmd: list[str] | str, scratch: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=scratch, env=env, shell=isinstance(cmd, str), capture_output=True, text=True, timeout=90
+    )
+
+
+@pytest.mark.parametrize("block", [b for b in ALL if b.language in CODE], ids=lambda b: b.id)
+def test_readme_block_runs(
+    block: Block, redis_server: RedisServer, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    if block.marker and block.marker[0] == "not-run":
+        pytest.skip(f"{block.id}: {block.marker[1]}")
+    url = redis_server.url
+    scratch_with_files(block, tmp_path, url)
+    env = environment(subprocess_env, tmp_path, url)
+    code = block.code.replace(DEFAULT_URL, url)
+    mode = block.marker[1] if block.marker else ""
+
+    if block.language == "python":
+        if block.path:
+            # A file for later blocks: it must at least compile as written.
+            compile(code, block.path, "exec")
+            return
+        if re.search(r"^(async )?def test_", code, re.M):
+            (tmp_path / "test_block.py").write_text(code)
+            result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--asyncio-mode=auto",
+                          "test_block.py"], tmp_path, env)  # fmt: skip
+        else:
+            call = re.fullmatch(r"call (\w+)", mode)
+            if call:
+                code += f"\n\nimport asyncio\n\nasyncio.run({call.group(1)}())\n"
+            (tmp_path / "block.py").write_text(code)
+            result = run([sys.executable, "block.py"], tmp_path, env)
+        assert result.returncode == 0, f"{block.id}:\n{code}\n{result.stdout}\n{result.stderr}"
+        return
+
+    cmds = commands(block)
+    if mode == "serve":
+        assert len(cmds) == 1, f"{block.id}: a served block holds one command"
+        process = EventbusProcess(["-c", cmds[0]], env, command=["bash"], cwd=tmp_path)
+        try:
+            process.wait_for(r"subscribed to \d+ channel", timeout=60)
+            process.signal(signal.SIGTERM)
+            assert process.wait(30) == 0, process.output
+        finally:
+            process.kill()
+        return
+    for cmd in cmds:
+        result = run(cmd, tmp_path, env)
+        assert result.returncode == 0, f"{block.id}: {cmd}\n{result.stdout}\n{result.stderr}"

@@ -212,8 +212,7 @@ def _routes(args: argparse.Namespace) -> int:
     rows = [("KIND", "SUBSCRIPTION", "HANDLER", "OPTIONS")]
     for subscription, handler in sorted(router.routes(), key=lambda r: (r[0].kind, r[0].name, r[1].name)):
         o = handler.options
-        inbox = f"{o.inbox_bytes / 2**20:g}MiB" + (f",{o.inbox_size}msgs" if o.inbox_size is not None else "")
-        options = f"concurrency={o.concurrency} inbox={inbox} overflow={o.overflow} retries={o.retries}"
+        options = f"concurrency={o.concurrency} inbox={o.inbox_limits} overflow={o.overflow} retries={o.retries}"
         if not handler.is_async:
             options += " sync"
         rows.append((subscription.kind, subscription.name, handler.name, options))

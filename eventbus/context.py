@@ -18,8 +18,9 @@ class ServerInfo:
 
     An app that writes example data (a demo) must not do so into a database someone named on
     purpose, and may treat a server that lives and dies with the run differently from one that
-    outlives it. ``url`` has any password masked; ``source`` is where it came from ("--url" or
-    "argument", "EVENTBUS_URL", "default", "embedded", "memory"); ``explicit`` is True when the
+    outlives it. ``url`` has any password masked; ``source`` is where it came from, named as in the
+    startup log line ("--url", "code", "$EVENTBUS_URL", "default" or "$EVENTBUS_DEFAULT_URL",
+    "embedded", "memory"); ``explicit`` is True when the
     URL was given (an argument, ``--url`` or ``EVENTBUS_URL``) rather than the local default;
     ``owned`` is True when the runner started the server itself (the embedded Redis, the
     in-memory broker of tests): nothing else has data there, and it is gone after the run.

@@ -237,10 +237,10 @@ class Runner:
             worker.start()
             o = worker.handler.options
             log.debug(
-                "handler %s: concurrency=%d inbox=%d overflow=%s retries=%d backoff=%gs",
+                "handler %s: concurrency=%d inbox=%s overflow=%s retries=%d backoff=%gs",
                 worker.name,
                 o.concurrency,
-                o.inbox_size,
+                o.inbox_limits,
                 o.overflow,
                 o.retries,
                 o.backoff,

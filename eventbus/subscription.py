@@ -64,6 +64,12 @@ class HandlerOptions:
     backoff: float = 0.1
     name: str | None = None
 
+    @property
+    def inbox_limits(self) -> str:
+        """The inbox's bounds for people: ``128MiB``, or ``128MiB,500msgs`` with a count cap."""
+        budget = f"{self.inbox_bytes / 2**20:g}MiB"
+        return budget if self.inbox_size is None else f"{budget},{self.inbox_size}msgs"
+
     def __post_init__(self) -> None:
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, got {self.concurrency!r}")

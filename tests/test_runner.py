@@ -392,5 +392,13 @@ async def test_ctx_server_says_where_redis_came_from(
         "memory": (False, True),
     }[how]
     assert (hook_view.explicit, hook_view.owned) == (explicit, owned)
-    if how in ("EVENTBUS_URL", "default", "embedded", "memory"):
-        assert hook_view.source == how
+    # The same names as the startup log line: "--url" or "code", "$EVENTBUS_URL", the default's
+    # variable when it is set, "embedded", "memory".
+    expected_source = {
+        "EVENTBUS_URL": "$EVENTBUS_URL",
+        "default": "$EVENTBUS_DEFAULT_URL",
+        "embedded": "embedded",
+        "memory": "memory",
+    }
+    if how in expected_source:
+        assert hook_view.source == expected_source[how]

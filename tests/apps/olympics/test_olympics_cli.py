@@ -194,7 +194,7 @@ def test_listen_only_with_eventbus_url(
     app = Process([python, "-m", "eventbus", "run", "apps.olympics"], env)
     spawn.append(app)
     app.wait_for("Listening only: the Redis URL was given explicitly")
-    assert "from EVENTBUS_URL" in app.stdout
+    assert "from $EVENTBUS_URL" in app.stdout
     app.wait_for("subscribed to", stream="err")
     assert app.terminate() == 0, app.stderr
     assert "Simulating" not in app.stdout

@@ -328,9 +328,9 @@ def _memory(data: dict[str, Table], labels: dict[str, str]) -> list[str]:
         "",
         "Peak RSS (VmHWM, read by the consumer from /proc/self/status when it has handled its last "
         "message) of the consumers in scenarios 1 and 3. The eventbus row is the one the issue asks for; "
-        "the others give the scale. eventbus's inbox is sized to the workload here (see README), so its "
-        "peak includes the whole backlog, held as Message objects; with the default "
-        "inbox_size it would stay bounded and drop by policy instead.",
+        "the others give the scale. eventbus runs with default options, so its peak is that of what its "
+        "inbox bound lets it hold (an incomplete run dropped the rest; see the notes above). Scenario 8 "
+        "gives the peak RSS of a burst under Redis's default output-buffer limit.",
         "",
         "| contender | " + " | ".join(f"{k}: {var} (MiB)" for k, var in cols) + " |",
         "| --- |" + " --- |" * len(cols),

@@ -126,7 +126,7 @@ def consumer(
 ) -> Iterator[Consumer]:
     """A running consumer for ``spec_fields`` (without url/out), stopped and cleaned up on exit."""
     with tempfile.TemporaryDirectory(prefix=f"eventbus-bench-{contender.key}-") as tmp:
-        spec = Spec(url=server.url, out=os.path.join(tmp, "result.json"), **spec_fields)
+        spec = Spec(url=server.url, out=os.path.join(tmp, "result.json"), loop=contender.loop, **spec_fields)
         c = Consumer(contender, spec, module_prefix)
         try:
             yield c

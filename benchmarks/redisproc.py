@@ -41,6 +41,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="eventbus-bench-redis-")
+        self.log_path = f"{self._dir}/redis.log"
         self._proc = subprocess.Popen(
             [
                 "redis-server",
@@ -58,6 +59,9 @@ class RedisServer:
                 self._dir,
                 "--loglevel",
                 "warning",
+                # Kept so a scenario can tell whether Redis dropped a client (it logs that as a warning).
+                "--logfile",
+                self.log_path,
                 # The 10,000-channel scenario and FastStream's connection per subscriber need room.
                 "--maxclients",
                 "20000",
@@ -96,6 +100,24 @@ class RedisServer:
         """
         with self.client() as c:
             c.call("CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0")
+
+    def config(self, name: str) -> str:
+        """One setting's current value, as CONFIG GET reports it."""
+        with self.client() as c:
+            reply = c.call("CONFIG", "GET", name)
+        return reply[1].decode() if len(reply) >= 2 else ""
+
+    def output_buffer_disconnects(self) -> int:
+        """How many clients Redis has closed for exceeding their client-output-buffer-limit.
+
+        redis-server 7.0 has no counter for it (INFO gained one later), but it logs each one at
+        warning level: "Client ... scheduled to be closed ASAP for overcoming of output buffer limits."
+        """
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return sum(1 for line in f if "output buffer limits" in line)
+        except OSError:
+            return 0
 
     def stop(self) -> None:
         if self._proc.poll() is None:

@@ -10,7 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Mode = Literal["drain", "latency", "count"]  # count: the body only counts (olympics)
+# count: the body only counts (olympics); burst: drain, but the first call holds the handler busy
+# until the orchestrator has published the whole backlog (see Gate in contenders/recorder.py)
+Mode = Literal["drain", "latency", "count", "burst"]
+Loop = Literal["asyncio", "uvloop"]
 Kind = Literal["channel", "pattern"]
 
 
@@ -31,6 +34,7 @@ class Spec:
     mode: Mode
     handlers: list[HandlerDef] = field(default_factory=list)
     stall_seconds: float = 10.0  # report a partial result if the count stops moving this long
+    loop: Loop = "asyncio"  # the event loop of the asyncio contenders
 
     @property
     def expected_total(self) -> int:

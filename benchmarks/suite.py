@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped[s.key] = reason
             print(f"skipping scenario {s.number} {s.key}: {reason}")
             continue
-        plan.append((s, s.build(settings, contenders)))
+        plan.append((s, s.build(settings, [c for c in contenders if c.takes_part(s.key)])))
     if "olympics" in keys and (why := _olympics_note()):
         skipped["olympics-eventbus"] = why
         print(f"scenario 5: {why}")

@@ -9,29 +9,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlparse
 
 import hiredis
 
-from benchmarks.contenders.recorder import Body, load
+from benchmarks.contenders.recorder import Recorder, load, run
 from benchmarks.resp import encode
 
-Handler = Callable[[bytes], Awaitable[None]]
 
-
-def as_handler(body: Body) -> Handler:
-    async def handler(data: bytes) -> None:
-        body(data)
-
-    return handler
-
-
-async def main() -> None:
-    spec, rec = load(sys.argv, "limit")
+async def main(rec: Recorder) -> None:
+    spec = rec.spec
     url = urlparse(spec.url)
-    channels = {k.encode(): [as_handler(rec.body(n)) for n in v] for k, v in spec.channel_routes().items()}
-    patterns = {k.encode(): [as_handler(rec.body(n)) for n in v] for k, v in spec.pattern_routes().items()}
+    channels = {k.encode(): [rec.async_handler(n) for n in v] for k, v in spec.channel_routes().items()}
+    patterns = {k.encode(): [rec.async_handler(n) for n in v] for k, v in spec.pattern_routes().items()}
 
     loop = asyncio.get_running_loop()
     sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
@@ -60,4 +50,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    _, recorder = load(sys.argv, "limit")
+    run(recorder, lambda: main(recorder))

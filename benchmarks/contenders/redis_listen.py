@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import redis.asyncio as aioredis
 
-from benchmarks.contenders.limit import as_handler
-from benchmarks.contenders.recorder import load
+from benchmarks.contenders.recorder import Recorder, load, run
 
 
-async def main() -> None:
-    spec, rec = load(sys.argv, "redis_listen")
-    channels = {k.encode(): [as_handler(rec.body(n)) for n in v] for k, v in spec.channel_routes().items()}
-    patterns = {k.encode(): [as_handler(rec.body(n)) for n in v] for k, v in spec.pattern_routes().items()}
+async def main(rec: Recorder) -> None:
+    spec = rec.spec
+    channels = {k.encode(): [rec.async_handler(n) for n in v] for k, v in spec.channel_routes().items()}
+    patterns = {k.encode(): [rec.async_handler(n) for n in v] for k, v in spec.pattern_routes().items()}
     client = aioredis.Redis.from_url(spec.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     if channels:
@@ -31,4 +29,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    _, recorder = load(sys.argv, "redis_listen")
+    run(recorder, lambda: main(recorder))

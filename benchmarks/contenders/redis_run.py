@@ -6,15 +6,13 @@ awaits each of them in turn.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from benchmarks.contenders.limit import as_handler
-from benchmarks.contenders.recorder import load
+from benchmarks.contenders.recorder import Recorder, load, run
 
 
 def callback(handlers: list[Callable[[bytes], Awaitable[None]]]) -> Callable[[dict[str, Any]], Awaitable[None]]:
@@ -34,12 +32,12 @@ def callback(handlers: list[Callable[[bytes], Awaitable[None]]]) -> Callable[[di
     return many
 
 
-async def main() -> None:
-    spec, rec = load(sys.argv, "redis_run")
+async def main(rec: Recorder) -> None:
+    spec = rec.spec
     client = aioredis.Redis.from_url(spec.url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    channels = {k: callback([as_handler(rec.body(n)) for n in v]) for k, v in spec.channel_routes().items()}
-    patterns = {k: callback([as_handler(rec.body(n)) for n in v]) for k, v in spec.pattern_routes().items()}
+    channels = {k: callback([rec.async_handler(n) for n in v]) for k, v in spec.channel_routes().items()}
+    patterns = {k: callback([rec.async_handler(n) for n in v]) for k, v in spec.pattern_routes().items()}
     if channels:
         await pubsub.subscribe(**channels)
     if patterns:
@@ -48,4 +46,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    _, recorder = load(sys.argv, "redis_run")
+    run(recorder, lambda: main(recorder))

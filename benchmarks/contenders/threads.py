@@ -29,7 +29,7 @@ def listener(url: str, handler: HandlerDef, body: Body) -> None:
 def main() -> None:
     spec, rec = load(sys.argv, "threads")
     threads = [
-        threading.Thread(target=listener, args=(spec.url, h, rec.body(h.name)), name=h.name, daemon=True)
+        threading.Thread(target=listener, args=(spec.url, h, rec.sync_body(h.name)), name=h.name, daemon=True)
         for h in spec.handlers
     ]
     for t in threads:

@@ -1,8 +1,8 @@
-"""The scenarios of issue 5, in the order the suite runs them (7, memory, is read from 1 and 3)."""
+"""The scenarios of issues 5 and 10, in the order the suite runs them (7, memory, is read from 1 and 3)."""
 
 from __future__ import annotations
 
-from benchmarks.scenarios import drain, fanout, latency, many, olympics, publish
+from benchmarks.scenarios import burst, drain, fanout, latency, many, olympics, publish
 from benchmarks.scenarios.base import Case, Measurement, Scenario
 
 SCENARIOS: list[Scenario] = [
@@ -12,6 +12,7 @@ SCENARIOS: list[Scenario] = [
     latency.SCENARIO,
     olympics.SCENARIO,
     publish.SCENARIO,
+    burst.SCENARIO,
 ]
 BY_KEY = {s.key: s for s in SCENARIOS}
 

@@ -145,6 +145,7 @@ async def _client_omem(server: RedisServer) -> int:
 
 
 @pytest.mark.fault
+@pytest.mark.both_loops
 async def test_pause_stops_reading_so_redis_buffers_and_nothing_is_dropped(own_redis_server: RedisServer) -> None:
     release = asyncio.Event()
     budget = 20 * (1000 + MESSAGE_OVERHEAD)
@@ -185,6 +186,7 @@ async def test_pause_stops_reading_so_redis_buffers_and_nothing_is_dropped(own_r
 
 
 @pytest.mark.fault
+@pytest.mark.both_loops
 async def test_pause_past_the_server_buffer_limit_is_a_logged_gap(
     own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

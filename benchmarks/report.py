@@ -144,7 +144,23 @@ def versions() -> dict[str, str]:
 # ---- Markdown ---------------------------------------------------------------------------------
 
 
-def markdown(run: dict[str, Any], chart_name: str | None) -> str:
+KEPT_START = "<!-- kept: hand-written notes, carried over when this file is regenerated -->"
+KEPT_END = "<!-- end kept -->"
+
+
+def kept_notes(previous: str) -> str:
+    """The hand-written block of a previous RESULTS.md (between the markers), or "".
+
+    Notes that no single run can produce (a comparison with older code, the load during the runs)
+    live there, so regenerating the tables does not erase them.
+    """
+    start, end = previous.find(KEPT_START), previous.find(KEPT_END)
+    if start < 0 or end < start:
+        return ""
+    return previous[start : end + len(KEPT_END)]
+
+
+def markdown(run: dict[str, Any], chart_name: str | None, kept: str = "") -> str:
     data = summarize(run["results"])
     labels = dict(run["contenders"])
     when = datetime.datetime.fromtimestamp(run["started"], datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -167,6 +183,8 @@ def markdown(run: dict[str, Any], chart_name: str | None) -> str:
         lines += ["> **Quick mode**: a smoke run with small workloads and one repetition; not figures to quote.", ""]
     for key, why in run.get("skipped", {}).items():
         lines += [f"> skipped {key}: {why}", ""]
+    if kept:
+        lines += [kept, ""]
     if chart_name:
         lines += [f"![chart]({chart_name})", ""]
     lines += _targets(data)

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_reports(run: dict[str, Any], args: argparse.Namespace) -> None:
     chart = report.chart(run, args.chart)
-    args.out.write_text(report.markdown(run, chart_name=args.chart.name if chart else None))
+    kept = report.kept_notes(args.out.read_text()) if args.out.exists() else ""
+    args.out.write_text(report.markdown(run, chart_name=args.chart.name if chart else None, kept=kept))
     print(f"\nwrote {args.out}, {args.json}" + (f", {args.chart}" if chart else " (no chart: matplotlib missing)"))
 
 

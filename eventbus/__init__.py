@@ -21,9 +21,9 @@ from eventbus.errors import (
     SubscribeError,
 )
 from eventbus.message import Message
-from eventbus.publisher import Publisher, connect
+from eventbus.publisher import Publisher
 from eventbus.router import Router
-from eventbus.runner import Runner, run
+from eventbus.runner import Runner, connect, run
 from eventbus.stats import BusStats, HandlerStats
 from eventbus.streams import StreamMessage
 from eventbus.subscription import on, on_pattern, on_shutdown, on_startup, on_stream

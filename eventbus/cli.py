@@ -7,23 +7,27 @@ Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscriptio
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from eventbus.config import ENV_URL_SOURCE, SOURCE_OPTION, redact_url, resolve_url
+from eventbus.backends import reachable, wait_until_reachable
+from eventbus.backends.embedded import EmbeddedRedis
+from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import ConfigError, EventbusError, LoadError
 from eventbus.logs import LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
-from eventbus.publisher import connect
-from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
-from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner
+from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner, connect
+from eventbus.supervisor import Supervisor, option_value, strip_option
+
+log = logging.getLogger("eventbus.supervisor")  # the --workers messages keep their logger
 
 
 def _log_level(value: str) -> str:
@@ -132,9 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run" and args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         if args.command == "run" and args.workers != 1:
-            from eventbus.supervisor import supervise
-
-            return supervise(args, sys.argv[1:] if argv is None else argv)
+            return _supervise(args, sys.argv[1:] if argv is None else argv)
         if args.command == "run":
             return _run(args)
         if args.command == "publish":
@@ -155,6 +157,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The ``run --workers N`` command: validate once, share one Redis URL, supervise N workers."""
+    configure_logging(args.log_level)
+    count = args.workers
+    ensure_cwd_on_path()
+    router = load_target(args.target)  # fail here, once, not in N children
+    broadcast = [s.name for s, _ in router.routes() if s.kind != "stream"]
+    if broadcast:
+        log.warning(
+            "%d pub/sub subscription(s) (%s) run in each of the %d workers: each of their messages is handled "
+            "%d times. Only @on_stream groups share work between workers.",
+            len(broadcast),
+            ", ".join(repr(b) for b in broadcast[:3]) + (", ..." if len(broadcast) > 3 else ""),
+            count,
+            count,
+        )
+    child_args = strip_option(argv, "--workers")
+    embedded: EmbeddedRedis | None = None
+    resolved = resolve_url(args.url)
+    if not resolved.explicit and not args.no_embedded and not reachable(resolved.url):
+        # One embedded Redis for all the workers, or they would not share anything.
+        embedded = EmbeddedRedis().start()
+        log.warning("no Redis at %s: started an embedded one at %s for the workers", resolved.url, embedded.url)
+        child_args = [*strip_option(child_args, "--url"), "--url", embedded.url]
+        os.environ[ENV_URL_SOURCE] = SOURCE_EMBEDDED  # inherited by the workers: their log names it
+    metrics = option_value(child_args, "--metrics-port")
+
+    def command(index: int) -> list[str]:
+        argv_i = child_args
+        if metrics is not None and metrics.isdigit() and int(metrics) > 0:
+            # Each worker serves its own metrics, on consecutive ports.
+            argv_i = [*strip_option(argv_i, "--metrics-port"), "--metrics-port", str(int(metrics) + index)]
+        return [sys.executable, "-m", "eventbus", *argv_i]
+
+    try:
+        return Supervisor(command, count, grace=args.grace).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 def _run(args: argparse.Namespace) -> int:

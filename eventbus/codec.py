@@ -30,3 +30,32 @@ def encode_payload(data: Any) -> bytes:
         return orjson.dumps(data)
     except TypeError as exc:
         raise PayloadError(f"cannot publish a {type(data).__name__}: {exc}") from None
+
+
+# Channel, pattern and stream names are binary-safe in Redis: a name that is not UTF-8 decodes
+# with its odd bytes kept as surrogates and encodes back to exactly the same bytes.
+def encode_name(name: str) -> bytes:
+    """A name as the bytes Redis knows it by (the inverse of :func:`decode_name`)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def decode_name(raw: bytes) -> str:
+    """A name Redis sent, as str, with undecodable bytes kept recoverable."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def stream_fields(data: Any) -> dict[str, Any]:
+    """The fields XADD stores: a flat dict as it is, any other payload encoded in ``data``."""
+    if isinstance(data, dict):
+        if not data:
+            raise PayloadError("a stream entry needs at least one field")
+        fields: dict[str, Any] = {}
+        for key, value in data.items():
+            if not isinstance(key, str) or not isinstance(value, (str, bytes, int, float)) or isinstance(value, bool):
+                raise PayloadError(
+                    f"stream fields must map str to str, bytes or numbers; field {key!r} is a {type(value).__name__} "
+                    "(wrap nested data: append(stream, {'data': orjson.dumps(obj)}))"
+                )
+            fields[key] = value
+        return fields
+    return {"data": encode_payload(data)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from redis.asyncio.connection import parse_url
 
@@ -72,8 +72,6 @@ def validate_url(url: str, where: str = "") -> str:
             "or redis+cluster://host:port,host:port"
         )
     if scheme.endswith("+cluster"):
-        from eventbus.cluster import parse_cluster_url
-
         parse_cluster_url(url)  # raises ConfigError on a malformed seed list
         return url
     parts = urlsplit(url)
@@ -156,3 +154,61 @@ def _redact_unparsed(url: str) -> str:
 
 def _is_secret(key: str) -> bool:
     return "password" in key or "token" in key or "secret" in key
+
+
+# -- the cluster URL grammar (pure: used by validation here and by eventbus.backends.cluster) --
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    seeds: tuple[tuple[str, int], ...]
+    scheme: str  # "redis" or "rediss": what each node's own URL uses
+    username: str | None
+    password: str | None
+    query: str
+
+    def node_url(self, host: str, port: int) -> str:
+        """A plain URL for one node, with the cluster URL's credentials and options."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        elif self.username:
+            auth = f"{quote(self.username, safe='')}@"
+        host_part = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{auth}{host_part}:{port}/0" + (f"?{self.query}" if self.query else "")
+
+    def node_urls(self) -> list[str]:
+        return [self.node_url(host, port) for host, port in self.seeds]
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Split ``redis+cluster://[user:pass@]h1:p1,h2:p2`` into seeds; :class:`ConfigError` if malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ConfigError(f"not a cluster URL: {redact_url(url)} (expected redis+cluster://host:port,...)")
+    parts = urlsplit(f"redis://{rest}")
+    netloc = parts.netloc
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError(f"a cluster has no database number: drop {parts.path!r} from {redact_url(url)}")
+    seeds: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "6379"
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise ConfigError(f"invalid seed {item!r} in cluster URL {redact_url(url)}: expected host:port")
+        seeds.append((host, int(port)))
+    return ClusterURL(tuple(seeds), CLUSTER_SCHEMES[scheme], username, password, parts.query)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from threading import Thread
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -141,25 +140,3 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
-
-
-def runner_collector(runner: Any) -> StatsCollector:
-    """A collector over a :class:`~eventbus.runner.Runner`'s stats, inboxes and connection."""
-
-    def depths() -> dict[str, int]:
-        return {worker.name: len(worker.inbox) for worker in list(runner.workers)}
-
-    def connected() -> bool:
-        event = getattr(runner._subscriber, "connected", None)
-        return bool(event is not None and event.is_set())
-
-    def inbox_bytes() -> dict[str, int]:
-        return {worker.name: worker.queued_bytes for worker in list(runner.workers)}
-
-    return StatsCollector(
-        runner.stats,
-        inbox_depths=depths,
-        inbox_bytes=inbox_bytes,
-        connected=connected,
-        reading_paused=lambda: runner.read_gate.paused,
-    )

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from eventbus.codec import encode_payload
+from eventbus.codec import encode_payload, stream_fields
 from eventbus.errors import ConfigError
 
 PublishFn = Callable[[str, bytes], Awaitable[int]]
@@ -42,8 +42,6 @@ class Publisher:
         payload is encoded as :meth:`publish` does and stored in the field ``data``. ``maxlen`` caps
         the stream's length (approximately, as ``MAXLEN ~``, unless ``approximate=False``).
         """
-        from eventbus.streams import stream_fields
-
         if not isinstance(stream, str) or not stream:
             raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
         entry_id = await self.redis.xadd(stream, stream_fields(data), maxlen=maxlen, approximate=approximate)
@@ -61,19 +59,3 @@ class Publisher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-def connect(url: str | None = None, *, max_connections: int = 64) -> Publisher:
-    """A publisher on Redis at ``url`` (default: $EVENTBUS_URL, else redis://localhost:6379/0).
-
-    Use it as an async context manager so its connections are closed.
-    """
-    from eventbus.config import resolve_url
-    from eventbus.redis_backend import command_client
-
-    client = command_client(resolve_url(url).url, max_connections=max_connections)
-
-    async def publish(channel: str, payload: bytes) -> int:
-        return int(await client.publish(channel, payload))
-
-    return Publisher(publish, client, client.aclose)

@@ -1,38 +1,41 @@
 """The runtime: connect, run hooks, subscribe, dispatch, and shut down gracefully.
 
-Where a message goes: socket -> hiredis (backend's subscriber) -> :class:`Dispatcher` (one dict
-lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> the handler.
+Where a message goes: socket -> hiredis (a backend's subscriber) -> :class:`Dispatcher.consume`
+(one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> the handler.
+
+The runner owns the lifecycle around that path. It opens a backend (:func:`open_backend`, the one
+place a URL picks a transport) and holds a list of *sources* that share start / stop_reading /
+close: the pub/sub subscription, the sharded one, and one consumer per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import time
+from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-from eventbus.cluster import pubsub_subscriber
+from eventbus.backends import command_client, open_backend
+from eventbus.backends.base import Backend, ConnectionSettings, Source, Subscriber, Subscription, client_publish
+from eventbus.backends.memory import MemoryBroker
 from eventbus.config import SOURCE_CODE, redact_url, resolve_url
 from eventbus.context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
-from eventbus.embedded import EmbeddedRedis
-from eventbus.errors import ConnectError
 from eventbus.flow import ReadGate
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
-from eventbus.memory_backend import MemoryBroker, MemorySubscriber
-from eventbus.metrics import MetricsServer, runner_collector
+from eventbus.metrics import MetricsServer, StatsCollector
 from eventbus.publisher import Publisher
-from eventbus.redis_backend import Feed, command_client, wait_until_reachable
-from eventbus.router import Router, load_target
-from eventbus.scaleout import ScaleOut, worker_class
+from eventbus.router import Handler, Router, load_target, stream_group
 from eventbus.stats import BusStats, HandlerStats
+from eventbus.stream_options import StreamOptions
+from eventbus.streams import StreamConsumer, StreamWorker
 from eventbus.worker import HandlerWorker
 
 log = logging.getLogger("eventbus")
@@ -40,83 +43,106 @@ log = logging.getLogger("eventbus")
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
-class Subscriber(Protocol):
-    """What the runner needs from a backend's subscription side."""
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a :class:`Runner` can be told, in one record (the CLI's options map onto it).
 
-    async def start(self, feed: Feed, channels: list[str], patterns: list[str]) -> None: ...
-    async def stop(self) -> None: ...
+    ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
+    Redis started if nothing answers there (unless ``connection.embedded`` is False).
+    ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
+    ``log_level``: set up logging like the CLI at this level when the application has not configured
+    logging itself (see :func:`eventbus.logs.configure`); None leaves logging alone.
+    """
+
+    url: str | None = None
+    url_source: str = SOURCE_CODE
+    grace: float = 10.0
+    max_payload: int | None = DEFAULT_MAX_PAYLOAD
+    dead_letter_stream: str = DEFAULT_STREAM
+    stats_interval: float | None = None
+    metrics_port: int | None = None
+    metrics_addr: str = "0.0.0.0"
+    log_level: str | None = "info"
+    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
+
+
+_SETTINGS = frozenset(f.name for f in fields(Settings)) - {"connection"}
+_CONNECTION = frozenset(f.name for f in fields(ConnectionSettings)) - {"gate"}
+
+
+def settings_from(settings: Settings | None = None, **options: Any) -> Settings:
+    """``settings`` (default: the defaults) with flat keyword options applied, as ``Runner(..., grace=5)``.
+
+    Connection options (``ping_interval``, ``connect_timeout``, ``embedded``, ...) go to
+    ``settings.connection``; an unknown name is a TypeError, as for any function.
+    """
+    base = settings if settings is not None else Settings()
+    unknown = set(options) - _SETTINGS - _CONNECTION
+    if unknown:
+        raise TypeError(f"Runner() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    connection = {k: v for k, v in options.items() if k in _CONNECTION}
+    own = {k: v for k, v in options.items() if k in _SETTINGS}
+    if connection:
+        own["connection"] = replace(base.connection, **connection)
+    return replace(base, **own) if own else base
+
+
+def reads_streams(handler: Handler) -> bool:
+    return any(s.kind == "stream" for s in handler.subscriptions)
+
+
+def worker_class(handler: Handler) -> type[HandlerWorker]:
+    """Stream handlers get the worker that acknowledges; the others the plain one."""
+    return StreamWorker if reads_streams(handler) else HandlerWorker
 
 
 class Runner:
     """Runs the handlers of one application on one subscription connection.
 
     ``target``: a module, ``"pkg.mod[:attr]"``, a Router, or a list of handlers.
-    ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
-    Redis started if nothing answers there. ``broker``: run in memory instead (tests).
-    ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
-    ``log_level``: set up logging like the CLI at this level when the application has not configured
-    logging itself (see :func:`eventbus.logs.configure`); None leaves logging alone.
+    ``settings``: a :class:`Settings` record; keyword options (``url=``, ``grace=``,
+    ``ping_interval=``, ...) override its fields. ``broker``: run in memory instead (tests).
     """
 
     def __init__(
-        self,
-        target: Any,
-        *,
-        url: str | None = None,
-        broker: MemoryBroker | None = None,
-        grace: float = 10.0,
-        connect_timeout: float = 15.0,
-        max_payload: int | None = DEFAULT_MAX_PAYLOAD,
-        max_connections: int = 64,
-        dead_letter_stream: str = DEFAULT_STREAM,
-        stats_interval: float | None = None,
-        ping_interval: float = 5.0,
-        ping_timeout: float = 5.0,
-        reconnect_max_delay: float = 5.0,
-        metrics_port: int | None = None,
-        metrics_addr: str = "0.0.0.0",
-        embedded: bool = True,
-        url_source: str = SOURCE_CODE,
-        log_level: str | None = "info",
+        self, target: Any, settings: Settings | None = None, *, broker: MemoryBroker | None = None, **options: Any
     ) -> None:
-        if log_level is not None:
-            configure_logging(log_level)  # first: loading the target may already log
+        self.settings = settings = settings_from(settings, **options)
+        if settings.log_level is not None:
+            configure_logging(settings.log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
-        self.requested_url = url
-        self.url_source = url_source
         self.broker = broker
-        self.grace = grace
-        self.connect_timeout = connect_timeout
-        self.max_payload = max_payload
-        self.max_connections = max_connections
-        self.dead_letter_stream = dead_letter_stream
-        self.stats_interval = stats_interval
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.reconnect_max_delay = reconnect_max_delay
-        self.metrics_port = metrics_port
-        self.metrics_addr = metrics_addr
+        self.grace = settings.grace
+        self.dead_letter_stream = settings.dead_letter_stream
         self.metrics: MetricsServer | None = None
-        self.allow_embedded = embedded
         self.stats = BusStats()
         self.state: dict[str, Any] = {}
         self.url: str | None = None
-        self.embedded: EmbeddedRedis | None = None
         self.server: ServerInfo = UNKNOWN_SERVER  # set on connecting; given to every Context
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()  # shared with every Context: set when reading stops
         self.workers: list[HandlerWorker] = []
         # overflow="pause": a handler over its inbox budget stops every subscription connection.
         self.read_gate = ReadGate()
-        self.scaleout: ScaleOut | None = None
+        self.connection = replace(settings.connection, gate=self.read_gate)
+        self.backend: Backend | None = None
         self.redis: Any = None
         self.publisher: Publisher | None = None
-        self._subscriber: Subscriber | None = None
+        # What messages are read from, in start order: pub/sub, sharded, each stream consumer.
+        self.sources: list[Source] = []
+        self.subscriber: Subscriber | None = None  # the pub/sub one
+        self.sharded: Subscriber | None = None
+        self.consumers: list[StreamConsumer] = []
         self._stop_requested: asyncio.Event | None = None
         self._signals = 0
         self._starting: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._started = False
+
+    @property
+    def embedded(self) -> Any:
+        """The embedded Redis started for this run, if any."""
+        return getattr(self.backend, "embedded", None)
 
     # -- starting -----------------------------------------------------------------------------
 
@@ -136,84 +162,35 @@ class Runner:
         # What _start_app had running when it failed (a subscription refused, a stream consumer
         # that cannot start): a subscription connection with its reconnecting supervisor, stream
         # readers and worker tasks must not outlive the failed start.
-        if self._subscriber is not None:
-            with contextlib.suppress(Exception):
-                await self._subscriber.stop()
-        if self.scaleout is not None:
-            with contextlib.suppress(Exception):
-                await self.scaleout.stop_reading()
-                await self.scaleout.close()
+        await self._stop_reading(quiet=True)
+        await self._close_sources(quiet=True)
         for worker in self.workers:
             await worker.stop()
         await self._close_backend()
 
     async def _connect(self) -> None:
-        if self.broker is not None:
-            self.redis = self.broker.client()
-            self.publisher = Publisher(self.broker.apublish, self.redis)
-            self._subscriber = MemorySubscriber(self.broker, gate=self.read_gate)
-            self.url = "memory://"
-            self.server = ServerInfo(url=self.url, source="memory", explicit=False, owned=True)
-            return
-        self.url = await self._reachable_url()
-        self.server = self._server_info(self.url)
-        self.redis = command_client(self.url, max_connections=self.max_connections)
-        client = self.redis
+        s = self.settings
+        self.backend = backend = await open_backend(s.url, self.connection, source=s.url_source, broker=self.broker)
+        self.url = backend.url
+        self.server = ServerInfo(
+            url=redact_url(backend.url), source=backend.source, explicit=backend.explicit, owned=backend.owned
+        )
+        self.redis = backend.redis
+        self.publisher = Publisher(backend.publish, backend.redis)
 
-        async def publish(channel: str, payload: bytes) -> int:
-            return int(await client.publish(channel, payload))
-
-        self.publisher = Publisher(publish, client)
-        self._subscriber = pubsub_subscriber(
-            self.url,
+    def _collector(self) -> StatsCollector:
+        workers = self.workers
+        return StatsCollector(
             self.stats,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            reconnect_max_delay=self.reconnect_max_delay,
-            gate=self.read_gate,
+            inbox_depths=lambda: {w.name: len(w.inbox) for w in list(workers)},
+            inbox_bytes=lambda: {w.name: w.queued_bytes for w in list(workers)},
+            connected=lambda: self.subscriber is not None and self.subscriber.is_connected(),
+            reading_paused=lambda: self.read_gate.paused,
         )
 
-    async def _reachable_url(self) -> str:
-        resolved = resolve_url(self.requested_url, self.url_source)
-        if resolved.explicit or not self.allow_embedded:
-            log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
-            await wait_until_reachable(resolved.url, self.connect_timeout)
-            return resolved.url
-        log.debug("nothing configured: trying %s (from %s) for 0.3s", redact_url(resolved.url), resolved.source)
-        try:
-            await wait_until_reachable(resolved.url, 0.3, quiet=True)
-            log.info(
-                "using Redis at %s (from %s; set --url or EVENTBUS_URL to change)",
-                redact_url(resolved.url),
-                resolved.source,
-            )
-            return resolved.url
-        except ConnectError as exc:
-            log.debug("no Redis at the default URL: %s", exc)
-        self.embedded = await asyncio.to_thread(EmbeddedRedis().start)
-        log.warning(
-            "no Redis at %s and none configured: started an embedded %s at %s for this run. "
-            "Publish to it from another shell with: EVENTBUS_URL=%s python -m eventbus publish CHANNEL DATA",
-            resolved.url,
-            self.embedded.kind,
-            self.embedded.url,
-            self.embedded.url,
-        )
-        return self.embedded.url
-
-    def _server_info(self, url: str) -> ServerInfo:
-        if self.embedded is not None:
-            return ServerInfo(url=redact_url(url), source="embedded", explicit=False, owned=True)
-        resolved = resolve_url(self.requested_url)
-        return ServerInfo(url=redact_url(url), source=resolved.source, explicit=resolved.explicit, owned=False)
-
-    async def _start_app(self) -> None:
-        assert self.publisher is not None and self._subscriber is not None
-        if self.metrics_port is not None:
-            # Before anything subscribes: a taken port fails the start with nothing to undo.
-            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
-            log.info("Prometheus metrics at %s", self.metrics.url)
-        base = Context(
+    def _context(self) -> Context:
+        assert self.publisher is not None
+        return Context(
             redis=self.redis,
             publisher=self.publisher,
             state=self.state,
@@ -221,11 +198,20 @@ class Runner:
             stopping=self.stopping,
             server=self.server,
         )
+
+    async def _start_app(self) -> None:
+        assert self.publisher is not None and self.backend is not None
+        s = self.settings
+        if s.metrics_port is not None:
+            # Before anything subscribes: a taken port fails the start with nothing to undo.
+            self.metrics = MetricsServer(self._collector(), s.metrics_port, s.metrics_addr)
+            log.info("Prometheus metrics at %s", self.metrics.url)
+        base = self._context()
         for hook in self.router.startup:
             await _call_hook(hook, base)
             log.debug("startup hook %s done", getattr(hook, "__qualname__", hook))
-        dead_letters = DeadLetterStore(self.redis, self.dead_letter_stream)
-        dispatcher = Dispatcher(self.stats, self.max_payload)
+        dead_letters = DeadLetterStore(self.redis, s.dead_letter_stream)
+        dispatcher = Dispatcher(self.stats, s.max_payload)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
@@ -246,10 +232,34 @@ class Runner:
                 o.backoff,
             )
         channels, patterns = self.router.channels(), self.router.patterns()
-        await self._subscriber.start(dispatcher.feed, channels, patterns)
+        self.subscriber = self.backend.subscriber(self.stats)
+        await self._add_source(Subscription(self.subscriber, dispatcher.consume, channels, patterns))
         # Sharded channels and stream consumer groups have connections of their own.
-        self.scaleout = ScaleOut(self)
-        await self.scaleout.start(dispatcher.feed, by_name)
+        sharded = self.router.sharded_channels()
+        if sharded:
+            self.sharded = self.backend.sharded_subscriber(self.stats)
+            await self._add_source(Subscription(self.sharded, dispatcher.consume, sharded, ()))
+        for subscription, handler in self.router.stream_routes():
+            worker = by_name[handler.name]
+            assert isinstance(worker, StreamWorker)
+            consumer = StreamConsumer(
+                subscription.name,
+                stream_group(subscription, handler),
+                subscription.stream or StreamOptions(),
+                worker,
+                self.redis,
+                self.backend.stream_client(),
+            )
+            self.consumers.append(consumer)
+            await self._add_source(consumer)
+        if self.consumers:
+            log.info(
+                "%s: consuming %d stream(s) as %s: %s",
+                self.router.name,
+                len(self.consumers),
+                self.consumers[0].name,
+                ", ".join(f"{c.stream!r} (group {c.group!r})" for c in self.consumers),
+            )
         log.info(
             "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s (event loop: %s)",
             self.router.name,
@@ -259,9 +269,22 @@ class Runner:
             redact_url(self.url or ""),
             describe_loop(),
         )
-        if self.stats_interval:
-            self._background.append(asyncio.create_task(self._report_periodically(self.stats_interval)))
+        if s.stats_interval:
+            self._background.append(asyncio.create_task(self._report_periodically(s.stats_interval)))
         self.ready.set()
+
+    async def _add_source(self, source: Source) -> None:
+        # Listed before starting: a start that fails half-way is still stopped by _undo_start.
+        self.sources.append(source)
+        await source.start()
+
+    async def _stop_reading(self, *, quiet: bool = False) -> None:
+        """Before the grace drain: no new messages or entries from any source."""
+        await asyncio.gather(*(s.stop_reading() for s in self.sources), return_exceptions=quiet)
+
+    async def _close_sources(self, *, quiet: bool = False) -> None:
+        """After the drain: the last stream acknowledgements, before the client closes."""
+        await asyncio.gather(*(s.close() for s in self.sources), return_exceptions=quiet)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -321,8 +344,8 @@ class Runner:
             return
         pending = sum(len(w.inbox) + w.in_flight for w in self.workers)
         log.warning("%s received again: exiting now, abandoning %d message(s)", sig.name, pending)
-        if self.embedded is not None:
-            self.embedded.stop()
+        if self.backend is not None:
+            self.backend.kill()
         logging.shutdown()
         os._exit(130)
 
@@ -348,16 +371,12 @@ class Runner:
         self.stopping.set()
         for task in self._background:
             task.cancel()
-        if self._subscriber is not None:
-            await self._subscriber.stop()
-        if self.scaleout is not None:
-            await self.scaleout.stop_reading()
+        await self._stop_reading()
         drained = await self.drain(self.grace)
         abandoned = 0
         for worker in self.workers:
             abandoned += await worker.stop()
-        if self.scaleout is not None:
-            await self.scaleout.close()  # last stream acks: after the drain, before the client closes
+        await self._close_sources()  # last stream acks: after the drain, before the client closes
         if drained:
             log.info("stopped: all queued work finished")
         else:
@@ -367,14 +386,7 @@ class Runner:
                 abandoned,
             )
         if self.publisher is not None:
-            base = Context(
-                redis=self.redis,
-                publisher=self.publisher,
-                state=self.state,
-                stats=self.stats,
-                stopping=self.stopping,
-                server=self.server,
-            )
+            base = self._context()
             for hook in self.router.shutdown:
                 # One failing hook must not skip the others, nor the closing below (connections,
                 # an embedded redis-server child).
@@ -389,13 +401,10 @@ class Runner:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
             self.metrics = None
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.aclose()
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
             self.redis = None
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
-            self.embedded = None
+            await backend.aclose()
 
     async def _report_periodically(self, interval: float) -> None:
         while True:
@@ -440,3 +449,12 @@ def run(target: Any, *, loop: str = "auto", **options: Any) -> None:
     ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``await Runner(...).serve()``.
     """
     run_on_loop(Runner(target, **options).serve(), loop)
+
+
+def connect(url: str | None = None, *, max_connections: int = 64) -> Publisher:
+    """A publisher on Redis at ``url`` (default: $EVENTBUS_URL, else redis://localhost:6379/0).
+
+    Use it as an async context manager so its connections are closed.
+    """
+    client = command_client(resolve_url(url).url, max_connections=max_connections)
+    return Publisher(client_publish(client), client, client.aclose)

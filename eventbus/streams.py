@@ -24,10 +24,8 @@ from typing import Any
 
 import orjson
 
-from eventbus.codec import encode_payload
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
-from eventbus.errors import PayloadError
 from eventbus.flow import ReadGate
 from eventbus.message import Message
 from eventbus.router import Handler
@@ -368,20 +366,3 @@ class StreamConsumer:
                 await self._deliver_history(entries)
             if cursor == "0-0":
                 return
-
-
-def stream_fields(data: Any) -> dict[str, Any]:
-    """The fields XADD stores: a flat dict as it is, any other payload encoded in ``data``."""
-    if isinstance(data, dict):
-        if not data:
-            raise PayloadError("a stream entry needs at least one field")
-        fields: dict[str, Any] = {}
-        for key, value in data.items():
-            if not isinstance(key, str) or not isinstance(value, (str, bytes, int, float)) or isinstance(value, bool):
-                raise PayloadError(
-                    f"stream fields must map str to str, bytes or numbers; field {key!r} is a {type(value).__name__} "
-                    "(wrap nested data: append(stream, {'data': orjson.dumps(obj)}))"
-                )
-            fields[key] = value
-        return fields
-    return {"data": encode_payload(data)}

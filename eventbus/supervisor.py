@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from eventbus.logs import ENV_WORKER, ENV_WORKERS
-from eventbus.logs import configure as configure_logging
 
 log = logging.getLogger("eventbus.supervisor")
 
@@ -196,58 +195,3 @@ def _describe_exit(code: int) -> str:
         with contextlib.suppress(ValueError):
             return signal.Signals(-code).name
     return f"code {code}"
-
-
-def supervise(args: object, argv: Sequence[str]) -> int:
-    """The ``run --workers N`` command: validate once, share one Redis URL, supervise N workers."""
-    from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, resolve_url
-    from eventbus.embedded import EmbeddedRedis
-    from eventbus.router import ensure_cwd_on_path, load_target
-
-    configure_logging(str(getattr(args, "log_level", "info")))
-    count = int(getattr(args, "workers"))  # noqa: B009 - args is an argparse namespace
-    ensure_cwd_on_path()
-    router = load_target(getattr(args, "target"))  # noqa: B009 - fail here, once, not in N children
-    broadcast = [s.name for s, _ in router.routes() if s.kind != "stream"]
-    if broadcast:
-        log.warning(
-            "%d pub/sub subscription(s) (%s) run in each of the %d workers: each of their messages is handled "
-            "%d times. Only @on_stream groups share work between workers.",
-            len(broadcast),
-            ", ".join(repr(b) for b in broadcast[:3]) + (", ..." if len(broadcast) > 3 else ""),
-            count,
-            count,
-        )
-    child_args = strip_option(argv, "--workers")
-    embedded: EmbeddedRedis | None = None
-    resolved = resolve_url(getattr(args, "url", None))
-    if not resolved.explicit and not getattr(args, "no_embedded", False) and not _answers(resolved.url):
-        # One embedded Redis for all the workers, or they would not share anything.
-        embedded = EmbeddedRedis().start()
-        log.warning("no Redis at %s: started an embedded one at %s for the workers", resolved.url, embedded.url)
-        child_args = [*strip_option(child_args, "--url"), "--url", embedded.url]
-        os.environ[ENV_URL_SOURCE] = SOURCE_EMBEDDED  # inherited by the workers: their log names it
-    metrics = option_value(child_args, "--metrics-port")
-
-    def command(index: int) -> list[str]:
-        argv_i = child_args
-        if metrics is not None and metrics.isdigit() and int(metrics) > 0:
-            # Each worker serves its own metrics, on consecutive ports.
-            argv_i = [*strip_option(argv_i, "--metrics-port"), "--metrics-port", str(int(metrics) + index)]
-        return [sys.executable, "-m", "eventbus", *argv_i]
-
-    try:
-        return Supervisor(command, count, grace=float(getattr(args, "grace", 10.0))).run()
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-def _answers(url: str) -> bool:
-    import redis
-
-    try:
-        with redis.Redis.from_url(url, socket_connect_timeout=0.3, socket_timeout=1.0) as client:
-            return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False

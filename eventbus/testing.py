@@ -17,8 +17,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from eventbus.backends.memory import MemoryBroker
 from eventbus.deadletter import DeadLetter, DeadLetterStore
-from eventbus.memory_backend import MemoryBroker
 from eventbus.runner import Runner
 from eventbus.stats import BusStats, HandlerStats
 

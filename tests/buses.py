@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from eventbus import Runner
-from eventbus.memory_backend import MemoryBroker
+from eventbus.backends.memory import MemoryBroker
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from eventbus.embedded import free_port, redis_server_args, wait_for_ping
+from eventbus.backends.embedded import free_port, redis_server_args, wait_for_ping
 
 __all__ = ["RedisServer", "free_port", "port_open"]
 

@@ -17,8 +17,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from eventbus.autopipeline import AutoPipelineRedis, autopipeline_client
-from eventbus.redis_backend import command_client
+from eventbus.backends import command_client
+from eventbus.backends.autopipeline import AutoPipelineRedis, autopipeline_client
 from tests.redis_server import RedisServer, free_port
 
 Op = Callable[[aioredis.Redis], Awaitable[Any]]

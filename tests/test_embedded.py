@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from eventbus import Context, Message, Runner, on
-from eventbus.embedded import EmbeddedRedis
+from eventbus.backends.embedded import EmbeddedRedis
 from tests.redis_server import port_open
 
 
@@ -13,7 +13,7 @@ from tests.redis_server import port_open
 async def test_embedded_server_runs_handlers_and_stops(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if kind == "fakeredis":
         # A machine without the redis-server binary falls back to fakeredis's TCP server.
-        monkeypatch.setattr("eventbus.embedded.shutil.which", lambda name: None)
+        monkeypatch.setattr("eventbus.backends.embedded.shutil.which", lambda name: None)
     embedded = EmbeddedRedis().start()
     assert embedded.kind == kind
     got: list[bytes] = []

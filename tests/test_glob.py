@@ -1,4 +1,4 @@
-"""eventbus.glob must agree with Redis itself, checked against a real server."""
+"""eventbus.backends.glob must agree with Redis itself, checked against a real server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import redis
 
-from eventbus.glob import glob_match
+from eventbus.backends.glob import glob_match
 
 ALPHABET = b"ab*?[]^-\\c: x"
 

@@ -220,7 +220,7 @@ async def test_subscription_transport_pauses_and_resumes_reading(redis_server: R
         seen.append(msg.text)
 
     async with Runner([record], url=redis_server.url, grace=5.0) as runner:
-        protocol = runner._subscriber._protocol
+        protocol = runner.subscriber._protocol
         assert protocol is not None and protocol.transport is not None
         protocol.transport.pause_reading()
         before = protocol.bytes_received

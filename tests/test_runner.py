@@ -351,7 +351,7 @@ async def test_ctx_server_says_where_redis_came_from(
     how: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Apps learn whether their URL was chosen on purpose, and whether the server is theirs."""
-    from eventbus.memory_backend import MemoryBroker
+    from eventbus.backends.memory import MemoryBroker
     from tests.redis_server import free_port
 
     seen: list[Any] = []

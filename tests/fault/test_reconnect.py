@@ -49,7 +49,7 @@ async def assert_recovered(runner: Runner, seen: dict[str, list[str]], tag: str,
     assert seen["orders"][before["orders"] :] == payloads  # concurrency=1: publish order kept
     assert seen["pattern"][before["pattern"] :] == payloads
     assert await runner.drain(10)
-    assert runner._subscriber is not None
+    assert runner.subscriber is not None
     assert all(s.failed == 0 and s.dropped == 0 for s in runner.stats.handlers.values())
 
 
@@ -106,8 +106,8 @@ async def test_sigstop_is_detected_by_the_ping_deadline(own_redis_server: RedisS
         own_redis_server.pause()
         try:
             # Half-open: the socket stays up, nothing answers. Only the PING deadline notices.
-            assert runner._subscriber is not None
-            subscriber = runner._subscriber
+            assert runner.subscriber is not None
+            subscriber = runner.subscriber
             await eventually(lambda: not subscriber.connected.is_set(), what="the half-open connection noticed")  # type: ignore[attr-defined]
         finally:
             own_redis_server.resume()
@@ -122,7 +122,7 @@ async def test_blackholing_proxy_is_detected_and_recovered(own_redis_server: Red
         async with running(handlers, proxy.url) as runner:
             await assert_recovered(runner, seen, "before")
             proxy.blackhole = True
-            subscriber = runner._subscriber
+            subscriber = runner.subscriber
             await eventually(lambda: not subscriber.connected.is_set(), what="the blackhole noticed")  # type: ignore[union-attr]
             await asyncio.sleep(1.0)  # a few reconnect attempts into the blackhole time out
             assert runner.stats.reconnects == 0
@@ -175,7 +175,7 @@ async def test_command_client_rides_out_an_outage(own_redis_server: RedisServer)
         await publish_all(runner, "count", [1])
         await eventually(lambda: results == [1], what="first message")
         own_redis_server.kill()
-        subscriber = runner._subscriber
+        subscriber = runner.subscriber
         await eventually(lambda: not subscriber.connected.is_set(), what="the outage noticed")  # type: ignore[union-attr]
         await asyncio.sleep(0.05)
         # A command issued during the outage (not one already sent when the connection dropped:
@@ -204,6 +204,6 @@ async def test_repeated_reconnects_leak_nothing(own_redis_server: RedisServer) -
             await assert_recovered(runner, seen, "after-ten")
             assert len(admin.client_list()) == clients_before
         assert len(asyncio.all_tasks()) == tasks_before
-        subscriber = runner._subscriber
+        subscriber = runner.subscriber
         assert len(subscriber._protocol.pending) <= 1  # type: ignore[union-attr]  # at most one PING
         assert runner.stats.reconnects == 10

@@ -9,7 +9,7 @@ import pytest
 from redis.crc import key_slot
 
 from eventbus import ConfigError, Context, Message, Runner, StreamMessage, connect, on, on_pattern, on_stream
-from eventbus.cluster import parse_cluster_url
+from eventbus.config import parse_cluster_url
 from tests.redis_server import RedisServer
 from tests.scaling.local_cluster import LocalCluster
 from tests.scaling.test_streams import wait_for
@@ -34,8 +34,8 @@ def make_handlers(received: dict[str, list[Any]]) -> list[Any]:
 
 
 def sharded_subscriber(runner: Runner) -> Any:
-    assert runner.scaleout is not None and runner.scaleout.sharded is not None
-    return runner.scaleout.sharded
+    assert runner.sharded is not None
+    return runner.sharded
 
 
 async def publish_until(bus: Any, channel: str, received: list[Any], item: Any, *, sharded: bool = True) -> None:
@@ -102,7 +102,7 @@ async def test_plain_and_sharded_survive_a_node_restart(redis_cluster: LocalClus
         connect(redis_cluster.url) as bus,
     ):
         # Kill the node that holds both the plain subscription and some sharded channels.
-        plain_port = runner._subscriber.params["port"]  # type: ignore[union-attr]
+        plain_port = runner.subscriber.params["port"]  # type: ignore[union-attr]
         node: RedisServer = next(n for n in redis_cluster.nodes if n.port == plain_port)
         channel = next(c for c in SHARDED if redis_cluster.owner_of(key_slot(c.encode())) is node)
         await publish_until(bus, channel, received["sharded"], (channel, "before"))

@@ -14,13 +14,13 @@ from typing import Any
 
 import fakeredis
 
+from eventbus.backends.base import ConnectionSettings, Consume, OneReply, client_publish
+from eventbus.backends.glob import glob_match
+from eventbus.codec import decode_name, encode_name
 from eventbus.flow import ReadGate
-from eventbus.glob import glob_match
-from eventbus.redis_backend import Feed
+from eventbus.stats import BusStats
 
-
-def _key(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+_key = encode_name
 
 
 class MemoryBroker:
@@ -37,15 +37,11 @@ class MemoryBroker:
 
         async def publish(channel: str | bytes, message: Any, **_: Any) -> int:
             data = message if isinstance(message, bytes) else str(message).encode()
-            return self.publish(
-                channel if isinstance(channel, str) else channel.decode("utf-8", "surrogateescape"), data
-            )
+            return self.publish(channel if isinstance(channel, str) else decode_name(channel), data)
 
         async def spublish(channel: str | bytes, message: Any, **_: Any) -> int:
             data = message if isinstance(message, bytes) else str(message).encode()
-            return self.publish(
-                channel if isinstance(channel, str) else channel.decode("utf-8", "surrogateescape"), data, sharded=True
-            )
+            return self.publish(channel if isinstance(channel, str) else decode_name(channel), data, sharded=True)
 
         # ctx.redis.publish / spublish reach this broker's subscribers, not fakeredis's own.
         client.publish = publish  # type: ignore[method-assign,assignment]
@@ -79,34 +75,38 @@ class MemoryBroker:
 
 
 class MemorySubscriber:
-    """The in-memory twin of :class:`~eventbus.redis_backend.RedisSubscriber`."""
+    """The in-memory twin of :class:`~eventbus.backends.redis.RedisSubscriber`.
 
-    def __init__(self, broker: MemoryBroker, gate: ReadGate | None = None) -> None:
+    ``sharded``: subscribe the sharded namespace (SSUBSCRIBE) instead of the plain one.
+    """
+
+    def __init__(self, broker: MemoryBroker, gate: ReadGate | None = None, *, sharded: bool = False) -> None:
         self.broker = broker
+        self.is_sharded = sharded
         self.channel_keys: set[bytes] = set()
         self.pattern_keys: list[bytes] = []
         self.sharded_keys: set[bytes] = set()
-        self._feed: Feed | None = None
+        self._consume: Consume | None = None
         self.gate = gate if gate is not None else ReadGate()
         # While paused (overflow="pause") replies wait here, as they would in Redis's output
         # buffer for a connection nobody reads (without its limit: nothing is disconnected).
         self._held: deque[list[bytes]] | None = None
 
-    async def start(
-        self, feed: Feed, channels: Sequence[str], patterns: Sequence[str], sharded: Sequence[str] = ()
-    ) -> None:
-        self._feed = feed
-        self.channel_keys = {_key(c) for c in channels}
-        self.pattern_keys = list(dict.fromkeys(_key(p) for p in patterns))
-        self.sharded_keys = {_key(c) for c in sharded}
+    async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        self._consume = consume
+        if self.is_sharded:
+            self.sharded_keys = {_key(c) for c in channels}
+        else:
+            self.channel_keys = {_key(c) for c in channels}
+            self.pattern_keys = list(dict.fromkeys(_key(p) for p in patterns))
         self.broker.subscribers.append(self)
         self.gate.attach(self)
 
     def deliver(self, reply: list[bytes]) -> None:
         if self._held is not None:
             self._held.append(reply)
-        elif self._feed is not None:
-            self._feed(reply)
+        elif self._consume is not None:
+            self._consume(OneReply(reply))
 
     def pause_reading(self) -> None:
         if self._held is None:
@@ -124,5 +124,40 @@ class MemorySubscriber:
         self.gate.detach(self)
         if self in self.broker.subscribers:
             self.broker.subscribers.remove(self)
-        self._feed = None
+        self._consume = None
         self._held = None
+
+    def is_connected(self) -> bool:
+        return self._consume is not None
+
+
+class MemoryBackend:
+    """``memory://``: a :class:`MemoryBroker` (a new one unless given), for tests and trying things out."""
+
+    url = "memory://"
+    source = "memory"
+    explicit = False
+    owned = True
+
+    def __init__(self, settings: ConnectionSettings, broker: MemoryBroker | None = None) -> None:
+        self.settings = settings
+        self.broker = broker if broker is not None else MemoryBroker()
+        self.redis: Any = self.broker.client()
+        # The client's publish is the broker's: ctx.redis.publish and ctx.publish agree.
+        self.publish = client_publish(self.redis)
+
+    def subscriber(self, stats: BusStats) -> MemorySubscriber:
+        return MemorySubscriber(self.broker, self.settings.gate)
+
+    def sharded_subscriber(self, stats: BusStats) -> MemorySubscriber:
+        # In memory, sharded channels are one more namespace of the same broker.
+        return MemorySubscriber(self.broker, self.settings.gate, sharded=True)
+
+    def stream_client(self) -> Any:
+        return self.broker.client()
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    def kill(self) -> None:
+        """Nothing runs outside this process."""

@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -25,10 +25,11 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from eventbus.backends.base import ConnectionSettings, Consume
+from eventbus.backends.resp import chunks, pack_command
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
 from eventbus.flow import ReadGate
-from eventbus.resp import PUSH_KINDS, chunks, pack_command
 from eventbus.stats import BusStats
 
 log = logging.getLogger("eventbus.redis")
@@ -38,7 +39,6 @@ SUBSCRIBE_CHUNK = 1000
 COMMAND_RETRIES = 12
 COMMAND_RETRY_BASE = 0.05
 COMMAND_RETRY_CAP = 1.0
-Feed = Callable[[list[bytes]], None]
 
 
 def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
@@ -55,12 +55,7 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     Plain commands are auto-pipelined (eventbus.autopipeline): those issued in one loop turn share
     one write and one read on a multiplexed connection, which counts towards ``max_connections``.
     """
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        # redis-py's cluster client (see eventbus.cluster): it routes each command by key slot.
-        from eventbus.cluster import cluster_client
-
-        return cluster_client(url, max_connections=max_connections)  # type: ignore[return-value]
-    from eventbus.autopipeline import autopipeline_client
+    from eventbus.backends.autopipeline import autopipeline_client
 
     return autopipeline_client(
         url,
@@ -97,34 +92,11 @@ class _Pending:
         self.replies: list[Any] = []
 
 
-Consume = Callable[[Any], list[Any]]
-
-
-def consumer_for(feed: Feed) -> Consume:
-    """How a socket read's parsed replies reach ``feed``: the dispatcher's own loop when ``feed``
-    is a Dispatcher's (one call per read), else a loop calling ``feed`` per message."""
-    owner = getattr(feed, "__self__", None)
-    consume = getattr(owner, "consume", None)
-    if consume is not None and getattr(feed, "__name__", "") == "feed":
-        return cast(Consume, consume)
-
-    def consume_each(reader: Any) -> list[Any]:
-        others: list[Any] = []
-        while (reply := reader.gets()) is not False:
-            if type(reply) is list and reply[0] in PUSH_KINDS:
-                feed(reply)
-            else:
-                others.append(reply)
-        return others
-
-    return consume_each
-
-
 class _SubscriptionProtocol(asyncio.Protocol):
-    def __init__(self, feed: Feed, gate: ReadGate) -> None:
-        self.feed = feed
+    def __init__(self, consume: Consume, gate: ReadGate) -> None:
         self.gate = gate
-        self.consume = consumer_for(feed)
+        # The sink, passed explicitly: every read's replies go to it in one call.
+        self.consume = consume
         self.reader = hiredis.Reader()
         self.pending: deque[_Pending] = deque()
         self.transport: StreamTransport | None = None
@@ -245,35 +217,33 @@ class RedisSubscriber:
         self,
         url: str,
         stats: BusStats,
-        *,
-        ping_interval: float = 5.0,
-        ping_timeout: float = 5.0,
-        reconnect_max_delay: float = 5.0,
-        gate: ReadGate | None = None,
+        settings: ConnectionSettings | None = None,
     ) -> None:
+        settings = settings if settings is not None else ConnectionSettings()
         self.url = url
+        self.settings = settings
         # Shared with the handlers' workers: overflow="pause" stops reading through it.
-        self.gate = gate if gate is not None else ReadGate()
+        self.gate = settings.gate
         self.safe_url = redact_url(url)
         self.stats = stats
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        self.ping_interval = settings.ping_interval
+        self.ping_timeout = settings.ping_timeout
         # How long any step of (re)connecting may wait for the server; the ping deadline, but
         # never so short that a slow TLS handshake or a large SUBSCRIBE batch cannot finish.
-        self.answer_timeout = max(ping_timeout, 2.0)
-        self.reconnect_max_delay = reconnect_max_delay
+        self.answer_timeout = max(settings.ping_timeout, 2.0)
+        self.reconnect_max_delay = settings.reconnect_max_delay
         self.params: dict[str, Any] = dict(parse_url(url))
         self.channels: list[str] = []
         self.patterns: list[str] = []
-        self._feed: Feed | None = None
+        self._consume: Consume | None = None
         self._protocol: _SubscriptionProtocol | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected = asyncio.Event()
 
-    async def start(self, feed: Feed, channels: Sequence[str], patterns: Sequence[str]) -> None:
+    async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
         """Connect and subscribe once (errors propagate), then keep the connection alive."""
-        self._feed = feed
+        self._consume = consume
         self.channels = list(channels)
         self.patterns = list(patterns)
         await self._connect_and_subscribe()
@@ -289,17 +259,20 @@ class RedisSubscriber:
             self._protocol.close()
         self.connected.clear()
 
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
     # -- connecting ---------------------------------------------------------------------------
 
     async def _open(self) -> _SubscriptionProtocol:
-        assert self._feed is not None
+        assert self._consume is not None
         loop = asyncio.get_running_loop()
-        feed = self._feed
+        consume = self._consume
         params = self.params
         gate = self.gate
 
         def factory() -> _SubscriptionProtocol:
-            return _SubscriptionProtocol(feed, gate)
+            return _SubscriptionProtocol(consume, gate)
 
         # A server that accepts TCP but never answers (stopped, or a blackholing middlebox) must
         # fail the attempt, not hang it: every step of connecting has the answer deadline.
@@ -520,11 +493,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
 
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        from eventbus.cluster import wait_until_cluster_reachable
-
-        await wait_until_cluster_reachable(url, timeout)
-        return
     # No client-level retries: this loop is the retry policy, and it logs each attempt.
     client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0))
     auth = _auth_args(url)

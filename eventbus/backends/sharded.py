@@ -1,17 +1,10 @@
-"""Redis Cluster: the URL form, the command client, and the subscribers for plain and sharded pub/sub.
+"""Sharded pub/sub (``@on(channel, sharded=True)``): one SSUBSCRIBE connection per node owning slots.
 
-URL form: ``redis+cluster://[user:password@]host:port[,host:port...]`` (``rediss+cluster://`` for
-TLS). Every ``host:port`` is a seed; one reachable seed is enough, listing several survives a seed
-being down. There is no database number on a cluster.
-
-* Plain ``@on`` / ``@on_pattern``: a cluster broadcasts PUBLISH to every node, so one subscription
-  connection to any one node sees every message (:class:`ClusterPubSubSubscriber` moves to another
-  node when its node goes away).
-* ``@on(channel, sharded=True)``: SPUBLISH delivers only on the node (master or its replicas)
-  owning the channel's slot, so :class:`ShardedSubscriber` keeps one connection per owning node,
-  multiplexing all of that node's channels. When a slot moves, Redis sends ``sunsubscribe`` for its
-  channels; the subscriber re-reads the slot map (CLUSTER SLOTS) and subscribes on the new owner.
-  On a standalone server the same subscriber uses one connection for all sharded channels.
+SPUBLISH delivers only on the node (master or its replicas) owning the channel's slot, so
+:class:`ShardedSubscriber` keeps one connection per owning node, multiplexing all of that node's
+channels. When a slot moves, Redis sends ``sunsubscribe`` for its channels; the subscriber re-reads
+the slot map (CLUSTER SLOTS) and subscribes on the new owner. On a standalone server the same
+subscriber uses one connection for all sharded channels.
 """
 
 from __future__ import annotations
@@ -19,109 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from eventbus.backends.base import ConnectionSettings, Consume, Reader
+from eventbus.backends.redis import SUBSCRIBE_CHUNK, RedisSubscriber, _SubscriptionProtocol
+from eventbus.backends.resp import chunks
+from eventbus.codec import decode_name, encode_name
 from eventbus.config import redact_url
-from eventbus.errors import ConfigError, ConnectError, SubscribeError
-from eventbus.redis_backend import SUBSCRIBE_CHUNK, Feed, RedisSubscriber, _SubscriptionProtocol, wait_until_reachable
-from eventbus.resp import chunks
+from eventbus.errors import ConnectError, SubscribeError
 from eventbus.stats import BusStats
 
 log = logging.getLogger("eventbus.cluster")
 
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+NodeURL = Callable[[str, int], str]
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterURL:
-    seeds: tuple[tuple[str, int], ...]
-    scheme: str  # "redis" or "rediss": what each node's own URL uses
-    username: str | None
-    password: str | None
-    query: str
-
-    def node_url(self, host: str, port: int) -> str:
-        """A plain URL for one node, with the cluster URL's credentials and options."""
-        auth = ""
-        if self.password is not None:
-            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        elif self.username:
-            auth = f"{quote(self.username, safe='')}@"
-        host_part = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{auth}{host_part}:{port}/0" + (f"?{self.query}" if self.query else "")
-
-    def node_urls(self) -> list[str]:
-        return [self.node_url(host, port) for host, port in self.seeds]
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.split("://", 1)[0] in CLUSTER_SCHEMES
-
-
-def parse_cluster_url(url: str) -> ClusterURL:
-    """Split ``redis+cluster://[user:pass@]h1:p1,h2:p2`` into seeds; :class:`ConfigError` if malformed."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in CLUSTER_SCHEMES:
-        raise ConfigError(f"not a cluster URL: {redact_url(url)} (expected redis+cluster://host:port,...)")
-    parts = urlsplit(f"redis://{rest}")
-    netloc = parts.netloc
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, has_password, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else None
-    if parts.path not in ("", "/", "/0"):
-        raise ConfigError(f"a cluster has no database number: drop {parts.path!r} from {redact_url(url)}")
-    seeds: list[tuple[str, int]] = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = item.strip(), "6379"
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise ConfigError(f"invalid seed {item!r} in cluster URL {redact_url(url)}: expected host:port")
-        seeds.append((host, int(port)))
-    return ClusterURL(tuple(seeds), CLUSTER_SCHEMES[scheme], username, password, parts.query)
-
-
-def cluster_client(url: str, *, max_connections: int = 64) -> RedisCluster:
-    """redis-py's cluster client: routes each command to the node owning its key's slot."""
-    parsed = parse_cluster_url(url)
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
-        username=parsed.username,
-        password=parsed.password,
-        ssl=parsed.scheme == "rediss",
-        max_connections=max_connections,
-        # A slot without an owner (a master down, no replica) must not stop the other slots.
-        require_full_coverage=False,
-    )
-
-
-async def wait_until_cluster_reachable(url: str, timeout: float) -> None:
-    """Until one seed answers PING (they are tried in turn), else :class:`ConnectError`."""
-    urls = parse_cluster_url(url).node_urls()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for node in urls:
-            try:
-                await wait_until_reachable(node, 0.5, quiet=True)
-                return
-            except ConnectError:
-                continue
-        if loop.time() >= deadline:
-            raise ConnectError(f"no seed of the cluster {redact_url(url)} answered within {timeout:.0f}s")
-        await asyncio.sleep(0.2)
+def standalone_node_url(host: str, port: int) -> str:
+    return f"redis://{host}:{port}/0"
 
 
 # -- the slot map ------------------------------------------------------------------------------
@@ -137,7 +50,7 @@ class SlotMap:
     def node_for(self, channel: str) -> str | None:
         if self.standalone is not None:
             return self.standalone
-        slot = key_slot(channel.encode("utf-8", "surrogateescape"))
+        slot = key_slot(encode_name(channel))
         for start, end, url in self.ranges:
             if start <= slot <= end:
                 return url
@@ -147,7 +60,7 @@ class SlotMap:
         return list(dict.fromkeys(url for _, _, url in self.ranges)) or [self.standalone or ""]
 
 
-async def fetch_slot_map(candidates: Sequence[str], node_url: Any) -> SlotMap:
+async def fetch_slot_map(candidates: Sequence[str], node_url: NodeURL) -> SlotMap:
     """CLUSTER SLOTS from the first candidate that answers; a non-cluster server owns every slot.
 
     ``node_url(host, port)`` turns an announced address into a URL with the right credentials.
@@ -183,48 +96,14 @@ def _slot_rows(reply: Any) -> list[Any]:
     return list(reply)
 
 
-# -- plain pub/sub on a cluster ----------------------------------------------------------------
-
-
-class ClusterPubSubSubscriber(RedisSubscriber):
-    """One subscription connection to any node; on loss it reconnects to the next node in turn."""
-
-    def __init__(self, node_urls: Sequence[str], stats: BusStats, **options: Any) -> None:
-        if not node_urls:
-            raise ConfigError("a cluster needs at least one node")
-        super().__init__(node_urls[0], stats, **options)
-        self.node_urls = list(node_urls)
-        self._next = 0
-
-    async def _connect_and_subscribe(self) -> None:
-        last: BaseException | None = None
-        for _ in range(len(self.node_urls)):
-            self._use(self.node_urls[self._next % len(self.node_urls)])
-            self._next += 1
-            try:
-                await super()._connect_and_subscribe()
-                return
-            except (OSError, TimeoutError, ConnectionError, hiredis.ReplyError) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    def _use(self, url: str) -> None:
-        from redis.asyncio.connection import parse_url
-
-        self.url = url
-        self.safe_url = redact_url(url)
-        self.params = dict(parse_url(url))
-
-
 # -- sharded pub/sub ---------------------------------------------------------------------------
 
 
 class _NodeSubscriber(RedisSubscriber):
     """The SSUBSCRIBE connection to one node: its channels, resubscribed after every reconnect."""
 
-    def __init__(self, owner: ShardedSubscriber, url: str, stats: BusStats, **options: Any) -> None:
-        super().__init__(url, stats, **options)
+    def __init__(self, owner: ShardedSubscriber, url: str, stats: BusStats, settings: ConnectionSettings) -> None:
+        super().__init__(url, stats, settings)
         self.owner = owner
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
@@ -243,7 +122,7 @@ class _NodeSubscriber(RedisSubscriber):
         # SSUBSCRIBE takes channels of one slot at a time (else CROSSSLOT): group them by slot.
         by_slot: dict[int, list[str]] = {}
         for name in names:
-            by_slot.setdefault(key_slot(name.encode("utf-8", "surrogateescape")), []).append(name)
+            by_slot.setdefault(key_slot(encode_name(name)), []).append(name)
         batches = [batch for group in by_slot.values() for batch in chunks(group, SUBSCRIBE_CHUNK)]
         futures = [(batch, protocol.send("SSUBSCRIBE", *batch, replies=len(batch))) for batch in batches]
         moved: list[str] = []
@@ -267,29 +146,36 @@ class ShardedSubscriber:
         self,
         seed_urls: Sequence[str],
         stats: BusStats,
+        settings: ConnectionSettings | None = None,
         *,
-        node_url: Any = None,
+        node_url: NodeURL = standalone_node_url,
         refresh_interval: float = 5.0,
-        **options: Any,
     ) -> None:
         self.seed_urls = list(seed_urls)
         self.stats = stats
-        self.node_url = node_url or (lambda host, port: f"redis://{host}:{port}/0")
+        self.node_url = node_url
         self.refresh_interval = refresh_interval
-        self.options = options
+        self.settings = settings if settings is not None else ConnectionSettings()
         self.channels: list[str] = []
         self.nodes: dict[str, _NodeSubscriber] = {}
         self.slot_map: SlotMap | None = None
         self.rebalances = 0
-        self._feed: Feed | None = None
+        self._consume: Consume | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
 
-    async def start(self, feed: Feed, channels: Sequence[str]) -> None:
-        self._feed = feed
+    async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str] = ()) -> None:
+        """Subscribe ``channels`` on their nodes (sharded pub/sub has no patterns)."""
+        self._consume = consume
         self.channels = list(dict.fromkeys(channels))
         await self.rebalance(initial=True)
+        log.info(
+            "subscribed to %d sharded channel(s) on %d node(s) of %s",
+            len(self.channels),
+            len(self.nodes),
+            ", ".join(redact_url(u) for u in self.seed_urls[:3]),
+        )
         self._refresher = asyncio.create_task(self._refresh_loop(), name="eventbus:sharded-slots")
 
     async def stop(self) -> None:
@@ -299,26 +185,37 @@ class ShardedSubscriber:
         await asyncio.gather(*(node.stop() for node in self.nodes.values()), return_exceptions=True)
         self.nodes.clear()
 
+    def is_connected(self) -> bool:
+        return bool(self.nodes) and all(node.is_connected() for node in self.nodes.values())
+
     def slots_changed(self, reason: str) -> None:
         """Something says a slot moved: re-read the slot map soon."""
         log.info("sharded subscriptions: %s; re-reading the slot map", reason)
         self._wake.set()
 
-    def _feed_for(self, node: str) -> Feed:
-        feed = self._feed
-        assert feed is not None
+    def _consume_for(self, node: str) -> Consume:
+        """The sink for one node's connection: the runner's, plus the slot-migration notices."""
+        consume = self._consume
+        assert consume is not None
 
-        def on_push(reply: list[Any]) -> None:
-            if reply[0] == b"sunsubscribe":
-                self._unsubscribed_by_server(node, reply[1])
-            else:
-                feed(reply)
+        def consume_node(reader: Reader) -> list[Any]:
+            others = consume(reader)
+            if not others:
+                return others
+            # The sink returns what is not a message; "sunsubscribe" is ours to handle.
+            kept = []
+            for reply in others:
+                if type(reply) is list and reply and reply[0] == b"sunsubscribe":
+                    self._unsubscribed_by_server(node, reply[1])
+                else:
+                    kept.append(reply)
+            return kept
 
-        return on_push
+        return consume_node
 
     def _unsubscribed_by_server(self, node: str, raw: bytes) -> None:
         # We never send SUNSUBSCRIBE: this is Redis telling us the channel's slot left this node.
-        channel = raw.decode("utf-8", "surrogateescape")
+        channel = decode_name(raw)
         subscriber = self.nodes.get(node)
         if subscriber is not None and channel in subscriber.channels:
             subscriber.channels = [c for c in subscriber.channels if c != channel]
@@ -349,9 +246,9 @@ class ShardedSubscriber:
             for url, names in wanted.items():
                 subscriber = self.nodes.get(url)
                 if subscriber is None:
-                    subscriber = _NodeSubscriber(self, url, self.stats, **self.options)
+                    subscriber = _NodeSubscriber(self, url, self.stats, self.settings)
                     try:
-                        await subscriber.start(self._feed_for(url), names, [])
+                        await subscriber.start(self._consume_for(url), names, [])
                     except (OSError, TimeoutError, ConnectionError, hiredis.ReplyError) as exc:
                         if initial:
                             raise
@@ -388,10 +285,3 @@ class ShardedSubscriber:
                 log.warning("could not refresh the cluster slot map: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(0.5)
                 self._wake.set()
-
-
-def pubsub_subscriber(url: str, stats: BusStats, **options: Any) -> RedisSubscriber:
-    """The plain pub/sub subscriber for ``url``: any node of a cluster, else the server itself."""
-    if is_cluster_url(url):
-        return ClusterPubSubSubscriber(parse_cluster_url(url).node_urls(), stats, **options)
-    return RedisSubscriber(url, stats, **options)

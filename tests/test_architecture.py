@@ -1,0 +1,137 @@
+"""The import graph goes one way (docs/architecture.md): no cycles, no upward imports.
+
+Every ``import`` in every eventbus module counts, including those inside functions and under
+``TYPE_CHECKING``: a cycle hidden behind a lazy import is still a cycle in the design.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
+
+# Each module's layer. A module may import its own layer and any layer below it, except that the
+# handler model and the engine never import a backend, and backends import only leaves.
+LEAVES = {"errors", "message", "codec", "stats", "config", "flow", "logs", "loops", "stream_options", "metrics"}
+MODEL = {"subscription", "router", "context", "publisher", "deadletter"}
+ENGINE = {"dispatch", "worker", "streams"}
+RUNNER = {"runner"}
+TOP = {"cli", "testing", "supervisor", "__init__", "__main__"}
+RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
+
+
+def layer(module: str) -> str:
+    """``module`` is dotted below the package: "worker", "backends.redis"."""
+    if module == "backends" or module.startswith("backends."):
+        return "backends"
+    for name, members in (("leaves", LEAVES), ("model", MODEL), ("engine", ENGINE), ("runner", RUNNER), ("top", TOP)):
+        if module in members:
+            return name
+    raise AssertionError(f"eventbus.{module} has no layer: add it to tests/test_architecture.py and the docs")
+
+
+@functools.cache
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def imports(path: Path, name: str) -> set[str]:
+    """The eventbus modules ``path`` imports, wherever the import statement is."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name.rpartition(".")[0] if path.name != "__init__.py" else name
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                prefix = ".".join(["eventbus", *[p for p in base if p]])
+            else:
+                prefix = node.module or ""
+                base = []
+            if node.level and node.module:
+                prefix = f"{prefix}.{node.module}"
+            targets = [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if target == "eventbus" or target.startswith("eventbus."):
+                out.add(target.removeprefix("eventbus").removeprefix(".") or "__init__")
+    known = modules()
+    resolved = set()
+    for target in out:
+        # "from eventbus.backends.base import Consume" names a module and an attribute: keep modules.
+        while target and target not in known and target != "__init__":
+            target = target.rpartition(".")[0]
+        resolved.add(target or "__init__")
+    resolved.discard(name)
+    return resolved
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    return {name: imports(path, name) for name, path in modules().items()}
+
+
+def allowed(importer: str, imported: str) -> bool:
+    a, b = layer(importer), layer(imported)
+    if imported == "__init__":
+        return importer in TOP
+    if a == "backends":
+        return b in ("leaves", "backends")
+    if a in ("model", "engine") and b == "backends":
+        return False
+    return a == b or RANK[b] < RANK[a]
+
+
+def test_every_module_has_a_layer() -> None:
+    for name in modules():
+        layer(name)
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_upward_import(name: str) -> None:
+    wrong = sorted(t for t in graph()[name] if not allowed(name, t))
+    assert not wrong, f"eventbus.{name} ({layer(name)}) imports " + ", ".join(
+        f"eventbus.{t} ({layer(t)})" for t in wrong
+    )
+
+
+def test_no_import_cycle() -> None:
+    edges = graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("def f():\n    from eventbus.worker import HandlerWorker\n    import eventbus.backends.redis\n")
+    assert imports(source, "x") == {"worker", "backends.redis"}

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from eventbus.backends import reachable, wait_until_reachable
 from eventbus.backends.embedded import EmbeddedRedis
+from eventbus.codec import encode_name
 from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import ConfigError, EventbusError, LoadError
@@ -228,7 +229,7 @@ async def _publish(args: argparse.Namespace) -> int:
         raw = sys.stdin.buffer.read()
         payloads = [line for line in raw.splitlines() if line] if args.lines else [raw]
     else:
-        payloads = [args.data.encode("utf-8", "surrogateescape")]
+        payloads = [encode_name(args.data)]
     await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
     async with connect(args.url) as bus:
         receivers = 0
@@ -298,7 +299,7 @@ async def _dead_letters(args: argparse.Namespace) -> int:
                 await bus.append(entry.stream, entry.payload)
             else:
                 # As bytes: a channel name need not be UTF-8, and the letter must go back where it came from.
-                await bus.redis.publish(entry.channel.encode("utf-8", "surrogateescape"), entry.payload)
+                await bus.redis.publish(encode_name(entry.channel), entry.payload)
             if not args.keep:
                 await store.delete(entry.id)
         print(f"replayed {len(chosen)} dead letter(s) to their channels and streams")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from eventbus.codec import encode_name
 from eventbus.message import Message
 
 DEFAULT_STREAM = "eventbus:dead-letter"
@@ -99,5 +100,4 @@ class DeadLetterStore:
         )
 
 
-def _wire(name: str) -> bytes:
-    return name.encode("utf-8", "surrogateescape")
+_wire = encode_name

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from eventbus.codec import decode_name, encode_name
 from eventbus.message import Message
 from eventbus.stats import BusStats
 from eventbus.subscription import Subscription
@@ -20,24 +21,6 @@ from eventbus.worker import HandlerWorker
 log = logging.getLogger("eventbus.dispatch")
 
 Route = tuple[str, tuple[Callable[[Message], None], ...], tuple[HandlerWorker, ...]]
-
-
-def _decode(name: bytes) -> str:
-    # Channel names are binary-safe in Redis; keep undecodable bytes recoverable.
-    return name.decode("utf-8", "surrogateescape")
-
-
-class _OneReply:
-    """A hiredis-reader lookalike that yields one already-parsed reply."""
-
-    __slots__ = ("reply",)
-
-    def __init__(self, reply: list[bytes]) -> None:
-        self.reply: list[bytes] | bool = reply
-
-    def gets(self) -> list[bytes] | bool:
-        reply, self.reply = self.reply, False
-        return reply
 
 
 class Dispatcher:
@@ -60,21 +43,12 @@ class Dispatcher:
             table = tables.get(subscription.kind)
             if table is None:  # streams are read by their own consumers, not the subscription connection
                 continue
-            key = subscription.name.encode("utf-8", "surrogateescape")
+            key = encode_name(subscription.name)
             name, _, workers = table.get(key, (subscription.name, (), ()))
             if worker not in workers:
                 workers = (*workers, worker)
                 # Bound methods are looked up once here, not once per message.
                 table[key] = (name, tuple(w.put for w in workers), workers)
-
-    def feed(self, reply: list[bytes]) -> None:
-        """Route one push reply: [b"message", channel, data] or [b"pmessage", pattern, channel, data].
-
-        For backends that produce replies one at a time (in-memory, cluster nodes); it runs the
-        same routing as :meth:`consume`.
-        """
-        for other in self.consume(_OneReply(reply)):
-            log.debug("not a message, ignored: %r", other)
 
     def consume(self, reader: Any) -> list[Any]:
         """Parse and route every complete reply buffered in a hiredis ``reader``.
@@ -106,7 +80,7 @@ class Dispatcher:
                         unrouted += 1
                         continue
                     data = reply[3]
-                    msg = Message(_decode(reply[2]), data, route[0])
+                    msg = Message(decode_name(reply[2]), data, route[0])
                 elif kind == b"smessage":
                     route = sharded.get(reply[1])
                     if route is None:

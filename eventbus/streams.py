@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from eventbus.backoff import Backoff
+from eventbus.codec import decode_name
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
 from eventbus.flow import ReadGate
@@ -44,7 +46,7 @@ def default_consumer_name() -> str:
 
 
 def _text(value: Any) -> str:
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+    return decode_name(value) if isinstance(value, bytes) else str(value)
 
 
 class StreamMessage(Message):
@@ -95,6 +97,9 @@ class StreamWorker(HandlerWorker):
     ):
         super().__init__(handler, ctx, stats, dead_letters, gate)
         self.consumers: dict[str, StreamConsumer] = {}
+
+    # Its _process acknowledges entries: the plain worker's inlined loop would skip that.
+    inline_loop = False
 
     def put(self, msg: Message) -> None:
         if isinstance(msg, StreamMessage):
@@ -246,17 +251,16 @@ class StreamConsumer:
             self._room.set()
 
     async def _ack_loop(self) -> None:
-        delay = 0.1
+        backoff = Backoff()
         while True:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             try:
                 await self._flush_acks()
-                delay = 0.1
+                backoff.reset()
             except Exception as exc:  # noqa: BLE001 - keep the ids and retry: an unacked entry is redelivered
                 log.warning("XACK on %r failed, retrying: %s: %s", self.stream, type(exc).__name__, exc)
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
+                await backoff.sleep()
                 self._ack_wanted.set()
 
     async def _flush_acks(self) -> None:
@@ -283,7 +287,7 @@ class StreamConsumer:
     async def _read_loop(self) -> None:
         # First our own pending entries (a restart under the same consumer name), then new ones.
         cursor = "0"
-        delay = 0.1
+        backoff = Backoff()
         block_ms = int(self.options.block * 1000)
         while True:
             await self._wait_for_room()
@@ -292,7 +296,7 @@ class StreamConsumer:
                 reply = await self.reader.xreadgroup(
                     self.group, self.name, {self.stream: cursor}, count=self.options.batch, block=block_ms
                 )
-                delay = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a lost connection
@@ -304,8 +308,7 @@ class StreamConsumer:
                         await self.ensure_group()
                 else:
                     log.warning("XREADGROUP on %r failed, retrying: %s: %s", self.stream, type(exc).__name__, exc)
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
+                await backoff.sleep()
                 continue
             entries = reply[0][1] if reply else []
             if cursor != ">":

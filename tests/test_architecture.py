@@ -16,7 +16,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
 
 # Each module's layer. A module may import its own layer and any layer below it, except that the
 # handler model and the engine never import a backend, and backends import only leaves.
-LEAVES = {"errors", "message", "codec", "stats", "config", "flow", "logs", "loops", "stream_options", "metrics"}
+LEAVES = {
+    *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
+    "metrics",
+}
 MODEL = {"subscription", "router", "context", "publisher", "deadletter"}
 ENGINE = {"dispatch", "worker", "streams"}
 RUNNER = {"runner"}

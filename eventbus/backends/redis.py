@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import ssl
 import time
 from collections import deque
@@ -27,6 +26,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from eventbus.backends.base import ConnectionSettings, Consume
 from eventbus.backends.resp import chunks, pack_command
+from eventbus.backoff import Backoff
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
 from eventbus.flow import ReadGate
@@ -424,7 +424,7 @@ class RedisSubscriber:
                 return f"closed: {exc}", protocol.lost_at or time.monotonic()
 
     async def _reconnect(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, self.reconnect_max_delay)
         attempt = 0
         while True:
             attempt += 1
@@ -438,10 +438,9 @@ class RedisSubscriber:
                     "reconnect attempt %d to %s failed: %s", attempt, self.safe_url, str(exc) or type(exc).__name__
                 )
             # Full jitter keeps a fleet of subscribers from reconnecting in lockstep.
-            pause = random.uniform(0, delay)
+            pause = backoff.next()
             log.debug("reconnect attempt %d to %s in %.2fs", attempt + 1, self.safe_url, pause)
             await asyncio.sleep(pause)
-            delay = min(delay * 2, self.reconnect_max_delay)
 
 
 def _some(names: Sequence[str], shown: int = 5) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from eventbus.codec import encode_name
+
 # "sunsubscribe" arrives unasked when a cluster slot moves; the sharded subscriber handles it.
 PUSH_KINDS = frozenset({b"message", b"pmessage", b"smessage", b"sunsubscribe"})
 
@@ -12,7 +14,7 @@ def _as_bytes(arg: bytes | str | int) -> bytes:
     if isinstance(arg, bytes):
         return arg
     if isinstance(arg, str):
-        return arg.encode("utf-8", "surrogateescape")
+        return encode_name(arg)
     return str(arg).encode("ascii")
 
 

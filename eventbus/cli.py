@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
+from eventbus import __version__
 from eventbus.backends import reachable, wait_until_reachable
 from eventbus.backends.embedded import EmbeddedRedis
 from eventbus.codec import encode_name
@@ -40,7 +41,7 @@ def _log_level(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventbus", description="Event processing on Redis Pub/Sub.")
-    parser.add_argument("--version", action="version", version="eventbus 0.1.0")
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:

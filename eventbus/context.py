@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from eventbus.publisher import Publisher
     from eventbus.stats import BusStats
 
@@ -52,7 +54,7 @@ class Context:
     def __init__(
         self,
         *,
-        redis: Any,
+        redis: Redis,
         publisher: Publisher,
         state: dict[str, Any],
         stats: BusStats,
@@ -60,7 +62,10 @@ class Context:
         stopping: asyncio.Event | None = None,
         server: ServerInfo = UNKNOWN_SERVER,
     ) -> None:
-        self.redis = redis
+        # Typed as redis-py's asyncio client, so editors complete ctx.redis.hset(...). It is one
+        # (or behaves as one): the auto-pipelining client, fakeredis in memory; on a cluster,
+        # redis-py's RedisCluster, which has the same command methods.
+        self.redis: Redis = redis
         self.server = server
         self.stopping = stopping if stopping is not None else asyncio.Event()
         self.publisher = publisher

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventbus.codec import encode_name
 from eventbus.message import Message
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 DEFAULT_STREAM = "eventbus:dead-letter"
 DEFAULT_MAXLEN = 100_000
@@ -36,8 +39,8 @@ class DeadLetter:
 class DeadLetterStore:
     """Appends to and reads from the dead-letter stream through a redis.asyncio client."""
 
-    def __init__(self, redis: Any, stream: str = DEFAULT_STREAM, maxlen: int = DEFAULT_MAXLEN) -> None:
-        self.redis = redis
+    def __init__(self, redis: Redis, stream: str = DEFAULT_STREAM, maxlen: int = DEFAULT_MAXLEN) -> None:
+        self.redis: Redis = redis
         self.stream = stream
         self.maxlen = maxlen
 
@@ -48,7 +51,8 @@ class DeadLetterStore:
 
         ``extra`` adds fields (a stream entry's ``stream``, ``group`` and ``entry_id``).
         """
-        fields: dict[str, Any] = {
+        # Any: redis-py's xadd wants its own invariant key/value union, which a str-keyed dict is not.
+        fields: dict[Any, Any] = {
             "handler": handler,
             # Channel names are binary-safe: the dispatcher decoded them with surrogateescape, so
             # encoding them back the same way keeps any byte string (and replays to the same channel).
@@ -74,8 +78,8 @@ class DeadLetterStore:
         return True
 
     async def list(self, count: int = 100, start: str = "-") -> list[DeadLetter]:
-        entries = await self.redis.xrange(self.stream, min=start, max="+", count=count)
-        return [self._parse(entry_id, fields) for entry_id, fields in entries]
+        entries = await self.redis.xrange(self.stream, min=start, max="+", count=count) or []
+        return [self._parse(entry_id, fields or {}) for entry_id, fields in entries]
 
     async def delete(self, *ids: str) -> int:
         return int(await self.redis.xdel(self.stream, *ids)) if ids else 0

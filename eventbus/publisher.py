@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventbus.codec import encode_payload, stream_fields
 from eventbus.errors import ConfigError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 PublishFn = Callable[[str, bytes], Awaitable[int]]
 
@@ -19,9 +22,9 @@ class Publisher:
     producer writes an order hash, then publishes its id).
     """
 
-    def __init__(self, publish: PublishFn, redis: Any, close: Callable[[], Awaitable[None]] | None = None):
+    def __init__(self, publish: PublishFn, redis: Redis, close: Callable[[], Awaitable[None]] | None = None):
         self._publish = publish
-        self.redis = redis
+        self.redis: Redis = redis
         self._close = close
 
     async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
@@ -44,7 +47,8 @@ class Publisher:
         """
         if not isinstance(stream, str) or not stream:
             raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
-        entry_id = await self.redis.xadd(stream, stream_fields(data), maxlen=maxlen, approximate=approximate)
+        fields: dict[Any, Any] = stream_fields(data)  # Any: redis-py's xadd wants an invariant union type
+        entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def aclose(self) -> None:

@@ -132,9 +132,9 @@ async def test_an_error_reaches_only_the_caller_that_caused_it(auto: AutoPipelin
     assert results[0] == 1 and results[2] == 2 and results[4] == 1
     assert isinstance(results[1], redis.ResponseError) and "WRONGTYPE" in str(results[1])
     assert isinstance(results[3], redis.exceptions.NoScriptError)
-    with pytest.raises(redis.DataError):
+    with pytest.raises(redis.DataError, match="Invalid input of type"):
         await auto.set("k", None)  # type: ignore[arg-type]
-    with pytest.raises(redis.DataError):
+    with pytest.raises(redis.DataError, match="Invalid input of type"):
         await auto.set("k", True)  # type: ignore[arg-type]
     assert await auto.get("str") == b"x"
 

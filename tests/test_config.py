@@ -37,7 +37,7 @@ def test_default_is_not_explicit_so_it_may_fall_back_to_embedded(monkeypatch: py
     ["http://localhost:6379", "localhost:6379", "redis://localhost:notaport/0"],
 )
 def test_invalid_urls_are_config_errors(url: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="invalid Redis URL"):
         resolve_url(url)
 
 

@@ -87,7 +87,7 @@ def test_uvloop_asked_for_but_missing_is_a_config_error(without_uvloop: None) ->
     with pytest.raises(ConfigError, match=r"uvloop is not installed: pip install 'eventbus\[uvloop\]'"):
         loop_factory("uvloop")
     coroutine = _loop_name()
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
         run_on_loop(coroutine, "uvloop")
     assert coroutine.cr_frame is None  # closed, not left to warn "never awaited"
 

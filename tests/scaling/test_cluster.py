@@ -52,9 +52,9 @@ def test_cluster_url_form() -> None:
     parsed = parse_cluster_url("redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2:7001")
     assert parsed.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
     assert parsed.node_url("10.0.0.3", 7002) == "redis://u:p%40ss@10.0.0.3:7002/0"
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="a cluster has no database number"):
         parse_cluster_url("redis+cluster://host:7000/3")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="invalid seed 'host:notaport'"):
         parse_cluster_url("redis+cluster://host:notaport")
 
 

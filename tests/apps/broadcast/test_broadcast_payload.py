@@ -94,7 +94,7 @@ def test_channel_for() -> None:
     assert channel_for("alert") == "channel-alert"
     assert channel_for("channel-reminder") == "channel-reminder"
     for bad in ("", "a*", "with space", "x?"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="kind must be a word"):
             channel_for(bad)
 
 

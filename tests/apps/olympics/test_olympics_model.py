@@ -25,7 +25,7 @@ def test_orders_are_reproducible_from_the_seed() -> None:
     assert all(o.cost == o.qty * EVENT_PRICES[o.event] and 1 <= o.qty <= 9 for o in first)
     assert len({o.hour for o in first}) == 24
     assert generate_orders(0, 1) == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the number of orders must be >= 0"):
         generate_orders(-1, 1)
 
 

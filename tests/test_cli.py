@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from eventbus.cli import main
 from tests.cli_process import ROOT, EventbusProcess
 from tests.redis_server import RedisServer, free_port, port_open
 
@@ -208,3 +209,11 @@ def test_sigterm_while_still_connecting_stops_at_once(
     assert time.monotonic() - started < 5
     assert "cancelling the start" in proc.output
     assert "Traceback" not in proc.output
+
+
+def test_cli_workers_below_one_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "tests.sample_apps.orders", "--workers", "0", "--url", "redis://127.0.0.1:1/0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert "--workers" in err

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup
+from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
 from eventbus.deadletter import DeadLetterStore
 from tests.buses import publish, running
 from tests.redis_server import RedisServer
@@ -402,3 +402,51 @@ async def test_ctx_server_says_where_redis_came_from(
     }
     if how in expected_source:
         assert hook_view.source == expected_source[how]
+
+
+async def test_failing_shutdown_hook_still_closes_the_backend(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A shutdown hook that raises must not skip closing the connections (nor an embedded Redis,
+    # which _close_backend stops too), nor the other shutdown hooks.
+    ran: list[str] = []
+
+    @on("review:x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    @on_shutdown
+    async def broken(ctx: Context) -> None:
+        raise RuntimeError("hook failed")
+
+    @on_shutdown
+    async def second(ctx: Context) -> None:
+        ran.append("second")
+
+    runner = Runner([handler, broken, second], url=redis_server.url, grace=1.0)
+    await runner.start()
+    client = runner.redis
+    await runner.stop()
+    assert runner.redis is None, "the command client was left open"
+    assert client is not None
+    assert ran == ["second"]
+    assert "hook failed" in caplog.text
+
+
+async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_server: RedisServer) -> None:
+    # The pub/sub subscription is up when a stream consumer fails to start (its key is not a
+    # stream): start() must undo it, not leave a connection and a reconnecting supervisor behind.
+    @on("review:chan")
+    async def plain(msg: Message, ctx: Context) -> None: ...
+
+    @on_stream("review:not-a-stream", group="g")
+    async def consumer(msg: Message, ctx: Context) -> None: ...
+
+    with redis_server.client() as client:
+        client.set("review:not-a-stream", "a string")
+        runner = Runner([plain, consumer], url=redis_server.url, grace=1.0)
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await runner.start()
+        await asyncio.sleep(0.1)
+        leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
+        assert leftover == []
+        assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]

@@ -279,8 +279,18 @@ class Runner:
         await source.start()
 
     async def _stop_reading(self, *, quiet: bool = False) -> None:
-        """Before the grace drain: no new messages or entries from any source."""
-        await asyncio.gather(*(s.stop_reading() for s in self.sources), return_exceptions=quiet)
+        """Before the grace drain: no new messages or entries from any source.
+
+        One after the other, in start order (pub/sub, sharded, streams), as before sources were
+        a list: the subscription connections close before the stream readers are cancelled.
+        """
+        for source in self.sources:
+            try:
+                await source.stop_reading()
+            except Exception:
+                if not quiet:
+                    raise
+                log.debug("stopping %r failed", source, exc_info=True)
 
     async def _close_sources(self, *, quiet: bool = False) -> None:
         """After the drain: the last stream acknowledgements, before the client closes."""

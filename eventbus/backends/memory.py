@@ -8,6 +8,7 @@ glob rules. The command client is fakeredis, whose ``publish`` is routed through
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -157,7 +158,8 @@ class MemoryBackend:
         return self.broker.client()
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
 
     def kill(self) -> None:
         """Nothing runs outside this process."""

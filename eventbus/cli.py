@@ -16,7 +16,6 @@ from redis.exceptions import RedisError
 
 from eventbus import __version__
 from eventbus.backends import reachable, wait_until_reachable
-from eventbus.backends.embedded import EmbeddedRedis
 from eventbus.codec import encode_name
 from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
@@ -177,6 +176,8 @@ def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
             count,
             count,
         )
+    from eventbus.backends.embedded import EmbeddedRedis  # only --workers needs it: keep `run` quick to start
+
     child_args = strip_option(argv, "--workers")
     embedded: EmbeddedRedis | None = None
     resolved = resolve_url(args.url)

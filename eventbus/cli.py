@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics endpoint listens on (0.0.0.0)")
     run.add_argument(
+        "--health-timeout",
+        type=float,
+        default=1.0,
+        help="seconds the event loop may take to answer /healthz and /readyz on the metrics port (1)",
+    )
+    run.add_argument(
         "--ping-interval",
         type=float,
         default=5.0,
@@ -169,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         stats_interval=args.stats_interval or None,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
+        health_deadline=args.health_timeout,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,

@@ -23,6 +23,8 @@ from eventbus.dispatch import Dispatcher
 from eventbus.embedded import EmbeddedRedis
 from eventbus.errors import ConnectError
 from eventbus.flow import ReadGate
+from eventbus.health import DEFAULT_DEADLINE, runner_probes
+from eventbus.lag import LagCollector, LagMonitor, runner_groups
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
@@ -78,6 +80,7 @@ class Runner:
         embedded: bool = True,
         url_source: str = SOURCE_CODE,
         log_level: str | None = "info",
+        health_deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         if log_level is not None:
             configure_logging(log_level)  # first: loading the target may already log
@@ -97,6 +100,8 @@ class Runner:
         self.metrics_port = metrics_port
         self.metrics_addr = metrics_addr
         self.metrics: MetricsServer | None = None
+        self.health_deadline = health_deadline  # /healthz, /readyz: seconds the loop may take to answer
+        self.lag: LagMonitor | None = None  # consumer-group figures, when there are stream consumers
         self.allow_embedded = embedded
         self.stats = BusStats()
         self.state: dict[str, Any] = {}
@@ -211,8 +216,9 @@ class Runner:
         assert self.publisher is not None and self._subscriber is not None
         if self.metrics_port is not None:
             # Before anything subscribes: a taken port fails the start with nothing to undo.
-            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr)
-            log.info("Prometheus metrics at %s", self.metrics.url)
+            probes = runner_probes(self, self.health_deadline)
+            self.metrics = MetricsServer(runner_collector(self), self.metrics_port, self.metrics_addr, probes)
+            log.info("Prometheus metrics at %s (probes: /healthz, /readyz)", self.metrics.url)
         base = Context(
             redis=self.redis,
             publisher=self.publisher,
@@ -250,6 +256,11 @@ class Runner:
         # Sharded channels and stream consumer groups have connections of their own.
         self.scaleout = ScaleOut(self)
         await self.scaleout.start(dispatcher.feed, by_name)
+        groups = runner_groups(self)
+        if groups:
+            self.lag = LagMonitor(self.redis, groups)
+            if self.metrics is not None:
+                self.metrics.registry.register(LagCollector(self.lag, asyncio.get_running_loop()))
         log.info(
             "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s (event loop: %s)",
             self.router.name,
@@ -400,7 +411,8 @@ class Runner:
     async def _report_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            log.info("stats: %s", summarize(self.stats))
+            streams = await self.lag.summary() if self.lag is not None else ""
+            log.info("stats: %s%s", summarize(self.stats), f" {streams}" if streams else "")
 
     async def __aenter__(self) -> Runner:
         await self.start()

@@ -174,6 +174,7 @@ class StreamConsumer:
         self.held: set[str] = set()  # ids in our inbox or being handled: never claim them twice
         self.delivered = 0
         self.claimed = 0
+        self.reading = False  # readiness: the group exists and the last read (or ping) succeeded
         self._acks: list[str] = []
         self._ack_wanted = asyncio.Event()
         self._room = asyncio.Event()
@@ -188,6 +189,7 @@ class StreamConsumer:
 
     async def start(self) -> None:
         await self.ensure_group()
+        self.reading = True
         self._acker = asyncio.create_task(self._ack_loop(), name=f"eventbus:xack:{self.stream}")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"eventbus:xreadgroup:{self.stream}"),
@@ -209,6 +211,7 @@ class StreamConsumer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.reading = False
 
     async def close(self) -> None:
         """After the worker drained: flush the acks, then leave the group if nothing is pending."""
@@ -291,6 +294,11 @@ class StreamConsumer:
             await self._wait_for_room()
             started = time.monotonic()
             try:
+                if not self.reading:
+                    # After a failure: a quick PING says the server is back, where a successful
+                    # XREADGROUP would only return after blocking for up to `block` seconds.
+                    await self.reader.ping()
+                    self.reading = True
                 reply = await self.reader.xreadgroup(
                     self.group, self.name, {self.stream: cursor}, count=self.options.batch, block=block_ms
                 )
@@ -298,6 +306,7 @@ class StreamConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a lost connection
+                self.reading = False
                 if "NOGROUP" in str(exc):
                     log.warning(
                         "group %r on stream %r vanished (stream deleted?); recreating it", self.group, self.stream

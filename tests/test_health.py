@@ -26,6 +26,11 @@ def probe(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
+
+
 def base(runner: Any) -> str:
     return f"http://127.0.0.1:{runner.metrics.port}"
 
@@ -36,7 +41,7 @@ async def test_a_blocked_loop_fails_healthz_and_recovers(redis_server: RedisServ
     @on("block")
     async def sleeper(msg: Message, ctx: Context) -> None:
         blocking.set()
-        time.sleep(1.5)  # the bug the probe exists for: a blocking call in an async handler
+        time.sleep(1.5)  # noqa: ASYNC251 - the bug the probe exists for: blocking in an async handler
 
     async with running(
         [sleeper], redis_server.url, metrics_port=0, metrics_addr="127.0.0.1", health_deadline=0.3
@@ -78,8 +83,8 @@ async def test_readyz_fails_while_redis_is_down_and_recovers(own_redis_server: R
         await eventually(lambda: runner.stats.reconnects >= 1, what="the reconnect")
         assert await asyncio.to_thread(probe, base(runner) + "/readyz") == (200, {"status": "ready"})
         # /metrics is still served by the same endpoint.
-        with urllib.request.urlopen(base(runner) + "/metrics", timeout=10) as response:
-            assert b"eventbus_connected 1.0" in response.read()
+        metrics = await asyncio.to_thread(fetch, base(runner) + "/metrics")
+        assert b"eventbus_connected 1.0" in metrics
 
 
 async def test_readyz_covers_stream_groups(own_redis_server: RedisServer) -> None:

@@ -127,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--keep", action="store_true", help="keep replayed entries in the stream")
     dead.add_argument("--stream", default=DEFAULT_STREAM)
     url_option(dead)
+
+    check = commands.add_parser(
+        "check",
+        help="exit 0 if Redis answers (and, with --module, the module loads and can subscribe); else 1",
+        description="Checks from outside a runner: Redis answers PING (with the URL's credentials); "
+        "with --module, the module loads (else exit 2), its channels and patterns can be subscribed to "
+        "and its streams are streams or absent. Nothing is consumed. A running process answers "
+        "/healthz and /readyz on its metrics port instead.",
+    )
+    check.add_argument("--module", metavar="TARGET", help="also check this handler module (pkg.mod[:attr])")
+    url_option(check, connect_timeout=2.0)
+
+    streams = commands.add_parser(
+        "streams", help="consumer-group lag, pending entries and their age for a module's @on_stream handlers"
+    )
+    streams.add_argument("target", help="module whose @on_stream handlers name the streams and groups")
+    streams.add_argument("--json", action="store_true", help="one JSON array instead of the table")
+    url_option(streams, connect_timeout=2.0)
     return parser
 
 
@@ -147,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_on_loop(_publish(args), args.loop)
         if args.command == "routes":
             return _routes(args)
+        if args.command in ("check", "streams"):
+            return run_on_loop(_check(args) if args.command == "check" else _streams(args), args.loop)
         return run_on_loop(_dead_letters(args), args.loop)
     except (LoadError, ConfigError) as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
@@ -210,6 +230,23 @@ async def _publish(args: argparse.Namespace) -> int:
         print(f"appended {len(payloads)} entr{'y' if len(payloads) == 1 else 'ies'} to stream {args.channel!r}")
         return 0
     print(f"published {len(payloads)} message(s) to {args.channel!r}: {receivers} reception(s)")
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    from eventbus.checks import check
+
+    ensure_cwd_on_path()
+    print(await check(args.url, args.connect_timeout, args.module))
+    return 0
+
+
+async def _streams(args: argparse.Namespace) -> int:
+    from eventbus.checks import figures_json, format_table, stream_figures
+
+    ensure_cwd_on_path()
+    figures = await stream_figures(args.target, args.url, args.connect_timeout)
+    print(figures_json(figures) if args.json else format_table(figures))
     return 0
 
 

@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
     )
 
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="development only, not for production: restart when a file of the module's package changes "
+        "(needs eventbus[reload])",
+    )
+
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
     publish.add_argument("channel")
     publish.add_argument("data", nargs="?", help="the payload; omitted or '-' reads standard input")
@@ -155,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
         if args.command == "run" and args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        if args.command == "run" and args.reload:
+            from eventbus.reload import run_with_reload
+
+            configure_logging(args.log_level)
+            return run_with_reload(sys.argv[1:] if argv is None else argv, args.target, args.grace)
         if args.command == "run" and args.workers != 1:
             from eventbus.supervisor import supervise
 

@@ -26,10 +26,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
-from wsgiref.simple_server import WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from eventbus.config import redact_url
 from eventbus.errors import ConfigError
@@ -135,13 +135,18 @@ def probe_app(metrics: WSGIApp, probes: Probes | None) -> WSGIApp:
     return app
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a probe every few seconds is not news; stderr is the application's log
+
+
 def serve(
     registry: CollectorRegistry, probes: Probes | None, port: int, addr: str
 ) -> tuple[WSGIServer, threading.Thread]:
     """prometheus-client's threaded WSGI server (a daemon thread), with the probes routed in front."""
     app = probe_app(make_wsgi_app(registry), probes)
     try:
-        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+        server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:  # port taken, address not local: a setting to fix, not a crash
         raise ConfigError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None
     thread = threading.Thread(target=server.serve_forever, name="eventbus:metrics", daemon=True)

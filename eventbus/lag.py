@@ -155,6 +155,10 @@ class LagCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         try:
+            if _running_loop() is self.loop:
+                # Collected on the loop itself (generate_latest called from a coroutine): waiting for
+                # the loop here would block it, so give the cached figures.
+                raise RuntimeError("collected on the event loop")
             future = asyncio.run_coroutine_threadsafe(self.monitor.refresh(), self.loop)
             figures = future.result(self.timeout)
         except Exception as exc:  # noqa: BLE001 - a scrape still answers, with the last figures
@@ -187,6 +191,13 @@ class LagCollector(Collector):
             oldest.add_metric(key, f.oldest_pending_idle or 0.0)
             exhausted.add_metric(key, f.exhausted)
         yield from (lag, pending, oldest, exhausted)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def runner_groups(runner: Any) -> list[tuple[str, str, int]]:

@@ -14,7 +14,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, StreamMessage, on_stream
-from eventbus.lag import GroupLag, LagMonitor, count_after, group_lag
+from eventbus.lag import GroupLag, LagCollector, LagMonitor, count_after, group_lag
 from eventbus.redis_backend import command_client
 from tests.cli_process import ROOT
 from tests.fault.helpers import eventually, running
@@ -71,6 +71,15 @@ async def test_monitor_caches_its_figures(own_redis_server: RedisServer) -> None
         assert (await monitor.refresh())[0].lag == 3
     finally:
         await client.aclose()
+
+
+async def test_collecting_on_the_loop_gives_the_cached_figures() -> None:
+    # generate_latest() called from a coroutine must not wait for the loop it is blocking.
+    monitor = LagMonitor(None, [("s", "g", 5)])
+    monitor.figures = [GroupLag("s", "g", 5, lag=4, pending=2, oldest_pending_idle=1.5)]
+    families = {f.name: f for f in LagCollector(monitor, asyncio.get_running_loop()).collect()}
+    assert families["eventbus_stream_lag"].samples[0].value == 4
+    assert families["eventbus_stream_oldest_pending_seconds"].samples[0].value == 1.5
 
 
 async def test_lag_metrics_and_summary_of_a_running_consumer(

@@ -65,9 +65,14 @@ def test_an_edit_restarts_the_runner_with_the_new_code(
         assert published_version(client, "v2"), proc.output
         # The old runner stopped the clean way (drain, summary) before the new one started.
         assert proc.output.count("stopped: all queued work finished") == 1
+        # A mistake mid-edit: the runner cannot start; the next save brings it back.
+        handlers.write_text("def broken(:\n")
+        proc.wait_for("the runner exited with code 2; waiting for a change to restart it")
+        handlers.write_text(HANDLERS.format(version="v3"))
+        assert published_version(client, "v3"), proc.output
         proc.signal(signal.SIGINT)
         assert proc.wait() == 0, proc.output
-        assert proc.output.count("stopped: all queued work finished") == 2
+        assert proc.output.count("stopped: all queued work finished") == 3
         assert "received again" not in proc.output  # one Ctrl-C reaches the child once
     finally:
         if proc.process.poll() is None:

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -33,9 +33,6 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from eventbus.config import redact_url
 from eventbus.errors import ConfigError
-
-if TYPE_CHECKING:
-    from eventbus.runner import Runner
 
 log = logging.getLogger("eventbus.health")
 
@@ -154,8 +151,12 @@ def serve(
     return server, thread
 
 
-def runner_readiness(runner: Runner) -> list[str]:
-    """Why ``runner`` is not ready to process messages (empty when it is). Runs on its loop."""
+def runner_readiness(runner: Any) -> list[str]:
+    """Why ``runner`` (a started :class:`~eventbus.runner.Runner`) is not ready; empty when it is.
+
+    Runs on the runner's loop. Typed loosely, as :func:`eventbus.metrics.runner_collector` is: this
+    module sits below the runner, which imports it.
+    """
     if runner.stopping.is_set():
         return ["stopping"]
     if not runner.ready.is_set():
@@ -176,6 +177,6 @@ def runner_readiness(runner: Runner) -> list[str]:
     return reasons
 
 
-def runner_probes(runner: Runner, deadline: float = DEFAULT_DEADLINE) -> Probes:
+def runner_probes(runner: Any, deadline: float = DEFAULT_DEADLINE) -> Probes:
     """The probes of ``runner``, answered on the loop that is running now."""
     return Probes(asyncio.get_running_loop(), lambda: runner_readiness(runner), deadline)

@@ -38,6 +38,7 @@ from eventbus.worker import HandlerWorker
 log = logging.getLogger("eventbus.streams")
 
 DATA_FIELD = b"data"
+STOP_TIMEOUT = 5.0  # seconds stop_reading keeps cancelling a reader that does not stop
 
 
 def default_consumer_name() -> str:
@@ -207,9 +208,20 @@ class StreamConsumer:
 
     async def stop_reading(self) -> None:
         """Stop taking new entries; what is already in the inbox is still handled and acknowledged."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = set(self._tasks)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            done, tasks = await asyncio.wait(tasks, timeout=0.5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: the loops end only by cancellation
+            if tasks and time.monotonic() >= deadline:
+                log.warning("%r: %d reading task(s) did not stop; abandoning them", self, len(tasks))
+                break
+            # Still running: redis-py can swallow the cancellation of a blocking command that was
+            # reconnecting (redis/redis-py#2028, #2579; seen after a server restart), so ask again.
         self._tasks.clear()
         self.reading = False
 

@@ -87,21 +87,30 @@ async def test_readyz_fails_while_redis_is_down_and_recovers(own_redis_server: R
         assert b"eventbus_connected 1.0" in metrics
 
 
-async def test_readyz_covers_stream_groups(redis_server: RedisServer) -> None:
+async def test_readyz_covers_stream_groups(own_redis_server: RedisServer) -> None:
     from eventbus import on_stream
 
     @on_stream("orders", block=0.2)
     async def orders(msg: Message, ctx: Context) -> None:
         pass
 
-    async with running([orders], redis_server.url, metrics_port=0, metrics_addr="127.0.0.1") as runner:
+    async with running([orders], own_redis_server.url, metrics_port=0, metrics_addr="127.0.0.1") as runner:
         url = base(runner) + "/readyz"
         assert await asyncio.to_thread(probe, url) == (200, {"status": "ready"})
-        # A reader whose retries ran out (redis-py rides out a short outage itself) says so; the
-        # outage itself is covered above, on the subscription connection that reports it first.
+        # An outage with a stream reader blocked in XREADGROUP; the runner must still stop after it
+        # (redis-py once swallowed the reader's cancellation here and the stop hung).
+        own_redis_server.kill()
+        await eventually(lambda: not runner._subscriber.connected.is_set(), what="the connection lost")  # type: ignore[union-attr]
+        assert (await asyncio.to_thread(probe, url))[0] == 503
+        await asyncio.to_thread(own_redis_server.start)
+        deadline = time.monotonic() + 20
+        while (await asyncio.to_thread(probe, url))[0] != 200:
+            assert time.monotonic() < deadline, "never ready again"
+            await asyncio.sleep(0.05)
+        # A reader whose retries ran out (redis-py rides out a short outage itself, ~8 s) says so;
+        # the subscription connection reports an outage first.
         assert runner.scaleout is not None
         consumer = runner.scaleout.consumers[0]
-        assert consumer.reading
         consumer.reading = False
         assert await asyncio.to_thread(probe, url) == (
             503,

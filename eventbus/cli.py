@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics endpoint listens on (0.0.0.0)")
     run.add_argument(
+        "--health-timeout",
+        type=float,
+        default=1.0,
+        help="seconds the event loop may take to answer /healthz and /readyz on the metrics port (1)",
+    )
+    run.add_argument(
         "--ping-interval",
         type=float,
         default=5.0,
@@ -104,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
+    )
+
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="development only, not for production: restart when a file of the module's package changes "
+        "(needs eventbus[reload])",
     )
 
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
@@ -126,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--keep", action="store_true", help="keep replayed entries in the stream")
     dead.add_argument("--stream", default=DEFAULT_STREAM)
     url_option(dead)
+
+    check = commands.add_parser(
+        "check",
+        help="exit 0 if Redis answers (and, with --module, the module loads and can subscribe); else 1",
+        description="Checks from outside a runner: Redis answers PING (with the URL's credentials); "
+        "with --module, the module loads (else exit 2), its channels and patterns can be subscribed to "
+        "and its streams are streams or absent. Nothing is consumed. A running process answers "
+        "/healthz and /readyz on its metrics port instead.",
+    )
+    check.add_argument("--module", metavar="TARGET", help="also check this handler module (pkg.mod[:attr])")
+    url_option(check, connect_timeout=2.0)
+
+    streams = commands.add_parser(
+        "streams", help="consumer-group lag, pending entries and their age for a module's @on_stream handlers"
+    )
+    streams.add_argument("target", help="module whose @on_stream handlers name the streams and groups")
+    streams.add_argument("--json", action="store_true", help="one JSON array instead of the table")
+    url_option(streams, connect_timeout=2.0)
     return parser
 
 
@@ -136,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
         if args.command == "run" and args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        if args.command == "run" and args.reload:
+            from eventbus.reload import run_with_reload
+
+            configure_logging(args.log_level)
+            return run_with_reload(sys.argv[1:] if argv is None else argv, args.target, args.grace)
         if args.command == "run" and args.workers != 1:
             return _supervise(args, sys.argv[1:] if argv is None else argv)
         if args.command == "run":
@@ -144,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_on_loop(_publish(args), args.loop)
         if args.command == "routes":
             return _routes(args)
+        if args.command in ("check", "streams"):
+            return run_on_loop(_check(args) if args.command == "check" else _streams(args), args.loop)
         return run_on_loop(_dead_letters(args), args.loop)
     except (LoadError, ConfigError) as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
@@ -215,6 +253,7 @@ def _run(args: argparse.Namespace) -> int:
         stats_interval=args.stats_interval or None,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
+        health_deadline=args.health_timeout,
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
@@ -249,6 +288,23 @@ async def _publish(args: argparse.Namespace) -> int:
         print(f"appended {len(payloads)} entr{'y' if len(payloads) == 1 else 'ies'} to stream {args.channel!r}")
         return 0
     print(f"published {len(payloads)} message(s) to {args.channel!r}: {receivers} reception(s)")
+    return 0
+
+
+async def _check(args: argparse.Namespace) -> int:
+    from eventbus.checks import check
+
+    ensure_cwd_on_path()
+    print(await check(args.url, args.connect_timeout, args.module))
+    return 0
+
+
+async def _streams(args: argparse.Namespace) -> int:
+    from eventbus.checks import figures_json, format_table, stream_figures
+
+    ensure_cwd_on_path()
+    figures = await stream_figures(args.target, args.url, args.connect_timeout)
+    print(figures_json(figures) if args.json else format_table(figures))
     return 0
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from eventbus.errors import ConfigError
+from eventbus.health import Probes, serve
 from eventbus.stats import LATENCY_BUCKETS, BusStats
 
 log = logging.getLogger("eventbus.metrics")
@@ -118,17 +118,16 @@ class StatsCollector(Collector):
 
 
 class MetricsServer:
-    """The ``/metrics`` HTTP endpoint of one runner."""
+    """The HTTP endpoint of one runner: ``/metrics``, and ``/healthz`` / ``/readyz`` given ``probes``."""
 
-    def __init__(self, collector: StatsCollector, port: int, addr: str = "0.0.0.0") -> None:
+    def __init__(
+        self, collector: StatsCollector, port: int, addr: str = "0.0.0.0", probes: Probes | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self._server: WSGIServer
         self._thread: Thread
-        try:
-            self._server, self._thread = start_http_server(port, addr, registry=self.registry)
-        except OSError as exc:  # port taken, address not local: a setting to fix, not a crash
-            raise ConfigError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None
+        self._server, self._thread = serve(self.registry, probes, port, addr)
         self.addr = addr
         self.port: int = self._server.server_port
 

@@ -27,6 +27,8 @@ from eventbus.context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
 from eventbus.dispatch import Dispatcher
 from eventbus.flow import ReadGate
+from eventbus.health import DEFAULT_DEADLINE, runner_probes
+from eventbus.lag import LagCollector, LagMonitor, runner_groups
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
@@ -63,6 +65,7 @@ class Settings:
     metrics_port: int | None = None
     metrics_addr: str = "0.0.0.0"
     log_level: str | None = "info"
+    health_deadline: float = DEFAULT_DEADLINE  # /healthz, /readyz: seconds the loop may take to answer
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
 
 
@@ -115,6 +118,7 @@ class Runner:
         self.grace = settings.grace
         self.dead_letter_stream = settings.dead_letter_stream
         self.metrics: MetricsServer | None = None
+        self.lag: LagMonitor | None = None  # consumer-group figures, when there are stream consumers
         self.stats = BusStats()
         self.state: dict[str, Any] = {}
         self.url: str | None = None
@@ -204,8 +208,9 @@ class Runner:
         s = self.settings
         if s.metrics_port is not None:
             # Before anything subscribes: a taken port fails the start with nothing to undo.
-            self.metrics = MetricsServer(self._collector(), s.metrics_port, s.metrics_addr)
-            log.info("Prometheus metrics at %s", self.metrics.url)
+            probes = runner_probes(self, s.health_deadline)
+            self.metrics = MetricsServer(self._collector(), s.metrics_port, s.metrics_addr, probes)
+            log.info("Prometheus metrics at %s (probes: /healthz, /readyz)", self.metrics.url)
         base = self._context()
         for hook in self.router.startup:
             await _call_hook(hook, base)
@@ -260,6 +265,11 @@ class Runner:
                 self.consumers[0].name,
                 ", ".join(f"{c.stream!r} (group {c.group!r})" for c in self.consumers),
             )
+        groups = runner_groups(self)
+        if groups:
+            self.lag = LagMonitor(self.redis, groups)
+            if self.metrics is not None:
+                self.metrics.registry.register(LagCollector(self.lag, asyncio.get_running_loop()))
         log.info(
             "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s (event loop: %s)",
             self.router.name,
@@ -419,7 +429,8 @@ class Runner:
     async def _report_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            log.info("stats: %s", summarize(self.stats))
+            streams = await self.lag.summary() if self.lag is not None else ""
+            log.info("stats: %s%s", summarize(self.stats), f" {streams}" if streams else "")
 
     async def __aenter__(self) -> Runner:
         await self.start()

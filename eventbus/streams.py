@@ -38,6 +38,7 @@ from eventbus.worker import HandlerWorker
 log = logging.getLogger("eventbus.streams")
 
 DATA_FIELD = b"data"
+STOP_TIMEOUT = 5.0  # seconds stop_reading keeps cancelling a reader that does not stop
 
 
 def default_consumer_name() -> str:
@@ -177,6 +178,7 @@ class StreamConsumer:
         self.held: set[str] = set()  # ids in our inbox or being handled: never claim them twice
         self.delivered = 0
         self.claimed = 0
+        self.reading = False  # readiness: the group exists and the last read (or ping) succeeded
         self._acks: list[str] = []
         self._ack_wanted = asyncio.Event()
         self._room = asyncio.Event()
@@ -191,6 +193,7 @@ class StreamConsumer:
 
     async def start(self) -> None:
         await self.ensure_group()
+        self.reading = True
         self._acker = asyncio.create_task(self._ack_loop(), name=f"eventbus:xack:{self.stream}")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"eventbus:xreadgroup:{self.stream}"),
@@ -208,10 +211,22 @@ class StreamConsumer:
 
     async def stop_reading(self) -> None:
         """Stop taking new entries; what is already in the inbox is still handled and acknowledged."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = set(self._tasks)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            done, tasks = await asyncio.wait(tasks, timeout=0.5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: the loops end only by cancellation
+            if tasks and time.monotonic() >= deadline:
+                log.warning("%r: %d reading task(s) did not stop; abandoning them", self, len(tasks))
+                break
+            # Still running: redis-py can swallow the cancellation of a blocking command that was
+            # reconnecting (redis/redis-py#2028, #2579; seen after a server restart), so ask again.
         self._tasks.clear()
+        self.reading = False
 
     async def close(self) -> None:
         """After the worker drained: flush the acks, then leave the group if nothing is pending."""
@@ -293,6 +308,11 @@ class StreamConsumer:
             await self._wait_for_room()
             started = time.monotonic()
             try:
+                if not self.reading:
+                    # After a failure: a quick PING says the server is back, where a successful
+                    # XREADGROUP would only return after blocking for up to `block` seconds.
+                    await self.reader.ping()
+                    self.reading = True
                 reply = await self.reader.xreadgroup(
                     self.group, self.name, {self.stream: cursor}, count=self.options.batch, block=block_ms
                 )
@@ -300,6 +320,7 @@ class StreamConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a lost connection
+                self.reading = False
                 if "NOGROUP" in str(exc):
                     log.warning(
                         "group %r on stream %r vanished (stream deleted?); recreating it", self.group, self.stream

@@ -18,12 +18,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
 # handler model and the engine never import a backend, and backends import only leaves.
 LEAVES = {
     *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
-    "metrics",
+    *("metrics", "health", "lag"),
 }
 MODEL = {"subscription", "router", "context", "publisher", "deadletter"}
 ENGINE = {"dispatch", "worker", "streams"}
 RUNNER = {"runner"}
-TOP = {"cli", "testing", "supervisor", "__init__", "__main__"}
+TOP = {"cli", "testing", "supervisor", "checks", "reload", "__init__", "__main__"}
 RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
 
 

@@ -31,7 +31,8 @@ from tests.cli_process import ROOT, EventbusProcess
 from tests.redis_server import RedisServer
 
 READMES = [ROOT / "README.md", *sorted(ROOT.glob("apps/*/README.md"))]
-CODE = {"python", "bash", "sh", "console", "shell"}
+# yaml: configuration for other tools (a Kubernetes manifest); such a block must say not-run.
+CODE = {"python", "bash", "sh", "console", "shell", "yaml"}
 NOT_CODE = {"text", "toml", "ini", "json", "csv"}
 FENCE = re.compile(r"^```([\w+-]*)\s*$")
 MARKER = re.compile(r"^<!--\s*(run|not-run):\s*(.*?)\s*-->\s*$")
@@ -91,6 +92,8 @@ def test_every_block_says_what_it_is() -> None:
     assert not untagged, f"untagged code blocks (tag them python, bash, console or text): {untagged}"
     unknown = [b.id for b in ALL if b.language not in CODE | NOT_CODE]
     assert not unknown, f"blocks in a language this test does not know: {unknown}"
+    unmarked = [b.id for b in ALL if b.language == "yaml" and not (b.marker and b.marker[0] == "not-run")]
+    assert not unmarked, f"yaml blocks cannot run here; mark them <!-- not-run: REASON -->: {unmarked}"
 
 
 def test_ci_runs_the_quickstart_commands() -> None:

@@ -73,7 +73,7 @@ async def test_readyz_fails_while_redis_is_down_and_recovers(own_redis_server: R
     async with running([handler], own_redis_server.url, metrics_port=0, metrics_addr="127.0.0.1") as runner:
         assert await asyncio.to_thread(probe, base(runner) + "/readyz") == (200, {"status": "ready"})
         own_redis_server.kill()
-        await eventually(lambda: not runner._subscriber.connected.is_set(), what="the connection lost")  # type: ignore[union-attr]
+        await eventually(lambda: not runner.subscriber.is_connected(), what="the connection lost")  # type: ignore[union-attr]
         code, body = await asyncio.to_thread(probe, base(runner) + "/readyz")
         assert code == 503 and body["status"] == "not ready"
         assert body["reasons"] == ["subscription connection down (reconnecting and resubscribing)"]
@@ -100,7 +100,7 @@ async def test_readyz_covers_stream_groups(own_redis_server: RedisServer) -> Non
         # An outage with a stream reader blocked in XREADGROUP; the runner must still stop after it
         # (redis-py once swallowed the reader's cancellation here and the stop hung).
         own_redis_server.kill()
-        await eventually(lambda: not runner._subscriber.connected.is_set(), what="the connection lost")  # type: ignore[union-attr]
+        await eventually(lambda: not runner.subscriber.is_connected(), what="the connection lost")  # type: ignore[union-attr]
         assert (await asyncio.to_thread(probe, url))[0] == 503
         await asyncio.to_thread(own_redis_server.start)
         deadline = time.monotonic() + 20
@@ -109,8 +109,7 @@ async def test_readyz_covers_stream_groups(own_redis_server: RedisServer) -> Non
             await asyncio.sleep(0.05)
         # A reader whose retries ran out (redis-py rides out a short outage itself, ~8 s) says so;
         # the subscription connection reports an outage first.
-        assert runner.scaleout is not None
-        consumer = runner.scaleout.consumers[0]
+        consumer = runner.consumers[0]
         consumer.reading = False
         assert await asyncio.to_thread(probe, url) == (
             503,

@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 import redis
-from eventbus.redis_backend import command_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, StreamMessage, on_stream
+from eventbus.backends import command_client
 from eventbus.lag import GroupLag, LagCollector, LagMonitor, count_after, group_lag
 from tests.cli_process import ROOT
 from tests.fault.helpers import eventually, running

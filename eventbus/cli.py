@@ -20,6 +20,7 @@ from eventbus.logs import LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
+from eventbus.middleware import load_middleware
 from eventbus.publisher import connect
 from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
@@ -101,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
     )
 
+    run.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        metavar="PKG.MOD:FN",
+        help="global middleware around every handler (repeatable; first given is outermost); "
+        "a factory may be called with literal arguments: 'eventbus.middlewares.timeout:timeout(5)'",
+    )
+
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
     publish.add_argument("channel")
     publish.add_argument("data", nargs="?", help="the payload; omitted or '-' reads standard input")
@@ -162,6 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_cwd_on_path()
     runner = Runner(
         args.target,
+        middleware=[load_middleware(spec) for spec in args.middleware],
         url=args.url,
         grace=args.grace,
         connect_timeout=args.connect_timeout,

@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -28,6 +30,7 @@ from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
 from eventbus.memory_backend import MemoryBroker, MemorySubscriber
 from eventbus.metrics import MetricsServer, runner_collector
+from eventbus.middleware import check_chain
 from eventbus.publisher import Publisher
 from eventbus.redis_backend import Feed, command_client, wait_until_reachable
 from eventbus.router import Router, load_target
@@ -56,6 +59,8 @@ class Runner:
     ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
     ``log_level``: set up logging like the CLI at this level when the application has not configured
     logging itself (see :func:`eventbus.logs.configure`); None leaves logging alone.
+    ``middleware``: async functions ``(msg, ctx, call_next)`` around every handler, outermost first,
+    outside the module's and the handlers' own (see :mod:`eventbus.middleware`).
     """
 
     def __init__(
@@ -78,10 +83,13 @@ class Runner:
         embedded: bool = True,
         url_source: str = SOURCE_CODE,
         log_level: str | None = "info",
+        middleware: Sequence[Any] = (),
     ) -> None:
         if log_level is not None:
             configure_logging(log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
+        # Global middleware: around every handler, outside the module's and the handler's own.
+        self.middleware = check_chain(middleware, "Runner")
         self.requested_url = url
         self.url_source = url_source
         self.broker = broker
@@ -228,6 +236,8 @@ class Runner:
         dispatcher = Dispatcher(self.stats, self.max_payload)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
+            if self.middleware:
+                handler = replace(handler, middleware=(*self.middleware, *handler.middleware))
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
             worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters, self.read_gate)
             by_name[handler.name] = worker

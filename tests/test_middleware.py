@@ -204,7 +204,7 @@ def test_naming_a_factory_instead_of_calling_it_says_so() -> None:
 def test_load_middleware_from_the_command_line_spelling() -> None:
     mw = load_middleware("eventbus.middlewares.timeout:timeout(2.5)")
     assert "timeout(2.5)" in mw.__qualname__
-    with pytest.raises(LoadError, match="expected 'package.module:function'"):
+    with pytest.raises(LoadError, match="expected 'package\\.module:function'"):
         load_middleware("eventbus.middlewares.timeout")
     with pytest.raises(LoadError, match="does not define 'nope'"):
         load_middleware("eventbus.middlewares.timeout:nope")

@@ -73,10 +73,18 @@ def _link(middleware: Middleware, call_next: Invoke) -> Invoke:
     return lambda msg, ctx: middleware(msg, ctx, call_next)
 
 
-def compose(invoke: Invoke, chain: Iterable[Middleware]) -> Invoke:
-    """``invoke`` wrapped in ``chain`` (first = outermost); ``invoke`` itself when the chain is empty."""
+def compose(invoke: Invoke, chain: Iterable[Middleware], handler: Any = None) -> Invoke:
+    """``invoke`` wrapped in ``chain`` (first = outermost); ``invoke`` itself when the chain is empty.
+
+    A middleware object with a ``for_handler(handler)`` method is asked for the function to use
+    for this handler (a :class:`~eventbus.router.Handler`: name, options, subscriptions), so it
+    can look at the handler's policy once here instead of on every message (tracing does).
+    """
     call = invoke
     for middleware in reversed(tuple(chain)):
+        bind = getattr(middleware, "for_handler", None)
+        if bind is not None and handler is not None:
+            middleware = check_middleware(bind(handler), f"{_describe(middleware)}.for_handler")
         call = _link(middleware, call)
     return call
 

@@ -117,7 +117,7 @@ class HandlerWorker:
         # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
         # the handler's middleware chain (composed once here; no wrapper when there is none).
         self._invoke: Callable[[Message, Context], Awaitable[Any]] = compose(
-            handler.func if handler.is_async else self._run_in_thread, handler.middleware
+            handler.func if handler.is_async else self._run_in_thread, handler.middleware, handler
         )
 
     # -- the reader's side -------------------------------------------------------------------

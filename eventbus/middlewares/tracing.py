@@ -35,8 +35,9 @@ try:
     from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test without OpenTelemetry
+    missing = getattr(exc, "name", None) or str(exc)
     raise LoadError(
-        f"eventbus tracing needs OpenTelemetry: pip install 'eventbus[otel]' (import failed: {exc})"
+        f"eventbus tracing needs OpenTelemetry: pip install 'eventbus[otel]' (missing: {missing})"
     ) from None
 
 import orjson

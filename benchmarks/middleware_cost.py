@@ -4,7 +4,8 @@ A :class:`~eventbus.worker.HandlerWorker` drains a queued backlog through a hand
 the benchmark's 60-byte JSON, once per variant: no middleware, one no-op middleware, three,
 ``timeout(5)``, ``idempotent`` is left out (it is two Redis round trips, not CPU), and the tracing
 middleware on the OpenTelemetry API alone (no SDK: what an installed but unconfigured
-OpenTelemetry costs) and on the SDK with a BatchSpanProcessor and an exporter that discards. No
+OpenTelemetry costs) and on the SDK with a BatchSpanProcessor and an exporter that discards, next
+to a middleware that only opens a bare SDK span (the SDK's own share of that cost). No
 socket and no Redis: only the worker loop, the chain and the handler, so the figures are the
 middleware's own cost. Variants are interleaved over the repetitions and the median is reported,
 with the cost per message over the no-middleware run. The end-to-end figure (socket included) is
@@ -59,8 +60,16 @@ def variants() -> dict[str, Callable[[], Sequence[Any]]]:
 
     sdk = TracerProvider()
     sdk.add_span_processor(BatchSpanProcessor(Discard()))
+    bare = sdk.get_tracer("reference")
+
+    async def sdk_span_only(msg: Message, ctx: Context, call_next: Invoke) -> Any:
+        # The reference: one SDK span with no attributes, what any tracing costs in this process.
+        with bare.start_as_current_span("process"):
+            return await call_next(msg, ctx)
+
     found["tracing, API only"] = lambda: [tracing_middleware(tracer_provider=NoOpTracerProvider())]
     found["tracing, SDK"] = lambda: [tracing_middleware(tracer_provider=sdk)]
+    found["bare SDK span (ref)"] = lambda: [sdk_span_only]
     return found
 
 

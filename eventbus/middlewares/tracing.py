@@ -78,6 +78,19 @@ def _pubsub_carrier(data: bytes) -> dict[str, str]:
     return {k: v for k in ("traceparent", "tracestate") if isinstance(v := obj.get(k), str)}
 
 
+def _static_attributes(handler: str) -> dict[str, Any]:
+    """The attributes every span of one handler has (copied per message, not rebuilt)."""
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.operation": "process",  # the name before semantic conventions 1.26
+        # On pub/sub the handler is the consumer; a stream entry's span names its group instead.
+        "messaging.consumer.group.name": handler,
+        "eventbus.handler": handler,
+    }
+
+
 class _Tracing:
     """The tracing middleware; bound to each handler's name and retry policy at start-up."""
 
@@ -94,22 +107,25 @@ class _Tracing:
 
     async def __call__(self, msg: Message, ctx: Context, call_next: Invoke) -> Any:
         # Used without a handler to bind to (called directly): no retry policy known.
-        return await self._run(self._get_tracer(), msg, ctx, call_next, 0, {}, {})
+        static = _static_attributes(ctx.handler or "")
+        return await self._run(self._get_tracer(), static, msg, ctx, call_next, 0, {}, {})
 
     def for_handler(self, handler: Any) -> Middleware:
         tracer = self._get_tracer()
+        static = _static_attributes(handler.name)
         retries: int = handler.options.retries
         max_deliveries = {s.name: s.stream.max_deliveries for s in handler.subscriptions if s.stream is not None}
         attempts: dict[int, int] = {}  # id(msg) -> attempts so far, while a message is being retried
 
         async def tracing(msg: Message, ctx: Context, call_next: Invoke) -> Any:
-            return await self._run(tracer, msg, ctx, call_next, retries, max_deliveries, attempts)
+            return await self._run(tracer, static, msg, ctx, call_next, retries, max_deliveries, attempts)
 
         return tracing
 
     async def _run(
         self,
         tracer: trace.Tracer,
+        static: dict[str, Any],
         msg: Message,
         ctx: Context,
         call_next: Invoke,
@@ -121,31 +137,25 @@ class _Tracing:
         # until the final outcome pops it (a shutdown during a backoff sleep may leave one behind).
         key = id(msg)
         attempt = attempts.get(key, 0) + 1
-        entry_id = getattr(msg, "id", None)
+        attributes = dict(static)
+        attributes["messaging.destination.name"] = msg.channel
+        attributes["messaging.message.body.size"] = len(msg.data)
+        attributes["eventbus.attempt"] = attempt
+        pattern = msg.pattern
+        if pattern is not None:
+            attributes["messaging.destination.template"] = pattern
         fields = getattr(msg, "fields", None)
-        group = getattr(msg, "group", None) or ctx.handler or ""
-        carrier = _stream_fields_carrier(fields) if fields is not None else _pubsub_carrier(msg.data)
+        if fields is not None:  # a stream entry
+            attributes["messaging.consumer.group.name"] = getattr(msg, "group", "")
+            attributes["messaging.message.id"] = getattr(msg, "id", "")
+            attributes["eventbus.stream.deliveries"] = getattr(msg, "deliveries", 1)
+            carrier = _stream_fields_carrier(fields)
+        else:
+            carrier = _pubsub_carrier(msg.data)
         parent = _PROPAGATOR.extract(carrier) if carrier else None
         # Span names stay low-cardinality: the pattern, not the channel, for a pattern subscription.
-        destination = msg.pattern or msg.channel
-        attributes: dict[str, Any] = {
-            "messaging.system": SYSTEM,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.operation": "process",  # the name before semantic conventions 1.26
-            "messaging.destination.name": msg.channel,
-            "messaging.message.body.size": len(msg.data),
-            "messaging.consumer.group.name": group,
-            "eventbus.handler": ctx.handler or "",
-            "eventbus.attempt": attempt,
-        }
-        if msg.pattern is not None:
-            attributes["messaging.destination.template"] = msg.pattern
-        if entry_id is not None:
-            attributes["messaging.message.id"] = entry_id
-            attributes["eventbus.stream.deliveries"] = getattr(msg, "deliveries", 1)
         with tracer.start_as_current_span(
-            f"process {destination}",
+            f"process {pattern or msg.channel}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -173,7 +183,7 @@ class _Tracing:
                         span.add_event("eventbus.dead_letter", {"eventbus.attempts": attempt})
                 raise
             attempts.pop(key, None)
-            span.set_status(Status(StatusCode.OK))
+            # Success leaves the status unset, as the OpenTelemetry spec asks of instrumentation.
             return result
 
 

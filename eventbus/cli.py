@@ -20,7 +20,7 @@ from eventbus.logs import LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
-from eventbus.middleware import load_middleware
+from eventbus.middleware import describe_middleware, load_middleware
 from eventbus.publisher import connect
 from eventbus.redis_backend import wait_until_reachable
 from eventbus.router import ensure_cwd_on_path, load_target
@@ -226,6 +226,9 @@ def _routes(args: argparse.Namespace) -> int:
         options = f"concurrency={o.concurrency} inbox={o.inbox_limits} overflow={o.overflow} retries={o.retries}"
         if not handler.is_async:
             options += " sync"
+        if handler.middleware:
+            # The module's and the handler's own, outermost first (global ones come from `run`).
+            options += " middleware=" + ",".join(describe_middleware(m) for m in handler.middleware)
         rows.append((subscription.kind, subscription.name, handler.name, options))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:

@@ -33,8 +33,14 @@ Invoke = Callable[[Message, Context], Awaitable[Any]]
 Middleware = Callable[[Message, Context, Invoke], Awaitable[Any]]
 
 
-def _describe(obj: Any) -> str:
-    return str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj))
+def describe_middleware(obj: Any) -> str:
+    """A middleware's name for people: ``timing``, ``timeout(5)``."""
+    return str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)).rpartition(
+        "<locals>."
+    )[2]
+
+
+_describe = describe_middleware
 
 
 def check_middleware(obj: Any, where: str) -> Middleware:

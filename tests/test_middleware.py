@@ -226,3 +226,22 @@ def test_cli_run_with_a_bad_middleware_exits_2_with_one_line(subprocess_env: dic
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "is not a middleware" in result.stderr
+
+
+def test_routes_shows_each_handlers_chain(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from eventbus.cli import main
+    from eventbus.middlewares import timeout
+
+    async def timing(msg: Message, ctx: Context, call_next: Invoke) -> Any:
+        return await call_next(msg, ctx)
+
+    @on("orders", middleware=[timeout(5)])
+    async def store(msg: Message, ctx: Context) -> None:
+        pass
+
+    module = types.ModuleType("shop_routes")
+    module.store = store  # type: ignore[attr-defined]
+    module.middleware = [timing]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "shop_routes", module)
+    assert main(["routes", "shop_routes"]) == 0
+    assert "middleware=timing,timeout(5)" in capsys.readouterr().out

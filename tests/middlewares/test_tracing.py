@@ -227,3 +227,29 @@ def test_without_opentelemetry_the_middleware_fails_at_load_with_one_line(subpro
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1
     assert "pip install 'eventbus[otel]'" in result.stderr
+
+
+async def test_an_append_from_a_traced_handler_continues_its_trace(
+    redis_server: RedisServer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    trace_publishing(tracer_provider=provider)
+
+    @on("orders")
+    async def accept(msg: Message, ctx: Context) -> None:
+        await ctx.append("shipments", {"order": msg.text})
+
+    @on_stream("shipments", group="shipping", block=0.1)
+    async def ship(msg: Message, ctx: Context) -> None:
+        assert msg.json() == {"order": "9"}  # the trace fields stay out of the payload
+
+    middleware = [tracing_middleware(tracer_provider=provider)]
+    async with Runner([accept, ship], url=redis_server.url, middleware=middleware) as r:
+        assert r.publisher is not None
+        await r.publisher.publish("orders", "9")
+        spans = await wait_for_spans(exporter, 3)
+    by_name = {s.name: s for s in spans}
+    accepted, sent, shipped = by_name["process orders"], by_name["send shipments"], by_name["process shipments"]
+    assert len({accepted.context.trace_id, sent.context.trace_id, shipped.context.trace_id}) == 1
+    assert sent.parent is not None and sent.parent.span_id == accepted.context.span_id
+    assert shipped.parent is not None and shipped.parent.span_id == sent.context.span_id
+    assert shipped.status.status_code is StatusCode.UNSET

@@ -100,8 +100,10 @@ class Router:
     @classmethod
     def from_module(cls, module: ModuleType) -> Router:
         """Every marked handler and hook defined in or imported into ``module``."""
-        # A module-level `middleware = [...]` wraps every handler of the module.
-        router = cls(name=module.__name__, middleware=getattr(module, "middleware", None) or ())
+        # A module-level `middleware = [...]` wraps every handler of the module (a module of that
+        # name, as after `from eventbus import middleware`, is not a list of middleware).
+        chain = getattr(module, "middleware", None)
+        router = cls(name=module.__name__, middleware=() if chain is None or isinstance(chain, ModuleType) else chain)
         for value in list(vars(module).values()):
             if spec_of(value) is not None or getattr(value, HOOK_MARK, None) is not None:
                 router.add(value)

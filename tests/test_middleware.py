@@ -168,6 +168,22 @@ def test_router_option_and_include_keep_each_routers_middleware() -> None:
     assert outer.handlers[0].middleware == (outer_mw, inner_mw)
 
 
+def test_a_module_named_middleware_is_not_taken_for_a_list() -> None:
+    import eventbus.middleware
+
+    @on("a")
+    async def a(msg: Message, ctx: Context) -> None:
+        pass
+
+    module = types.ModuleType("app")
+    module.a = a  # type: ignore[attr-defined]
+    module.middleware = eventbus.middleware  # type: ignore[attr-defined]  # from eventbus import middleware
+    assert Router.from_module(module).handlers[0].middleware == ()
+    module.middleware = "timing"  # type: ignore[attr-defined]
+    with pytest.raises(LoadError, match="router 'app': middleware must be a list"):
+        Router.from_module(module)
+
+
 def test_stacked_decorators_may_repeat_the_same_middleware() -> None:
     mw = recorder("x", [])
 

@@ -17,7 +17,9 @@ How it works, per handler and key (the Redis key is ``{prefix}{handler}:{key}``)
 A process killed mid-handler leaves its claim until ``lock_ttl`` expires; a redelivery before
 that fails with :class:`DuplicateInProgress` and is tried again later. Pick ``lock_ttl`` above the
 handler's longest run (with :func:`~eventbus.middlewares.timeout.timeout` inside this middleware,
-that is the timeout). What is skipped is what Redis still remembers: after ``ttl`` a copy runs again.
+that is the timeout) and, on streams, at most the group's ``claim_idle`` (60 s by default, as is
+``lock_ttl``), so an entry reclaimed from a dead consumer finds the claim expired. What is skipped
+is what Redis still remembers: after ``ttl`` a copy runs again.
 """
 
 from __future__ import annotations

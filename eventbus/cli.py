@@ -24,6 +24,7 @@ from eventbus.logs import LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
+from eventbus.middleware import describe_middleware, load_middleware
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner, connect
 from eventbus.supervisor import Supervisor, option_value, strip_option
@@ -117,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development only, not for production: restart when a file of the module's package changes "
         "(needs eventbus[reload])",
+    )
+    run.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        metavar="PKG.MOD:FN",
+        help="global middleware around every handler (repeatable; first given is outermost); "
+        "a factory may be called with literal arguments: 'eventbus.middlewares.timeout:timeout(5)'",
     )
 
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
@@ -246,6 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_cwd_on_path()
     runner = Runner(
         args.target,
+        middleware=[load_middleware(spec) for spec in args.middleware],
         url=args.url,
         grace=args.grace,
         connect_timeout=args.connect_timeout,
@@ -317,6 +327,9 @@ def _routes(args: argparse.Namespace) -> int:
         options = f"concurrency={o.concurrency} inbox={o.inbox_limits} overflow={o.overflow} retries={o.retries}"
         if not handler.is_async:
             options += " sync"
+        if handler.middleware:
+            # The module's and the handler's own, outermost first (global ones come from `run`).
+            options += " middleware=" + ",".join(describe_middleware(m) for m in handler.middleware)
         rows.append((subscription.kind, subscription.name, handler.name, options))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:

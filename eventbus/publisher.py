@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,18 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 PublishFn = Callable[[str, bytes], Awaitable[int]]
+
+# Tracing of stream appends, off unless eventbus.middlewares.tracing.trace_publishing() is called:
+# given the stream and the entry's fields, it adds the trace context to the fields and returns the
+# producer span as a context manager, which yields a function to report the new entry's id.
+AppendTracer = Callable[[str, dict[str, Any]], AbstractContextManager[Callable[[str], None]]]
+_append_tracer: AppendTracer | None = None
+
+
+def set_append_tracer(tracer: AppendTracer | None) -> None:
+    """Install (or, with None, remove) the process-wide tracing of :meth:`Publisher.append`."""
+    global _append_tracer
+    _append_tracer = tracer
 
 
 class Publisher:
@@ -48,8 +61,15 @@ class Publisher:
         if not isinstance(stream, str) or not stream:
             raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
         fields: dict[Any, Any] = stream_fields(data)  # Any: redis-py's xadd wants an invariant union type
-        entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        tracer = _append_tracer
+        if tracer is None:
+            entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
+            return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        with tracer(stream, fields) as sent:
+            entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
+            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            sent(text)
+            return text
 
     async def aclose(self) -> None:
         if self._close is not None:

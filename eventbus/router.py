@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
-from eventbus.errors import LoadError
+from eventbus.errors import ConfigError, LoadError
+from eventbus.middleware import Middleware, check_chain
 from eventbus.subscription import HOOK_MARK, HandlerOptions, Subscription, spec_of
 
 
@@ -23,6 +24,9 @@ class Handler:
     subscriptions: tuple[Subscription, ...]
     options: HandlerOptions
     is_async: bool
+    # The whole chain around the handler, outermost first: the router's (module) middleware, then
+    # the handler's own. The runner puts its global middleware in front (eventbus.middleware).
+    middleware: tuple[Middleware, ...] = ()
 
 
 class Router:
@@ -31,10 +35,22 @@ class Router:
     Build it from a module (``Router.from_module``), a list of functions (``Router(funcs)``), or
     let :func:`load_target` resolve a ``"pkg.mod"`` / ``"pkg.mod:attr"`` string. Validation
     happens here, once: duplicate names and non-handlers fail before anything connects.
+    ``middleware`` wraps every handler added to this router (a module's ``middleware = [...]``
+    list becomes this), outside each handler's own.
     """
 
-    def __init__(self, functions: Iterable[Callable[..., Any]] = (), *, name: str = "app") -> None:
+    def __init__(
+        self,
+        functions: Iterable[Callable[..., Any]] = (),
+        *,
+        name: str = "app",
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
         self.name = name
+        try:
+            self.middleware = check_chain(middleware, f"router {name!r}")
+        except ConfigError as exc:
+            raise LoadError(str(exc)) from None
         self.handlers: list[Handler] = []
         self.startup: list[Callable[..., Any]] = []
         self.shutdown: list[Callable[..., Any]] = []
@@ -59,21 +75,35 @@ class Router:
             raise LoadError(f"duplicate handler name {name!r}: give one of them @on(..., name='...')")
         # A callable object whose __call__ is async counts as async too.
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
-        handler = Handler(name, func, spec.subscriptions, spec.options, is_async)
+        chain = (*self.middleware, *spec.options.middleware)
+        handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain)
+        self._add_handler(handler)
+
+    def _add_handler(self, handler: Handler) -> None:
         _check_stream_groups(handler, self.handlers)
         self.handlers.append(handler)
 
     def include(self, other: Router) -> None:
-        """Merge another router's handlers and hooks into this one."""
+        """Merge another router's handlers and hooks into this one.
+
+        Its handlers keep their middleware; this router's own is put around it.
+        """
         for handler in other.handlers:
-            self.add(handler.func)
+            if any(h.func is handler.func for h in self.handlers):
+                continue
+            if any(h.name == handler.name for h in self.handlers):
+                raise LoadError(f"duplicate handler name {handler.name!r}: give one of them @on(..., name='...')")
+            self._add_handler(replace(handler, middleware=(*self.middleware, *handler.middleware)))
         for hook in (*other.startup, *other.shutdown):
             self.add(hook)
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Router:
         """Every marked handler and hook defined in or imported into ``module``."""
-        router = cls(name=module.__name__)
+        # A module-level `middleware = [...]` wraps every handler of the module (a module of that
+        # name, as after `from eventbus import middleware`, is not a list of middleware).
+        chain = getattr(module, "middleware", None)
+        router = cls(name=module.__name__, middleware=() if chain is None or isinstance(chain, ModuleType) else chain)
         for value in list(vars(module).values()):
             if spec_of(value) is not None or getattr(value, HOOK_MARK, None) is not None:
                 router.add(value)

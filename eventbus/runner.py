@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,7 @@ from eventbus.logs import configure as configure_logging
 from eventbus.loops import describe_loop
 from eventbus.loops import run as run_on_loop
 from eventbus.metrics import MetricsServer, StatsCollector
+from eventbus.middleware import check_chain
 from eventbus.publisher import Publisher
 from eventbus.router import Handler, Router, load_target, stream_group
 from eventbus.stats import BusStats, HandlerStats
@@ -66,6 +68,7 @@ class Settings:
     metrics_addr: str = "0.0.0.0"
     log_level: str | None = "info"
     health_deadline: float = DEFAULT_DEADLINE  # /healthz, /readyz: seconds the loop may take to answer
+    middleware: Sequence[Any] = ()  # global middleware, outermost first (see eventbus.middleware)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
 
 
@@ -105,6 +108,8 @@ class Runner:
     ``target``: a module, ``"pkg.mod[:attr]"``, a Router, or a list of handlers.
     ``settings``: a :class:`Settings` record; keyword options (``url=``, ``grace=``,
     ``ping_interval=``, ...) override its fields. ``broker``: run in memory instead (tests).
+    ``middleware``: async functions ``(msg, ctx, call_next)`` around every handler, outermost first,
+    outside the module's and the handlers' own (see :mod:`eventbus.middleware`).
     """
 
     def __init__(
@@ -114,6 +119,8 @@ class Runner:
         if settings.log_level is not None:
             configure_logging(settings.log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
+        # Global middleware: around every handler, outside the module's and the handler's own.
+        self.middleware = check_chain(settings.middleware, "Runner")
         self.broker = broker
         self.grace = settings.grace
         self.dead_letter_stream = settings.dead_letter_stream
@@ -219,6 +226,8 @@ class Runner:
         dispatcher = Dispatcher(self.stats, s.max_payload)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
+            if self.middleware:
+                handler = replace(handler, middleware=(*self.middleware, *handler.middleware))
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
             worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters, self.read_gate)
             by_name[handler.name] = worker

@@ -39,6 +39,9 @@ log = logging.getLogger("eventbus.streams")
 
 DATA_FIELD = b"data"
 STOP_TIMEOUT = 5.0  # seconds stop_reading keeps cancelling a reader that does not stop
+# Fields the tracing of appends adds (W3C trace context): kept in ``fields``, left out of the JSON
+# view of an entry written as a dict, so a handler sees the same payload with tracing on or off.
+TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
 
 
 def default_consumer_name() -> str:
@@ -64,7 +67,7 @@ class StreamMessage(Message):
     def __init__(self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int, group: str) -> None:
         data = fields.get(DATA_FIELD)
         if data is None:
-            data = orjson.dumps({_text(k): _text(v) for k, v in fields.items()})
+            data = orjson.dumps({_text(k): _text(v) for k, v in fields.items() if k not in TRACE_FIELDS})
         super().__init__(stream, data)
         self.id = entry_id
         self.fields = fields

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from eventbus.errors import ConfigError
+from eventbus.middleware import check_chain
 from eventbus.stream_options import STREAM_OPTION_NAMES, StreamOptions
 
 Kind = Literal["channel", "pattern", "sharded", "stream"]
@@ -54,6 +55,8 @@ class HandlerOptions:
     retries:     extra attempts after a failure (not after :class:`~eventbus.Reject`).
     backoff:     seconds before the first retry; doubles each attempt (with jitter).
     name:        the handler's name in logs, metrics and dead letters (default: qualified name).
+    middleware:  async functions ``(msg, ctx, call_next)`` around each call of this handler, first
+                 listed outermost; inside the global and the module's (see :mod:`eventbus.middleware`).
     """
 
     concurrency: int = 1
@@ -63,6 +66,7 @@ class HandlerOptions:
     retries: int = 0
     backoff: float = 0.1
     name: str | None = None
+    middleware: tuple[Any, ...] = ()
 
     @property
     def inbox_limits(self) -> str:
@@ -85,6 +89,9 @@ class HandlerOptions:
             raise ConfigError(f"backoff must be a number of seconds >= 0, got {self.backoff!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.middleware, tuple) or self.middleware:
+            # A list is accepted and kept as a tuple, so the options stay hashable and comparable.
+            object.__setattr__(self, "middleware", check_chain(self.middleware, "handler option middleware"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,7 @@ def _mark(
     if unknown:
         raise ConfigError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
     new_options = HandlerOptions(**options)  # validates
+    options = {key: getattr(new_options, key) for key in options}  # as stored (a middleware list as a tuple)
     new_subscriptions = tuple(dict.fromkeys(Subscription(kind, name, stream) for name in names))
 
     def decorate(func: F) -> F:

@@ -28,6 +28,7 @@ from eventbus.errors import PayloadError, Reject
 from eventbus.flow import ReadGate
 from eventbus.logs import Every
 from eventbus.message import Message
+from eventbus.middleware import compose
 from eventbus.router import Handler
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
 
@@ -117,9 +118,10 @@ class HandlerWorker:
         self._last_drop_log = 0.0
         self._retries = options.retries
         self._backoff = options.backoff
-        # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread.
-        self._invoke: Callable[[Message, Context], Awaitable[Any]] = (
-            handler.func if handler.is_async else self._run_in_thread
+        # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
+        # the handler's middleware chain (composed once here; no wrapper when there is none).
+        self._invoke: Callable[[Message, Context], Awaitable[Any]] = compose(
+            handler.func if handler.is_async else self._run_in_thread, handler.middleware, handler
         )
 
     # -- the reader's side -------------------------------------------------------------------

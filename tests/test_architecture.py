@@ -20,7 +20,7 @@ LEAVES = {
     *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
     *("metrics", "health", "lag"),
 }
-MODEL = {"subscription", "router", "context", "publisher", "deadletter"}
+MODEL = {"subscription", "router", "context", "publisher", "deadletter", "middleware"}
 ENGINE = {"dispatch", "worker", "streams"}
 RUNNER = {"runner"}
 TOP = {"cli", "testing", "supervisor", "checks", "reload", "__init__", "__main__"}
@@ -31,6 +31,8 @@ def layer(module: str) -> str:
     """``module`` is dotted below the package: "worker", "backends.redis"."""
     if module == "backends" or module.startswith("backends."):
         return "backends"
+    if module == "middlewares" or module.startswith("middlewares."):
+        return "model"  # the shipped middleware: user-level code over the handler model
     for name, members in (("leaves", LEAVES), ("model", MODEL), ("engine", ENGINE), ("runner", RUNNER), ("top", TOP)):
         if module in members:
             return name

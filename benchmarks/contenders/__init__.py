@@ -57,6 +57,22 @@ CONTENDERS: list[Contender] = [
         loop="uvloop",
         scenarios=frozenset({"drain"}),
     ),
+    # What middleware costs (issue 14): the eventbus contender with one no-op middleware, and with
+    # the tracing middleware on the OpenTelemetry SDK. Drain only, where per-message cost shows.
+    Contender(
+        "eventbus_middleware",
+        "eventbus, one no-op middleware",
+        "eventbus_middleware",
+        "eventbus",
+        scenarios=frozenset({"drain"}),
+    ),
+    Contender(
+        "eventbus_tracing",
+        "eventbus, tracing middleware (OTel SDK)",
+        "eventbus_tracing",
+        "opentelemetry.sdk",
+        scenarios=frozenset({"drain"}),
+    ),
     Contender("redis_listen", "redis.asyncio PubSub.listen()", "redis_listen", "redis"),
     Contender("redis_run", "redis.asyncio PubSub.run() callbacks", "redis_run", "redis"),
     Contender("threads", "tutorial: sync listen() per thread", "threads", "redis", connection_per_handler=True),

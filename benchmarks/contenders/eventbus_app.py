@@ -9,6 +9,7 @@ run is incomplete and eventbus's own drop counters say so in the report.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import eventbus
@@ -38,9 +39,10 @@ def make_handler(h: HandlerDef, rec: Recorder) -> Any:
     return mark(*h.subs)(handler)
 
 
-async def main(rec: Recorder) -> None:
+async def main(rec: Recorder, middleware: Sequence[Any] = ()) -> None:
     handlers = [make_handler(h, rec) for h in rec.spec.handlers]
-    runner = eventbus.Runner(handlers, url=rec.spec.url)
+    # middleware: the eventbus_middleware / eventbus_tracing variants (issue 14); none by default.
+    runner = eventbus.Runner(handlers, url=rec.spec.url, middleware=middleware)
 
     def stats() -> dict[str, Any]:
         s = getattr(runner, "stats", None)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import importlib
@@ -102,10 +103,8 @@ async def one_run(n: int, profile: cProfile.Profile | None = None) -> dict[str, 
     wrapped = {h.func: wrap(h.func) for h in router.handlers}
     module = types.ModuleType(app.__name__, app.__doc__)
     for name, value in vars(app).items():
-        try:
+        with contextlib.suppress(TypeError):  # an unhashable attribute is not a handler
             value = wrapped.get(value, value)
-        except TypeError:
-            pass
         setattr(module, name, value)
 
     flushes = _count_flushes()

@@ -41,7 +41,7 @@ import inspect
 import itertools
 import select
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -539,13 +539,7 @@ class AutoPipelineRedis(aioredis.Redis):
         raw = NEVER_DECODE in options
         key = None
         if access <= _WRITE_KEY:
-            # Sharing is keyed by the key as text; a key that is neither str nor UTF-8 bytes, or
-            # a client that encodes otherwise, makes a read unshared and a write end all sharing.
-            key = args[1] if len(args) > 1 else None
-            if type(key) is not str:
-                key = _text_key(key) if self._fast_pack_ok else None
-            if key is None:
-                access = _NEUTRAL if access == _SHARE else _BARRIER
+            key, access = self._sharing_key(args, access)
         lane = self._next_lane()
         future = lane.try_send(packed, raw, access, key)
         if future is None:
@@ -564,6 +558,66 @@ class AutoPipelineRedis(aioredis.Redis):
             return response
         result = callback(response, **options)
         return await result if inspect.isawaitable(result) else result
+
+    def _sharing_key(self, args: tuple[Any, ...], access: int) -> tuple[str | None, int]:
+        """The key read sharing is keyed by (as text), and the access that goes with it.
+
+        A key that is neither str nor UTF-8 bytes, or a client that encodes otherwise, makes a
+        read unshared and a write end all sharing.
+        """
+        key = args[1] if len(args) > 1 else None
+        if type(key) is not str:
+            key = _text_key(key) if self._fast_pack_ok else None
+        if key is None:
+            return None, _NEUTRAL if access == _SHARE else _BARRIER
+        return key, access
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> aioredis.client.Pipeline:
+        """A pipeline; without ``transaction`` its commands ride the shared lane (see
+        :class:`LanePipeline`), with it they get a pooled connection as in redis.asyncio."""
+        if transaction or shard_hint is not None or self._next_lane is None:
+            return super().pipeline(transaction, shard_hint)
+        return LanePipeline(self)
+
+    async def _execute_on_lane(self, stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any] | None:
+        """Queue a pipeline's commands on one lane, in order, and collect their replies (errors
+        as values). None if one of them needs a connection of its own."""
+        routes = []
+        for args, _ in stack:
+            name = args[0]
+            route = self._command_names.get(name) or self._route(name)
+            if route[2] is False or (route[2] is None and _blocks(args)):
+                return None
+            routes.append(route)
+        assert self._next_lane is not None
+        lane = self._next_lane()
+        futures = []
+        for (args, options), (head, ntokens, _, access) in zip(stack, routes, strict=True):
+            packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
+            if packed is None:
+                packed = self._pack(head, ntokens, args)
+            raw = NEVER_DECODE in options
+            key = None
+            if access <= _WRITE_KEY:
+                key, access = self._sharing_key(args, access)
+            future = lane.try_send(packed, raw, access, key)
+            if future is None:  # FIFO behind earlier waiters: the pipeline's order is kept
+                future = await lane.send(packed, raw)
+            futures.append(future)
+        replies: list[Any] = []
+        for (args, options), future in zip(stack, futures, strict=True):
+            response = await future
+            if isinstance(response, ResponseError):
+                replies.append(options.get(EMPTY_RESPONSE, response))
+                continue
+            options = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
+            callback = self.response_callbacks.get(args[0])
+            if callback is not None:
+                response = callback(response, **options)
+                if inspect.isawaitable(response):
+                    response = await response
+            replies.append(response)
+        return replies
 
     def _route(self, name: Any) -> _Route:
         """How to send a command name: its packed tokens, and whether it may share a lane."""
@@ -626,6 +680,35 @@ class AutoPipelineRedis(aioredis.Redis):
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await asyncio.gather(*(lane.aclose() for lane in self._lanes))
         await super().aclose(close_connection_pool)
+
+
+class LanePipeline(aioredis.client.Pipeline):
+    """``pipeline(transaction=False)`` of an :class:`AutoPipelineRedis`: its commands are queued
+    together, in order, on the shared lane (one round trip with whatever else is queued in that
+    loop turn) instead of checking out a pooled connection. Replies, errors and
+    ``raise_on_error`` are as in redis.asyncio. A pipeline that watches keys, starts ``multi()``,
+    runs scripts or holds a blocking command falls back to a pooled connection.
+    """
+
+    def __init__(self, client: AutoPipelineRedis) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, False, None)
+        self._client = client
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = self.command_stack
+        if self.watching or self.explicit_transaction or self.scripts or self.connection is not None:
+            return await super().execute(raise_on_error)
+        if not stack:
+            return []
+        try:
+            replies = await self._client._execute_on_lane(stack)
+            if replies is None:
+                return await super().execute(raise_on_error)
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
+        if raise_on_error:
+            self.raise_first_error(stack, replies)
+        return replies
 
 
 def _text_key(key: Any) -> str | None:

@@ -445,3 +445,60 @@ async def test_connection_loss_fails_every_caller_sharing_a_written_read(own_red
     finally:
         own_redis_server.resume() if own_redis_server.process else None
         await client.aclose()
+
+
+# -- pipeline(transaction=False) on the lane ------------------------------------------------------
+
+
+async def test_a_plain_pipeline_rides_the_lane_with_redis_asyncio_replies(
+    warm: AutoPipelineRedis, redis_server: RedisServer, sync_redis: redis.Redis
+) -> None:
+    plain = aioredis.Redis.from_url(redis_server.url)
+    try:
+        results = []
+        for client in (plain, warm):
+            sync_redis.flushall()
+            sync_redis.set("str", "x")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.sadd("s", "a").hincrbyfloat("h", "f", 1.5).hincrby("h", "n", 2).hgetall("h").smembers("s")
+                pipe.hgetall("str").zadd("z", {"m": 1}).zrange("z", 0, -1, withscores=True)
+                replies = await pipe.execute(raise_on_error=False)
+            results.append([repr(r) if isinstance(r, Exception) else r for r in replies])
+    finally:
+        await plain.aclose()
+    assert results[1] == results[0]
+    assert results[1][3] == {b"f": b"1.5", b"n": b"2"} and results[1][4] == {b"a"}
+    # No pooled connection was taken: only the lane and the two test clients are connected.
+    assert sync_redis.info("clients")["connected_clients"] == 2
+
+
+async def test_a_plain_pipeline_raises_the_first_error_as_redis_asyncio_does(warm: AutoPipelineRedis) -> None:
+    await warm.set("str", "x")
+    pipe = warm.pipeline(transaction=False)
+    pipe.incr("n").hgetall("str").incr("n")
+    with pytest.raises(redis.ResponseError, match=r"Command # 2 \(HGETALL str\) of pipeline caused error"):
+        await pipe.execute()
+    assert await warm.get("n") == b"2"  # the others ran, in order
+    assert pipe.command_stack == []  # reset, reusable
+
+
+async def test_a_plain_pipeline_keeps_its_order_against_reads_sharing(
+    warm: AutoPipelineRedis, sync_redis: redis.Redis
+) -> None:
+    sync_redis.set("k", "old")
+    pipe = warm.pipeline(transaction=False)
+    pipe.get("k").set("k", "new").get("k")
+    replies, alone = await asyncio.gather(pipe.execute(), warm.get("k"))
+    assert replies == [b"old", True, b"new"]
+    assert alone == b"new"  # queued after the pipeline's write: shares its last read, never the first
+
+
+async def test_pipelines_that_need_a_connection_of_their_own_still_get_one(warm: AutoPipelineRedis) -> None:
+    pipe = warm.pipeline(transaction=False)
+    pipe.rpush("q", "job").blpop(["q"], timeout=1).incr("n")
+    assert await pipe.execute() == [1, (b"q", b"job"), 1]
+    async with warm.pipeline(transaction=False) as watched:
+        await watched.watch("n")
+        watched.multi()
+        watched.incr("n")
+        assert await watched.execute() == [2]

@@ -12,7 +12,8 @@ its last message. Per purchase it reports:
 - ``commands``: commands Redis executed for the handlers (``INFO commandstats`` delta);
 - ``round trips``: writes of the command client's lanes (one per loop turn that issued commands);
 - ``coalesced``: reads answered by another caller's identical read in the same batch;
-- ``cpu µs``: this process's CPU time (every listener, the reader, the command client).
+- ``cpu µs``: this process's CPU time (every listener, the reader, the command client);
+- ``redis cpu µs``: redis-server's CPU time over the same span (it shares the machine's cores).
 
 It also checks the final state against the exact expected one. ``--profile`` runs one more
 repetition under cProfile and prints the functions with the most own time.
@@ -60,6 +61,13 @@ def _count_flushes() -> dict[str, int]:
     flush._counts = counts  # type: ignore[attr-defined]
     autopipeline._Lane._flush = flush  # type: ignore[method-assign]
     return counts
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _commandstats(server: RedisServer) -> dict[str, int]:
@@ -121,12 +129,14 @@ async def one_run(n: int, profile: cProfile.Profile | None = None, eager: bool =
             with server.client() as pub:  # blocks the loop: the backlog queues up in Redis
                 pub.pipeline(data.publish_commands(orders))
             wall0, cpu0 = time.perf_counter(), time.process_time()
+            server_cpu0 = _process_cpu(server._proc.pid)
             if profile is not None:
                 profile.enable()
             await asyncio.wait_for(done.wait(), 300)
             if profile is not None:
                 profile.disable()
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            server_cpu = _process_cpu(server._proc.pid) - server_cpu0
             writes, hits = flushes["writes"] - writes0, getattr(runner.redis, "coalesced", 0) - coalesced0
             after = _commandstats(server)
         state = data.dump_state(server.url)
@@ -135,6 +145,7 @@ async def one_run(n: int, profile: cProfile.Profile | None = None, eager: bool =
     return {
         "purchases_per_s": n / wall,
         "cpu_us": cpu / n * 1e6,
+        "redis_cpu_us": server_cpu / n * 1e6,  # redis-server's, at the kernel's tick resolution
         "commands": commands / n,
         "round_trips": writes / n,
         "coalesced": hits / n,

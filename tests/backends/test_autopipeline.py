@@ -316,7 +316,7 @@ async def test_tls_auth_and_database_from_the_url(tls_server: tuple[RedisServer,
 
 
 # -- read coalescing ------------------------------------------------------------------------------
-# The rule (eventbus.autopipeline's module doc): an identical read-only command on one key joins
+# The rule (eventbus.backends.autopipeline's module doc): an identical read-only command on one key joins
 # an earlier one queued in the same unwritten batch, unless a command that may write that key was
 # queued in between. Counted on the server with INFO commandstats.
 

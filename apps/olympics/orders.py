@@ -62,9 +62,14 @@ def parse_order(order_id: str, raw: Mapping[Any, Any]) -> Order:
     if not raw:
         raise InvalidOrder(f"order {order_id!r}: no hash at purchase_order_details:{order_id} (missing or expired)")
     try:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-    except InvalidOrder as exc:
-        raise InvalidOrder(f"order {order_id!r}: malformed, {exc}") from None
+        # The usual reply (bytes from a bytes client) decoded in one pass; anything else, or
+        # bytes that are not UTF-8, field by field for the error message.
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+    except (AttributeError, UnicodeDecodeError):
+        try:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+        except InvalidOrder as exc:
+            raise InvalidOrder(f"order {order_id!r}: malformed, {exc}") from None
     missing = [name for name in FIELDS if not fields.get(name)]
     if missing:
         raise InvalidOrder(f"order {order_id!r}: malformed, missing field(s) {', '.join(missing)}")

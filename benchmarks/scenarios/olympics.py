@@ -82,6 +82,8 @@ def measure(contender: Contender, handlers: list[HandlerDef], n: int) -> Measure
         "state_digest": data.digest(state),
         "state_diff": data.diff(state, want),
         "peak_rss_kib": res["peak_rss_kib"],
+        # The consumer's CPU seconds over the same span (first to last finished message).
+        "cpu_s": res.get("cpu_s"),
     }
 
 

@@ -13,6 +13,16 @@ project's machine. ioredis-style auto-pipelining removes that cost without chang
 - Anything that needs a connection to itself — blocking commands, MULTI/WATCH, SELECT, pub/sub,
   ``pipeline()``, ``pubsub()`` — goes to the ordinary ``BlockingConnectionPool`` underneath.
 
+Read coalescing: identical read-only commands on one key (``HGETALL order:7`` issued by five
+handlers) that are queued in the same batch share one command on the wire, one reply and one
+parse; every caller still gets its own copy of the reply and runs its own response callback. The
+rule keeps every ordering a caller can observe: a read joins an identical read queued earlier in
+the *same unwritten batch* only if no command that may write its key was queued in between (a
+write to the key, or any command whose keys are not known here: ``DEL``, ``EVAL``, ``MSET`` ...,
+ends sharing for every key). The shared reply is executed after every one of those callers issued
+its read, so each gets a value its own command could have returned (linearizable), and a caller's
+own earlier writes on the lane are always visible to its reads. See :data:`COALESCED_READS`.
+
 Failure semantics: commands already written when the connection drops fail with
 ``redis.ConnectionError`` (they may or may not have run, so they are never replayed); a reply
 that does not arrive within ``socket_timeout`` fails them with ``redis.TimeoutError`` (the lane
@@ -31,7 +41,7 @@ import inspect
 import itertools
 import select
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hiredis
@@ -63,10 +73,53 @@ DEDICATED_COMMANDS = frozenset(
 # Blocking only with a BLOCK argument.
 MAYBE_BLOCKING = frozenset({"XREAD", "XREADGROUP"})
 
+# Read-only commands whose reply depends only on the one key at args[1] and on the other arguments,
+# deterministically: identical ones in one batch may share a reply. Random (SRANDMEMBER,
+# HRANDFIELD), multi-key (MGET, EXISTS, SINTER) and side-effecting reads (GETEX) are left out.
+COALESCED_READS = frozenset(
+    {
+        "GET", "GETRANGE", "STRLEN", "GETBIT", "BITCOUNT", "BITPOS", "BITFIELD_RO",
+        "HGET", "HGETALL", "HMGET", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSTRLEN",
+        "LRANGE", "LLEN", "LINDEX", "LPOS",
+        "SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD",
+        "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX",
+        "ZSCORE", "ZMSCORE", "ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZRANK", "ZREVRANK",
+        "XRANGE", "XREVRANGE", "XLEN", "TYPE",
+    }
+)  # fmt: skip
+# Commands that change at most the one key at args[1]: they end sharing for that key only.
+SINGLE_KEY_WRITES = frozenset(
+    {
+        "SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GETDEL", "GETEX", "APPEND", "SETRANGE", "SETBIT",
+        "INCR", "INCRBY", "INCRBYFLOAT", "DECR", "DECRBY", "BITFIELD",
+        "HSET", "HSETNX", "HMSET", "HDEL", "HINCRBY", "HINCRBYFLOAT",
+        "SADD", "SREM", "SPOP",
+        "LPUSH", "RPUSH", "LPUSHX", "RPUSHX", "LPOP", "RPOP", "LSET", "LREM", "LTRIM", "LINSERT",
+        "ZADD", "ZREM", "ZINCRBY", "ZPOPMIN", "ZPOPMAX", "ZREMRANGEBYSCORE", "ZREMRANGEBYRANK",
+        "ZREMRANGEBYLEX",
+        "XADD", "XDEL", "XTRIM", "XACK", "XCLAIM", "XAUTOCLAIM",
+        "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "PERSIST", "PFADD",
+    }
+)  # fmt: skip
+# Commands that write no key at all: they leave sharing alone. Everything not named in one of these
+# three sets (DEL, MSET, EVAL, FCALL, RENAME, FLUSHDB, SMOVE, ...) ends sharing for every key.
+KEYLESS_OR_READ_ONLY = frozenset(
+    {
+        "PUBLISH", "SPUBLISH", "PING", "ECHO", "TIME", "DBSIZE", "MGET", "EXISTS", "TTL", "PTTL",
+        "EXPIRETIME", "PEXPIRETIME", "SRANDMEMBER", "HRANDFIELD", "ZRANDMEMBER", "SINTER", "SUNION",
+        "SDIFF", "SINTERCARD", "ZINTER", "ZUNION", "ZDIFF", "XREAD", "XPENDING", "XINFO", "PFCOUNT",
+        "PUBSUB", "INFO", "LCS",
+    }
+)  # fmt: skip
+# What a command does to the lane's sharing table: share (a coalescable read), write its key,
+# nothing, or end all sharing.
+_SHARE, _WRITE_KEY, _NEUTRAL, _BARRIER = 0, 1, 2, 3
+
 _NOT_ENOUGH_DATA = object()
-# A command name's packed tokens ("CONFIG GET" is two), their count, and whether it may share a
-# lane: True yes, False never, None depending on its arguments (XREAD ... BLOCK).
-_Route = tuple[bytes, int, bool | None]
+# A command name's packed tokens ("CONFIG GET" is two), their count, whether it may share a
+# lane (True yes, False never, None depending on its arguments: XREAD ... BLOCK), and what it does
+# to read sharing (_SHARE ... _BARRIER).
+_Route = tuple[bytes, int, bool | None, int]
 _FAST_TYPES = frozenset({bytes, str, int})
 _READ_SIZE = 65536
 
@@ -95,15 +148,50 @@ class _Lane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        # Read sharing within the unwritten batch: key -> {(packed, raw): the first caller's
+        # future}; and each such future's followers (the callers sharing its reply).
+        self._shareable: dict[str, dict[tuple[bytes, bool], asyncio.Future[Any]]] = {}
+        self._followers: dict[asyncio.Future[Any], list[asyncio.Future[Any]]] = {}
+        self.coalesced = 0  # reads answered by another caller's identical read
 
     # -- sending ------------------------------------------------------------------------------
 
-    def try_send(self, packed: bytes, raw: bool) -> asyncio.Future[Any] | None:
-        """Queue a command if the lane is up and has room; None means take :meth:`send`."""
+    def try_send(self, packed: bytes, raw: bool, access: int, key: str | None) -> asyncio.Future[Any] | None:
+        """Queue a command if the lane is up and has room; None means take :meth:`send`.
+
+        ``access`` and ``key`` say what the command does to read sharing (see the module doc).
+        """
+        if access != _NEUTRAL:
+            shareable = self._shareable
+            if access == _SHARE:
+                same_key = shareable.get(key) if shareable else None  # type: ignore[arg-type]
+                if same_key is not None:
+                    leader = same_key.get((packed, raw))
+                    if leader is not None:
+                        follower: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+                        self._followers[leader].append(follower)
+                        self.coalesced += 1
+                        return follower
+            elif shareable:
+                if access == _WRITE_KEY:
+                    shareable.pop(key, None)  # type: ignore[arg-type]
+                else:
+                    shareable.clear()
         if not self.connected or self._waiters or self.in_flight >= self.max_in_flight:
             return None
         self.in_flight += 1
-        return self._queue(packed, raw)
+        future = self._queue(packed, raw)
+        if access == _SHARE:
+            self._lead(future, packed, raw, key)
+        return future
+
+    def _lead(self, future: asyncio.Future[Any], packed: bytes, raw: bool, key: str | None) -> None:
+        """Let identical reads queued later in this batch share ``future``'s reply."""
+        same_key = self._shareable.get(key)  # type: ignore[arg-type]
+        if same_key is None:
+            same_key = self._shareable[key] = {}  # type: ignore[index]
+        same_key[(packed, raw)] = future
+        self._followers[future] = []
 
     async def send(self, packed: bytes, raw: bool) -> asyncio.Future[Any]:
         """Slow path: connect if needed, then wait in FIFO order for room."""
@@ -147,6 +235,8 @@ class _Lane:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._shareable:
+            self._shareable.clear()  # a read queued after this write would be a new batch
         out = self._out
         writer = self._writer
         # If the server has already closed the connection (it was killed or restarted), the
@@ -239,6 +329,7 @@ class _Lane:
 
     async def _read_loop(self, reader: asyncio.StreamReader, parser: Any, generation: int) -> None:
         pending = self._pending
+        followers = self._followers
         error: Exception = RedisConnectionError("the client is closed")
         try:
             async with asyncio.timeout(None) as deadline:
@@ -261,6 +352,10 @@ class _Lane:
                         done += 1
                         if not future.done():  # a cancelled caller's reply is simply dropped
                             future.set_result(reply)
+                        if followers and future in followers:
+                            for follower in followers.pop(future):
+                                if not follower.done():
+                                    follower.set_result(_copy_reply(reply))
                     else:
                         if parser.gets() is not _NOT_ENOUGH_DATA:
                             raise InvalidResponse("a reply arrived for no pending command")
@@ -285,6 +380,7 @@ class _Lane:
             return
         self.connected = False
         self._deadline = None
+        self._shareable.clear()  # the unwritten batch moves to _resend: nothing may join it now
         pending, self._pending = self._pending, deque()
         unwritten, self._out = self._out, []
         self.in_flight = 0
@@ -303,8 +399,7 @@ class _Lane:
         for index, (future, _) in enumerate(pending):
             if index == written:
                 break
-            if not future.done():
-                future.set_exception(_copy_error(error))
+            self._fail_future(future, error)
         if unwritten and not self._closed:
             carried = [
                 (future, raw, packed) for (future, raw), packed in zip(list(pending)[written:], unwritten, strict=True)
@@ -314,8 +409,7 @@ class _Lane:
             task.add_done_callback(self._background.discard)
         elif unwritten:
             for future, _ in list(pending)[written:]:
-                if not future.done():
-                    future.set_exception(_copy_error(error))
+                self._fail_future(future, error)
         # Waiters retry: the next one to run reconnects.
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
@@ -330,8 +424,9 @@ class _Lane:
                 await self._ensure_connected()
                 rest = []
                 for future, raw, packed in carried:
-                    if future.done():
-                        continue
+                    if future.done() and not self._followers.get(future):
+                        self._followers.pop(future, None)
+                        continue  # cancelled, and no other caller waits for its reply
                     if not self.connected:  # lost again while queueing: the rest waits for the next
                         rest.append((future, raw, packed))
                         continue
@@ -342,8 +437,15 @@ class _Lane:
             error = exc
         finally:  # also on cancellation by aclose: no caller is left waiting forever
             for future, _, _ in carried:
-                if not future.done():
-                    future.set_exception(_copy_error(error))
+                self._fail_future(future, error)
+
+    def _fail_future(self, future: asyncio.Future[Any], error: Exception) -> None:
+        """Fail a caller's future and every caller sharing its reply."""
+        if not future.done():
+            future.set_exception(_copy_error(error))
+        for follower in self._followers.pop(future, ()):
+            if not follower.done():
+                follower.set_exception(_copy_error(error))
 
     async def aclose(self) -> None:
         """Let commands already sent finish (briefly), then close the connection."""
@@ -371,6 +473,25 @@ def _hangup_poller(transport: asyncio.BaseTransport) -> select.poll | None:
     poller = select.poll()
     poller.register(sock.fileno(), rdhup | select.POLLHUP | select.POLLERR)
     return poller
+
+
+_CONTAINERS = frozenset({list, dict, set})
+
+
+def _copy_reply(reply: Any) -> Any:
+    """A follower's own copy of a shared reply: lists, dicts and sets are copied (a caller may
+    mutate what it gets), errors are fresh instances (one exception raised in several tasks piles up their
+    tracebacks); bytes, str, int and None are immutable."""
+    kind = type(reply)
+    if kind is list:
+        return [_copy_reply(item) if type(item) in _CONTAINERS else item for item in reply]
+    if kind is dict:  # hiredis 3 builds HGETALL's dict itself
+        return {key: _copy_reply(value) if type(value) in _CONTAINERS else value for key, value in reply.items()}
+    if kind is set:
+        return set(reply)
+    if isinstance(reply, Exception):
+        return _copy_error(reply)
+    return reply
 
 
 def _copy_error(error: Exception) -> Exception:
@@ -409,15 +530,18 @@ class AutoPipelineRedis(aioredis.Redis):
         route = self._command_names.get(name)
         if route is None:
             route = self._route(name)
-        head, ntokens, shared = route
+        head, ntokens, shared, access = route
         if self._next_lane is None or shared is False or (shared is None and _blocks(args)):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
         if packed is None:
             packed = self._pack(head, ntokens, args)
         raw = NEVER_DECODE in options
+        key = None
+        if access <= _WRITE_KEY:
+            key, access = self._sharing_key(args, access)
         lane = self._next_lane()
-        future = lane.try_send(packed, raw)
+        future = lane.try_send(packed, raw, access, key)
         if future is None:
             future = await lane.send(packed, raw)
         response = await future
@@ -435,13 +559,83 @@ class AutoPipelineRedis(aioredis.Redis):
         result = callback(response, **options)
         return await result if inspect.isawaitable(result) else result
 
+    def _sharing_key(self, args: tuple[Any, ...], access: int) -> tuple[str | None, int]:
+        """The key read sharing is keyed by (as text), and the access that goes with it.
+
+        A key that is neither str nor UTF-8 bytes, or a client that encodes otherwise, makes a
+        read unshared and a write end all sharing.
+        """
+        key = args[1] if len(args) > 1 else None
+        if type(key) is not str:
+            key = _text_key(key) if self._fast_pack_ok else None
+        if key is None:
+            return None, _NEUTRAL if access == _SHARE else _BARRIER
+        return key, access
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> aioredis.client.Pipeline:
+        """A pipeline; without ``transaction`` its commands ride the shared lane (see
+        :class:`LanePipeline`), with it they get a pooled connection as in redis.asyncio."""
+        if transaction or shard_hint is not None or self._next_lane is None:
+            return super().pipeline(transaction, shard_hint)
+        return LanePipeline(self)
+
+    async def _execute_on_lane(self, stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any] | None:
+        """Queue a pipeline's commands on one lane, in order, and collect their replies (errors
+        as values). None if one of them needs a connection of its own."""
+        routes = []
+        for args, _ in stack:
+            name = args[0]
+            route = self._command_names.get(name) or self._route(name)
+            if route[2] is False or (route[2] is None and _blocks(args)):
+                return None
+            routes.append(route)
+        assert self._next_lane is not None
+        lane = self._next_lane()
+        futures = []
+        for (args, options), (head, ntokens, _, access) in zip(stack, routes, strict=True):
+            packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
+            if packed is None:
+                packed = self._pack(head, ntokens, args)
+            raw = NEVER_DECODE in options
+            key = None
+            if access <= _WRITE_KEY:
+                key, access = self._sharing_key(args, access)
+            future = lane.try_send(packed, raw, access, key)
+            if future is None:  # FIFO behind earlier waiters: the pipeline's order is kept
+                future = await lane.send(packed, raw)
+            futures.append(future)
+        replies: list[Any] = []
+        for (args, options), future in zip(stack, futures, strict=True):
+            response = await future
+            if isinstance(response, ResponseError):
+                replies.append(options.get(EMPTY_RESPONSE, response))
+                continue
+            options = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
+            callback = self.response_callbacks.get(args[0])
+            if callback is not None:
+                response = callback(response, **options)
+                if inspect.isawaitable(response):
+                    response = await response
+            replies.append(response)
+        return replies
+
     def _route(self, name: Any) -> _Route:
         """How to send a command name: its packed tokens, and whether it may share a lane."""
         tokens = name.encode().split() if isinstance(name, str) else bytes(name).split()
         first = tokens[0].upper().decode("ascii", "replace")
         shared = False if first in DEDICATED_COMMANDS else None if first in MAYBE_BLOCKING else True
         head = b"".join(b"$%d\r\n%s\r\n" % (len(token), token) for token in tokens)
-        route = (head, len(tokens), shared)
+        if len(tokens) > 1:
+            access = _BARRIER  # a subcommand (CONFIG SET, OBJECT ...): not worth knowing each
+        elif first in COALESCED_READS:
+            access = _SHARE
+        elif first in SINGLE_KEY_WRITES:
+            access = _WRITE_KEY
+        elif first in KEYLESS_OR_READ_ONLY:
+            access = _NEUTRAL
+        else:
+            access = _BARRIER
+        route = (head, len(tokens), shared, access)
         if len(self._command_names) < 1024:  # names come from code, but bound the cache anyway
             self._command_names[name] = route
         return route
@@ -478,9 +672,53 @@ class AutoPipelineRedis(aioredis.Redis):
             append(b"$%d\r\n%s\r\n" % (len(data), data))
         return b"".join(parts)
 
+    @property
+    def coalesced(self) -> int:
+        """Reads answered by another caller's identical read in the same batch (see the module doc)."""
+        return sum(lane.coalesced for lane in self._lanes)
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await asyncio.gather(*(lane.aclose() for lane in self._lanes))
         await super().aclose(close_connection_pool)
+
+
+class LanePipeline(aioredis.client.Pipeline):
+    """``pipeline(transaction=False)`` of an :class:`AutoPipelineRedis`: its commands are queued
+    together, in order, on the shared lane (one round trip with whatever else is queued in that
+    loop turn) instead of checking out a pooled connection. Replies, errors and
+    ``raise_on_error`` are as in redis.asyncio. A pipeline that watches keys, starts ``multi()``,
+    runs scripts or holds a blocking command falls back to a pooled connection.
+    """
+
+    def __init__(self, client: AutoPipelineRedis) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, False, None)
+        self._client = client
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        stack = self.command_stack
+        if self.watching or self.explicit_transaction or self.scripts or self.connection is not None:
+            return await super().execute(raise_on_error)
+        if not stack:
+            return []
+        try:
+            replies = await self._client._execute_on_lane(stack)
+            if replies is None:
+                return await super().execute(raise_on_error)
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
+        if raise_on_error:
+            self.raise_first_error(stack, replies)
+        return replies
+
+
+def _text_key(key: Any) -> str | None:
+    """A key as the text sharing is keyed by, or None (not str or UTF-8 bytes)."""
+    if type(key) is bytes:
+        try:
+            return key.decode()
+        except UnicodeDecodeError:
+            return None
+    return None
 
 
 def _blocks(args: tuple[Any, ...]) -> bool:

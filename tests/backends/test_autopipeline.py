@@ -313,3 +313,192 @@ async def test_tls_auth_and_database_from_the_url(tls_server: tuple[RedisServer,
         await client.aclose()
     with redis.Redis(port=server.port, password="s3cret", db=2) as check:
         assert check.get("n") == b"100"
+
+
+# -- read coalescing ------------------------------------------------------------------------------
+# The rule (eventbus.backends.autopipeline's module doc): an identical read-only command on one key joins
+# an earlier one queued in the same unwritten batch, unless a command that may write that key was
+# queued in between. Counted on the server with INFO commandstats.
+
+
+def server_calls(sync: redis.Redis, command: str) -> int:
+    stats = sync.info("commandstats").get(f"cmdstat_{command}")
+    return int(stats["calls"]) if stats else 0
+
+
+@pytest.fixture
+async def warm(auto: AutoPipelineRedis, sync_redis: redis.Redis) -> AutoPipelineRedis:
+    """The client with its lane connected (a batch queued while connecting is never shared)."""
+    await auto.ping()
+    sync_redis.config_resetstat()
+    return auto
+
+
+async def test_identical_reads_in_one_batch_share_one_command(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.hset("order:7", mapping={"who": "ann", "qty": 2})
+    replies = await asyncio.gather(*(warm.hgetall("order:7") for _ in range(5)), warm.hgetall(b"order:7"))
+    assert replies == [{b"who": b"ann", b"qty": b"2"}] * 6
+    assert len({id(reply) for reply in replies}) == 6  # each caller its own dict
+    assert server_calls(sync_redis, "hgetall") == 1
+    assert warm.coalesced == 5
+
+
+async def test_a_write_to_the_key_in_between_is_not_reordered(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.set("k", "old")
+    before, written, after, again = await asyncio.gather(
+        warm.get("k"), warm.set("k", "new"), warm.get("k"), warm.get("k")
+    )
+    assert (before, written, after, again) == (b"old", True, b"new", b"new")
+    assert server_calls(sync_redis, "get") == 2  # the two after the write share one
+
+
+async def test_a_write_to_another_key_leaves_sharing_alone(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.set("a", "1")
+    replies = await asyncio.gather(warm.get("a"), warm.incr("b"), warm.sadd("s", "x"), warm.get("a"))
+    assert replies == [b"1", 1, 1, b"1"]
+    assert server_calls(sync_redis, "get") == 1
+
+
+@pytest.mark.parametrize(
+    "barrier",
+    [
+        lambda r: r.delete("other"),
+        lambda r: r.eval("return redis.call('SET', KEYS[1], 'lua')", 1, "a"),
+        lambda r: r.mset({"a": "mset"}),
+        lambda r: r.execute_command("RENAME", "x", "a"),
+    ],
+    ids=["del", "eval", "mset", "unknown-to-the-table"],
+)
+async def test_a_command_with_keys_it_cannot_tell_ends_all_sharing(
+    warm: AutoPipelineRedis, sync_redis: redis.Redis, barrier: Op
+) -> None:
+    sync_redis.mset({"a": "1", "x": "renamed"})
+    first, _, second = await asyncio.gather(warm.get("a"), barrier(warm), warm.get("a"))
+    assert first == b"1"
+    assert server_calls(sync_redis, "get") == 2
+    assert second == sync_redis.get("a")  # whatever the barrier made of it, seen in order
+
+
+async def test_reads_differing_in_anything_are_not_shared(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.hset("h", mapping={"a": 1, "b": 2})
+    replies = await asyncio.gather(
+        warm.hget("h", "a"), warm.hget("h", "b"), warm.hmget("h", ["a"]), warm.hrandfield("h"), warm.hrandfield("h")
+    )
+    assert replies[:3] == [b"1", b"2", [b"1"]]
+    assert server_calls(sync_redis, "hget") == 2
+    assert server_calls(sync_redis, "hrandfield") == 2  # random: each caller its own draw
+    assert warm.coalesced == 0
+
+
+async def test_reads_in_separate_batches_are_not_shared(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    assert await warm.get("k") is None
+    sync_redis.set("k", "v")  # another client's write between two batches is seen
+    assert await warm.get("k") == b"v"
+    assert server_calls(sync_redis, "get") == 2
+
+
+async def test_shared_list_replies_are_copies(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.rpush("l", "a", "b")
+    sync_redis.xadd("st", {"f": "v"}, id="1-1")
+    one, two = await asyncio.gather(warm.lrange("l", 0, -1), warm.lrange("l", 0, -1))
+    one.append(b"mine")
+    assert two == [b"a", b"b"]
+    raw_one, raw_two = await asyncio.gather(
+        warm.execute_command("XRANGE", "st", "-", "+"), warm.execute_command("XRANGE", "st", "-", "+")
+    )
+    assert raw_one == raw_two and raw_one[0][1] is not raw_two[0][1]  # nested lists copied too
+    assert server_calls(sync_redis, "lrange") == 1
+
+
+async def test_a_shared_error_is_raised_as_its_own_instance(warm: AutoPipelineRedis, sync_redis: redis.Redis) -> None:
+    sync_redis.set("str", "x")
+    errors = await asyncio.gather(*(warm.hgetall("str") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(e, redis.ResponseError) and "WRONGTYPE" in str(e) for e in errors)
+    assert len({id(e) for e in errors}) == 3
+    assert server_calls(sync_redis, "hgetall") == 1
+
+
+async def test_a_cancelled_first_caller_still_answers_the_others(
+    warm: AutoPipelineRedis, sync_redis: redis.Redis
+) -> None:
+    sync_redis.set("k", "v")
+    first = asyncio.create_task(warm.get("k"))
+    others = [asyncio.create_task(warm.get("k")) for _ in range(3)]
+    await asyncio.sleep(0)  # all four queued in one batch; the first leads
+    first.cancel()
+    assert await asyncio.gather(*others) == [b"v"] * 3
+    assert warm.coalesced == 3
+
+
+@pytest.mark.fault
+async def test_connection_loss_fails_every_caller_sharing_a_written_read(own_redis_server: RedisServer) -> None:
+    client = autopipeline_client(own_redis_server.url, max_connections=2)
+    try:
+        assert await client.ping() is True
+        own_redis_server.pause()
+        readers = [asyncio.create_task(client.get("k")) for _ in range(4)]
+        await asyncio.sleep(0.2)  # written, no reply
+        own_redis_server.kill()
+        results = await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 10)
+        assert all(isinstance(result, redis.ConnectionError) for result in results), results
+        assert client.coalesced == 3
+    finally:
+        own_redis_server.resume() if own_redis_server.process else None
+        await client.aclose()
+
+
+# -- pipeline(transaction=False) on the lane ------------------------------------------------------
+
+
+async def test_a_plain_pipeline_rides_the_lane_with_redis_asyncio_replies(
+    warm: AutoPipelineRedis, redis_server: RedisServer, sync_redis: redis.Redis
+) -> None:
+    plain = aioredis.Redis.from_url(redis_server.url)
+    try:
+        results = []
+        for client in (plain, warm):
+            sync_redis.flushall()
+            sync_redis.set("str", "x")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.sadd("s", "a").hincrbyfloat("h", "f", 1.5).hincrby("h", "n", 2).hgetall("h").smembers("s")
+                pipe.hgetall("str").zadd("z", {"m": 1}).zrange("z", 0, -1, withscores=True)
+                replies = await pipe.execute(raise_on_error=False)
+            results.append([repr(r) if isinstance(r, Exception) else r for r in replies])
+    finally:
+        await plain.aclose()
+    assert results[1] == results[0]
+    assert results[1][3] == {b"f": b"1.5", b"n": b"2"} and results[1][4] == {b"a"}
+    # No pooled connection was taken: only the lane and the two test clients are connected.
+    assert sync_redis.info("clients")["connected_clients"] == 2
+
+
+async def test_a_plain_pipeline_raises_the_first_error_as_redis_asyncio_does(warm: AutoPipelineRedis) -> None:
+    await warm.set("str", "x")
+    pipe = warm.pipeline(transaction=False)
+    pipe.incr("n").hgetall("str").incr("n")
+    with pytest.raises(redis.ResponseError, match=r"Command # 2 \(HGETALL str\) of pipeline caused error"):
+        await pipe.execute()
+    assert await warm.get("n") == b"2"  # the others ran, in order
+    assert pipe.command_stack == []  # reset, reusable
+
+
+async def test_a_plain_pipeline_keeps_its_order_against_reads_sharing(
+    warm: AutoPipelineRedis, sync_redis: redis.Redis
+) -> None:
+    sync_redis.set("k", "old")
+    pipe = warm.pipeline(transaction=False)
+    pipe.get("k").set("k", "new").get("k")
+    replies, alone = await asyncio.gather(pipe.execute(), warm.get("k"))
+    assert replies == [b"old", True, b"new"]
+    assert alone == b"new"  # queued after the pipeline's write: shares its last read, never the first
+
+
+async def test_pipelines_that_need_a_connection_of_their_own_still_get_one(warm: AutoPipelineRedis) -> None:
+    pipe = warm.pipeline(transaction=False)
+    pipe.rpush("q", "job").blpop(["q"], timeout=1).incr("n")
+    assert await pipe.execute() == [1, (b"q", b"job"), 1]
+    async with warm.pipeline(transaction=False) as watched:
+        await watched.watch("n")
+        watched.multi()
+        watched.incr("n")
+        assert await watched.execute() == [2]

@@ -7,10 +7,12 @@ from typing import Any
 import orjson
 
 from eventbus.errors import PayloadError
+from eventbus.payloads import encode_default
 
 
 def encode_payload(data: Any) -> bytes:
-    """bytes as they are, str as UTF-8, numbers as their decimal text, anything else as JSON.
+    """bytes as they are, str as UTF-8, numbers as their decimal text, anything else as JSON
+    (typed objects included: msgspec Structs, pydantic models, dataclasses).
 
     Numbers are sent as text (not JSON) because that is what ``redis-cli PUBLISH ch 42`` and
     redis-py send, so a handler sees the same bytes whoever published.
@@ -27,7 +29,9 @@ def encode_payload(data: Any) -> bytes:
     if isinstance(data, (int, float)):
         return repr(data).encode("ascii")
     try:
-        return orjson.dumps(data)
+        # Typed objects (msgspec Structs, pydantic models) go through the codecs that decode them
+        # (eventbus.payloads); orjson serializes dataclasses by itself.
+        return orjson.dumps(data, default=encode_default)
     except TypeError as exc:
         raise PayloadError(f"cannot publish a {type(data).__name__}: {exc}") from None
 

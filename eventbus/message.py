@@ -17,7 +17,10 @@ class Message:
     pass through untouched and the decoding cost is paid only by handlers that want it.
     """
 
-    __slots__ = ("channel", "data", "pattern")
+    # _payloads: decoded payloads by decoder (eventbus.payloads), set only when a typed handler
+    # shares its type with another; left unset otherwise, so building a message costs nothing more.
+    __slots__ = ("_payloads", "channel", "data", "pattern")
+    _payloads: dict[Any, Any]
 
     def __init__(self, channel: str, data: bytes, pattern: str | None = None) -> None:
         self.channel = channel

@@ -12,6 +12,7 @@ from typing import Any
 
 from eventbus.errors import ConfigError, LoadError
 from eventbus.middleware import Middleware, check_chain
+from eventbus.payloads import Decoder, PayloadPlan, plan_call
 from eventbus.subscription import HOOK_MARK, HandlerOptions, Subscription, spec_of
 
 
@@ -27,6 +28,7 @@ class Handler:
     # The whole chain around the handler, outermost first: the router's (module) middleware, then
     # the handler's own. The runner puts its global middleware in front (eventbus.middleware).
     middleware: tuple[Middleware, ...] = ()
+    payload: PayloadPlan | None = None  # None: the handler takes the raw Message
 
 
 class Router:
@@ -54,6 +56,8 @@ class Router:
         self.handlers: list[Handler] = []
         self.startup: list[Callable[..., Any]] = []
         self.shutdown: list[Callable[..., Any]] = []
+        # One decoder per payload type, shared by the handlers that take it (see eventbus.payloads).
+        self._decoders: dict[Any, Decoder] = {}
         for func in functions:
             self.add(func)
 
@@ -76,7 +80,8 @@ class Router:
         # A callable object whose __call__ is async counts as async too.
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
         chain = (*self.middleware, *spec.options.middleware)
-        handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain)
+        payload = plan_call(func, self._decoders, name)
+        handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain, payload)
         self._add_handler(handler)
 
     def _add_handler(self, handler: Handler) -> None:

@@ -8,8 +8,9 @@ test, has no side effects.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from eventbus.errors import ConfigError
@@ -57,6 +58,10 @@ class HandlerOptions:
     name:        the handler's name in logs, metrics and dead letters (default: qualified name).
     middleware:  async functions ``(msg, ctx, call_next)`` around each call of this handler, first
                  listed outermost; inside the global and the module's (see :mod:`eventbus.middleware`).
+    key:         per-key ordering: a function of the (decoded) payload, or the name of one of its
+                 fields; messages with equal keys are handled one at a time in delivery order,
+                 different keys in parallel up to ``concurrency`` (see eventbus.keyed).
+    publishes:   what the handler publishes, {channel: payload type}, for the AsyncAPI document.
     """
 
     concurrency: int = 1
@@ -67,6 +72,8 @@ class HandlerOptions:
     backoff: float = 0.1
     name: str | None = None
     middleware: tuple[Any, ...] = ()
+    key: Callable[[Any], Hashable] | str | None = None
+    publishes: Mapping[str, Any] | None = None
 
     @property
     def inbox_limits(self) -> str:
@@ -92,6 +99,15 @@ class HandlerOptions:
         if not isinstance(self.middleware, tuple) or self.middleware:
             # A list is accepted and kept as a tuple, so the options stay hashable and comparable.
             object.__setattr__(self, "middleware", check_chain(self.middleware, "handler option middleware"))
+        if self.key is not None and not callable(self.key) and (not isinstance(self.key, str) or not self.key):
+            raise ConfigError(f"key must be a function of the payload or a field name, got {self.key!r}")
+        if self.publishes is not None:
+            if not isinstance(self.publishes, Mapping) or not all(
+                isinstance(channel, str) and channel for channel in self.publishes
+            ):
+                raise ConfigError(f"publishes must map channel names to payload types, got {self.publishes!r}")
+            # Frozen and hashable like the other options: a read-only copy the caller cannot change.
+            object.__setattr__(self, "publishes", MappingProxyType(dict(self.publishes)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
@@ -29,8 +29,12 @@ from eventbus.flow import ReadGate
 from eventbus.logs import Every
 from eventbus.message import Message
 from eventbus.middleware import compose
+from eventbus.payloads import build_invoke
 from eventbus.router import Handler
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
+
+if TYPE_CHECKING:
+    from eventbus.keyed import KeyedScheduler
 
 log = logging.getLogger("eventbus.worker")
 
@@ -117,11 +121,20 @@ class HandlerWorker:
         self._drops_unreported = 0
         self._last_drop_log = 0.0
         self._retries = options.retries
+        self._keyed: KeyedScheduler | None = None  # set by start() for handlers with a key
         self._backoff = options.backoff
         # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
         # the handler's middleware chain (composed once here; no wrapper when there is none).
+        # Typed handlers get their payload decoded first (eventbus.payloads; built at load time).
+        call: Callable[[Message, Context], Awaitable[Any]] = (
+            build_invoke(handler.payload, handler.func, handler.is_async, options.key is not None)
+            if handler.payload is not None
+            else handler.func
+            if handler.is_async
+            else self._run_in_thread
+        )
         self._invoke: Callable[[Message, Context], Awaitable[Any]] = compose(
-            handler.func if handler.is_async else self._run_in_thread, handler.middleware, handler
+            call, handler.middleware, handler
         )
 
     # -- the reader's side -------------------------------------------------------------------
@@ -220,6 +233,12 @@ class HandlerWorker:
 
     def start(self) -> None:
         work = self._work_inline if self.inline_loop else self._work
+        if self.handler.options.key is not None:
+            # Ordered per key, parallel across keys: a loop of its own (eventbus.keyed).
+            from eventbus.keyed import KeyedScheduler
+
+            self._keyed = KeyedScheduler(self)
+            work = self._keyed.run
         for i in range(self.handler.options.concurrency):
             self._tasks.append(asyncio.create_task(work(), name=f"eventbus:{self.name}:{i}"))
 
@@ -232,11 +251,11 @@ class HandlerWorker:
         return len(self._tasks) - self._parked - self._yielding
 
     def _backlog(self) -> int:
-        return len(self.inbox) + self.in_flight
+        return len(self.inbox) + self.in_flight + (self._keyed.waiting if self._keyed is not None else 0)
 
     @property
     def idle(self) -> bool:
-        return not self.inbox and self.in_flight == 0
+        return not self.inbox and self.in_flight == 0 and (self._keyed is None or not self._keyed.waiting)
 
     async def _wait_for_work(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -423,7 +442,9 @@ class HandlerWorker:
 
     async def stop(self) -> int:
         """Cancel the worker tasks; returns how many messages were abandoned (queued + in flight)."""
-        abandoned = len(self.inbox) + self.in_flight
+        abandoned = self._backlog()
+        if self._keyed is not None:
+            self._keyed.abandon()
         self.inbox.clear()
         self.queued_bytes = 0
         if self._holding_gate:

@@ -33,10 +33,13 @@ path and what was expected, never the payload's values (they may be personal dat
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import enum
 import inspect
 import re
 import sys
 import typing
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +47,9 @@ import orjson
 
 from eventbus.errors import LoadError, PayloadError
 from eventbus.message import Message
+
+# The payload libraries eventbus supports without requiring them, each an extra of the same name.
+OPTIONAL_PAYLOAD_LIBRARIES = ("msgspec", "pydantic")
 
 Invoke = Callable[[Message, Any], Awaitable[Any]]
 
@@ -175,6 +181,11 @@ def build_decoder(annotation: Any, name: str) -> Decoder:
         return Decoder(annotation, label, "msgspec", _msgspec_decode(annotation, label, name))
     if _is_pydantic_model(annotation):
         return Decoder(annotation, label, "pydantic", _pydantic_decode(annotation, label))
+    if not _supported(annotation):
+        raise LoadError(
+            f"handler {name}: {label} is not a supported payload type: annotate with Message, a msgspec "
+            "Struct, a pydantic model, a dataclass, a TypedDict, dict, list, str, bytes, int or float"
+        )
     # Dataclasses, TypedDicts, list[X], dict[str, X], unions...: the fast library when there is one.
     if "msgspec" in sys.modules or _importable("msgspec"):
         return Decoder(annotation, label, "msgspec", _msgspec_decode(annotation, label, name))
@@ -183,6 +194,29 @@ def build_decoder(annotation: Any, name: str) -> Decoder:
     raise LoadError(
         f"handler {name}: decoding a {label} payload needs msgspec or pydantic: pip install 'eventbus[msgspec]'"
     )
+
+
+_SCALARS = (bytes, str, int, float, bool, dict, list, tuple, type(None), datetime.datetime, datetime.date, uuid.UUID)
+
+
+def _supported(annotation: Any) -> bool:
+    """Types both msgspec and pydantic decode from JSON; anything else would fail per message."""
+    if annotation is Any or annotation in _SCALARS:
+        return True
+    if isinstance(annotation, type) and (
+        _is_msgspec_struct(annotation)
+        or _is_pydantic_model(annotation)
+        or dataclasses.is_dataclass(annotation)
+        or typing.is_typeddict(annotation)
+        or issubclass(annotation, enum.Enum)
+    ):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return False
+    if origin is typing.Literal:
+        return True
+    return all(arg is Ellipsis or _supported(arg) for arg in typing.get_args(annotation))
 
 
 def _importable(module: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from eventbus.errors import ConfigError, LoadError
 from eventbus.middleware import Middleware, check_chain
-from eventbus.payloads import Decoder, PayloadPlan, plan_call
+from eventbus.payloads import OPTIONAL_PAYLOAD_LIBRARIES, Decoder, PayloadPlan, plan_call
 from eventbus.subscription import HOOK_MARK, HandlerOptions, Subscription, spec_of
 
 
@@ -185,6 +185,11 @@ def _import_target(spec: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise LoadError(f"module {module_name!r} not found (is it on sys.path? cwd is added)") from None
+        if exc.name in OPTIONAL_PAYLOAD_LIBRARIES:
+            # A module of typed handlers whose payload library is missing: say how to get it.
+            raise LoadError(
+                f"module {module_name!r} needs {exc.name}, which is not installed: pip install 'eventbus[{exc.name}]'"
+            ) from None
         raise LoadError(f"module {module_name!r} failed to import: {exc}") from exc
     except Exception as exc:
         raise LoadError(f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc

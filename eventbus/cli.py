@@ -25,6 +25,7 @@ from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
 from eventbus.middleware import describe_middleware, load_middleware
+from eventbus.payloads import describe_key, describe_payload
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner, connect
 from eventbus.supervisor import Supervisor, option_value, strip_option
@@ -325,6 +326,7 @@ def _routes(args: argparse.Namespace) -> int:
     for subscription, handler in sorted(router.routes(), key=lambda r: (r[0].kind, r[0].name, r[1].name)):
         o = handler.options
         options = f"concurrency={o.concurrency} inbox={o.inbox_limits} overflow={o.overflow} retries={o.retries}"
+        options = f"payload={describe_payload(handler)} {options}{describe_key(o.key)}"
         if not handler.is_async:
             options += " sync"
         if handler.middleware:

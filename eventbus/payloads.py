@@ -150,6 +150,21 @@ def build_invoke(plan: PayloadPlan, func: Callable[..., Any], is_async: bool, ke
     return lambda msg, ctx: asyncio.to_thread(func, decode(msg), ctx)
 
 
+def describe_payload(handler: Any) -> str:
+    """What a handler receives, for ``eventbus routes``: ``Message`` or ``Order(msgspec)``."""
+    plan: PayloadPlan | None = handler.payload
+    if plan is None:
+        return "Message"
+    return f"{plan.label}({plan.decoder.codec}){'+Message' if plan.envelope else ''}"
+
+
+def describe_key(key: Any) -> str:
+    """`` key=customer`` for a handler ordered per key, else nothing."""
+    if key is None:
+        return ""
+    return f" key={key if isinstance(key, str) else getattr(key, '__qualname__', repr(key))}"
+
+
 def _is_raw(annotation: Any) -> bool:
     return annotation is inspect.Parameter.empty or annotation is Any or _is_message_type(annotation)
 

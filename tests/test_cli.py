@@ -163,6 +163,7 @@ def test_routes_lists_subscriptions_by_handler(subprocess_env: dict[str, str]) -
     assert lines[0].split() == ["KIND", "SUBSCRIPTION", "HANDLER", "OPTIONS"]
     assert any(line.startswith("pattern  purchase_orders:* Ceremony") and "ceremony" in line for line in lines)
     assert any("opening_sync" in line and line.rstrip().endswith("sync") for line in lines)
+    assert all("payload=" in line for line in lines[1:] if not line.startswith(("startup:", "shutdown:")))
     assert "startup: opened" in lines and "shutdown: closed" in lines
 
 

@@ -1,4 +1,4 @@
-"""``python -m eventbus``: run, publish, routes, dead-letters.
+"""``python -m eventbus``: run, publish, routes, docs, dead-letters.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscription);
 2 bad usage or a handler module that cannot be loaded.
@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     routes = commands.add_parser("routes", help="show what a module would subscribe to, by which handler")
     routes.add_argument("target")
 
+    docs = commands.add_parser("docs", help="write the AsyncAPI 3.0 document of a module's channels and payloads")
+    docs.add_argument("target")
+    docs.add_argument("--format", default="yaml", choices=["yaml", "json", "html"], help="output format (yaml)")
+    docs.add_argument("--output", "-o", help="write to this file instead of standard output")
+    docs.add_argument("--url", help="the Redis to name as the server (default: $EVENTBUS_URL, else the local default)")
+    docs.add_argument("--title", help="the document's title (default: the module's name)")
+    docs.add_argument("--app-version", help="the document's version (default: the module's __version__, else 0.0.0)")
+
     dead = commands.add_parser("dead-letters", help="inspect or replay the dead-letter stream")
     dead.add_argument("action", choices=["list", "replay"])
     dead.add_argument("--count", type=int, default=20, help="how many entries (list: 20; replay: all given)")
@@ -192,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _routes(args)
         if args.command in ("check", "streams"):
             return run_on_loop(_check(args) if args.command == "check" else _streams(args), args.loop)
+        if args.command == "docs":
+            return _docs(args)
         return run_on_loop(_dead_letters(args), args.loop)
     except (LoadError, ConfigError) as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
@@ -341,6 +351,21 @@ def _routes(args: argparse.Namespace) -> int:
     ]
     for hook in hooks:
         print(hook)
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from eventbus.asyncapi import document, render
+
+    ensure_cwd_on_path()
+    router = load_target(args.target)
+    text = render(document(router, resolve_url(args.url).url, title=args.title, version=args.app_version), args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+        print(f"wrote the AsyncAPI document of {router.name!r} to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

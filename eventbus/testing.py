@@ -8,6 +8,10 @@
             await bus.drain()
             assert await bus.redis.get("orders_seen") == b"1"
 
+Handlers' typed payloads work the same (``await bus.publish("orders", Order(...))``), and
+``bus.published("orders:stored", Stored)`` returns what was published to a channel, decoded by the
+codec a handler taking ``Stored`` would use.
+
 The bus follows Redis semantics (channel vs pattern delivery, Redis's glob rules, PUBLISH's
 receiver count), and ``bus.redis`` is a fakeredis client that the handlers' ``ctx.redis`` shares.
 """
@@ -19,10 +23,24 @@ from typing import Any
 
 from eventbus.backends.memory import MemoryBroker
 from eventbus.deadletter import DeadLetter, DeadLetterStore
+from eventbus.message import Message
+from eventbus.payloads import build_decoder
 from eventbus.runner import Runner
 from eventbus.stats import BusStats, HandlerStats
 
 __all__ = ["TestBus"]
+
+
+class _RecordingBroker(MemoryBroker):
+    """The in-memory broker, keeping what was published on each channel for the test to inspect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: dict[str, list[bytes]] = {}
+
+    def publish(self, channel: str, payload: bytes, *, sharded: bool = False) -> int:
+        self.log.setdefault(channel, []).append(payload)
+        return super().publish(channel, payload, sharded=sharded)
 
 
 class TestBus:
@@ -31,7 +49,7 @@ class TestBus:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, target: Any, **options: Any) -> None:
-        self.broker = MemoryBroker()
+        self.broker = _RecordingBroker()
         options.setdefault("grace", 5.0)
         self.runner = Runner(target, broker=self.broker, **options)
 
@@ -63,6 +81,13 @@ class TestBus:
         """Publish as a producer would; returns the number of receptions, like Redis."""
         assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
         return await self.runner.publisher.publish(channel, data)
+
+    def published(self, channel: str, as_type: Any = bytes) -> list[Any]:
+        """Every payload published to ``channel`` so far (by the test or by handlers), oldest first,
+        decoded as ``as_type`` the way a handler annotated with it would receive it (bytes by
+        default). A payload that does not decode raises :class:`~eventbus.PayloadError`."""
+        decode = build_decoder(as_type, "TestBus.published").decode
+        return [decode(Message(channel, payload)) for payload in self.broker.log.get(channel, [])]
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every handler has processed everything published so far."""

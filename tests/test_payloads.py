@@ -331,3 +331,23 @@ def test_missing_payload_library_fails_at_load_with_one_line(tmp_path: Any) -> N
     assert result.stderr.strip().splitlines() == [
         "eventbus: error: module 'needs_msgspec' needs msgspec, which is not installed: pip install 'eventbus[msgspec]'"
     ]
+
+
+async def test_testbus_publishes_typed_and_shows_what_handlers_published_typed() -> None:
+    from eventbus.testing import TestBus
+
+    @on("in")
+    async def relay(order: Order, ctx: Context) -> None:
+        await ctx.publish("out", PydanticOrder(id=order.id, customer=order.customer))
+        await ctx.redis.publish("out", b'{"id": 2, "customer": "raw"}')
+
+    async with TestBus([relay]) as bus:
+        await bus.publish("in", Order(1, "kim"))
+        await bus.drain()
+        assert bus.published("out", PydanticOrder) == [
+            PydanticOrder(id=1, customer="kim"),
+            PydanticOrder(id=2, customer="raw"),
+        ]
+        assert bus.published("in", Order) == [Order(1, "kim", 1)]
+        assert bus.published("in") == [b'{"id":1,"customer":"kim","qty":1}']
+        assert bus.published("nowhere") == []

@@ -109,6 +109,8 @@ class KeyedScheduler:
                 while True:
                     worker.queued_bytes -= len(msg.data) + MESSAGE_OVERHEAD
                     await worker._process(msg)
+                    if worker._holding_gate:
+                        worker._release_if_drained()  # overflow="pause": resume reading at half
                     if clock() - yielded > FAIRNESS_SLICE:
                         await worker._yield()
                         yielded = clock()

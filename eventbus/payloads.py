@@ -119,7 +119,13 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
     annotation = positional[0].annotation
     if _is_raw(annotation):
         return None
+    # Called as func(payload, ctx) or func(payload, ctx, msg): say so now rather than fail per message.
+    takes_more = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values())
+    if len(positional) < 2 and not takes_more:
+        raise LoadError(f"handler {name}: a typed handler takes (payload, ctx), optionally a third `msg: Message`")
     envelope = len(positional) >= 3 and _is_message_type(positional[2].annotation)
+    if len(positional) >= 3 and not envelope and positional[2].default is inspect.Parameter.empty:
+        raise LoadError(f"handler {name}: its third parameter {positional[2].name!r} must be annotated Message")
     decoder = decoders.get(annotation)
     if decoder is None:
         decoder = decoders[annotation] = build_decoder(annotation, name)

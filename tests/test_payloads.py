@@ -351,3 +351,18 @@ async def test_testbus_publishes_typed_and_shows_what_handlers_published_typed()
         assert bus.published("in", Order) == [Order(1, "kim", 1)]
         assert bus.published("in") == [b'{"id":1,"customer":"kim","qty":1}']
         assert bus.published("nowhere") == []
+
+
+def test_typed_handler_signature_is_checked_at_load() -> None:
+    @on("x")
+    async def no_ctx(order: Order) -> None:
+        pass
+
+    @on("x")
+    async def third_not_message(order: Order, ctx: Context, extra: int) -> None:
+        pass
+
+    with pytest.raises(LoadError, match=r"no_ctx: a typed handler takes \(payload, ctx\)"):
+        Router([no_ctx])
+    with pytest.raises(LoadError, match="third parameter 'extra' must be annotated Message"):
+        Router([third_not_message])

@@ -73,6 +73,10 @@ CONTENDERS: list[Contender] = [
         "opentelemetry.sdk",
         scenarios=frozenset({"drain"}),
     ),
+    # Issue 13: the same drain with the payload decoded into a msgspec Struct by the handler's annotation.
+    Contender(
+        "eventbus_typed", "eventbus, typed msgspec handler", "eventbus_typed", "msgspec", scenarios=frozenset({"drain"})
+    ),
     Contender("redis_listen", "redis.asyncio PubSub.listen()", "redis_listen", "redis"),
     Contender("redis_run", "redis.asyncio PubSub.run() callbacks", "redis_run", "redis"),
     Contender("threads", "tutorial: sync listen() per thread", "threads", "redis", connection_per_handler=True),

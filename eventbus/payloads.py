@@ -102,11 +102,9 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
     Raises :class:`LoadError` (one line) for annotations that cannot be resolved or decoded.
     """
     try:
-        signature = inspect.signature(func, eval_str=True)
-    except NameError as exc:
-        # `from __future__ import annotations` with a type imported only under TYPE_CHECKING, or a
-        # library that is not installed: say which handler, at load time, not at the first message.
-        raise LoadError(f"handler {name}: cannot resolve its annotations: {exc}") from None
+        # Annotations stay strings here: only the payload's (and the envelope's) are resolved below,
+        # so a handler whose `ctx: Context` is imported under TYPE_CHECKING loads as it always did.
+        signature = inspect.signature(func)
     except (TypeError, ValueError):
         return None  # no signature to read (a builtin): called with the raw message, as always
     positional = [
@@ -116,14 +114,14 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
     ]
     if not positional:
         return None
-    annotation = positional[0].annotation
+    annotation = _resolve(positional[0].annotation, func, name)
     if _is_raw(annotation):
         return None
     # Called as func(payload, ctx) or func(payload, ctx, msg): say so now rather than fail per message.
     takes_more = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values())
     if len(positional) < 2 and not takes_more:
         raise LoadError(f"handler {name}: a typed handler takes (payload, ctx), optionally a third `msg: Message`")
-    envelope = len(positional) >= 3 and _is_message_type(positional[2].annotation)
+    envelope = len(positional) >= 3 and _is_message_type(_resolve(positional[2].annotation, func, name))
     if len(positional) >= 3 and not envelope and positional[2].default is inspect.Parameter.empty:
         raise LoadError(f"handler {name}: its third parameter {positional[2].name!r} must be annotated Message")
     decoder = decoders.get(annotation)
@@ -131,6 +129,31 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
         decoder = decoders[annotation] = build_decoder(annotation, name)
     decoder.users += 1
     return PayloadPlan(decoder, envelope)
+
+
+# Names that mean "the raw message" even when they cannot be resolved (imported under TYPE_CHECKING).
+_RAW_NAMES = frozenset({"Message", "StreamMessage", "Any"})
+
+
+def _resolve(annotation: Any, func: Callable[..., Any], name: str) -> Any:
+    """A parameter's annotation as a type, evaluating it when it is a string (PEP 563)."""
+    if not isinstance(annotation, str):
+        return annotation
+    # A function's module globals; for a callable object, those of its class's __call__.
+    namespace = getattr(inspect.unwrap(func), "__globals__", None)
+    if namespace is None:
+        namespace = getattr(inspect.unwrap(type(func).__call__), "__globals__", {})
+    try:
+        # What typing.get_type_hints does: the handler's own annotation, in its module.
+        return eval(annotation, namespace)
+    except NameError as exc:
+        if annotation.rpartition(".")[2] in _RAW_NAMES:
+            return Any  # a raw-message handler whose Message import is for type checkers only
+        # A payload type imported only under TYPE_CHECKING, or from a library that is not installed:
+        # say which handler, at load time, not at the first message.
+        raise LoadError(f"handler {name}: cannot resolve its annotations: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any broken annotation is this handler's load error
+        raise LoadError(f"handler {name}: cannot resolve the annotation {annotation!r}: {exc}") from None
 
 
 def build_invoke(plan: PayloadPlan, func: Callable[..., Any], is_async: bool, keyed: bool) -> Invoke:

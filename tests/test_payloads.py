@@ -366,3 +366,13 @@ def test_typed_handler_signature_is_checked_at_load() -> None:
         Router([no_ctx])
     with pytest.raises(LoadError, match="third parameter 'extra' must be annotated Message"):
         Router([third_not_message])
+
+
+def test_raw_handler_with_type_checking_only_imports_still_loads() -> None:
+    async def handler(msg, ctx):  # type: ignore[no-untyped-def]
+        pass
+
+    # As written under `from __future__ import annotations` with the imports under TYPE_CHECKING.
+    handler.__annotations__ = {"msg": "eventbus.Message", "ctx": "NotImportedContext", "return": "None"}
+    router = Router([on("x")(handler)])
+    assert router.handlers[0].payload is None

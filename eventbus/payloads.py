@@ -132,7 +132,7 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
 
 
 # Names that mean "the raw message" even when they cannot be resolved (imported under TYPE_CHECKING).
-_RAW_NAMES = frozenset({"Message", "StreamMessage", "Any"})
+_RAW_NAMES = frozenset({"Message", "StreamMessage", "Any", "object"})
 
 
 def _resolve(annotation: Any, func: Callable[..., Any], name: str) -> Any:
@@ -195,7 +195,13 @@ def describe_key(key: Any) -> str:
 
 
 def _is_raw(annotation: Any) -> bool:
-    return annotation is inspect.Parameter.empty or annotation is Any or _is_message_type(annotation)
+    # `object` promises nothing about the payload: the handler gets the message, as before.
+    return (
+        annotation is inspect.Parameter.empty
+        or annotation is Any
+        or annotation is object
+        or _is_message_type(annotation)
+    )
 
 
 def _is_message_type(annotation: Any) -> bool:

@@ -32,6 +32,7 @@ path and what was expected, never the payload's values (they may be personal dat
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import enum
@@ -124,9 +125,12 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
     envelope = len(positional) >= 3 and _is_message_type(_resolve(positional[2].annotation, func, name))
     if len(positional) >= 3 and not envelope and positional[2].default is inspect.Parameter.empty:
         raise LoadError(f"handler {name}: its third parameter {positional[2].name!r} must be annotated Message")
-    decoder = decoders.get(annotation)
-    if decoder is None:
-        decoder = decoders[annotation] = build_decoder(annotation, name)
+    try:
+        decoder = decoders.get(annotation)
+        if decoder is None:
+            decoder = decoders[annotation] = build_decoder(annotation, name)
+    except TypeError:  # an unhashable annotation (Annotated with a dict in it): a decoder of its own
+        decoder = build_decoder(annotation, name)
     decoder.users += 1
     return PayloadPlan(decoder, envelope)
 
@@ -170,8 +174,6 @@ def build_invoke(plan: PayloadPlan, func: Callable[..., Any], is_async: bool, ke
         if plan.envelope:
             return lambda msg, ctx: func(decode(msg), ctx, msg)
         return lambda msg, ctx: func(decode(msg), ctx)
-    import asyncio
-
     # A plain `def` handler runs in a worker thread; its payload is decoded on the loop first, so
     # an invalid payload is refused the same way for both kinds.
     if plan.envelope:

@@ -25,16 +25,31 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eventbus.errors import ConfigError, PayloadError
 from eventbus.message import Message
-
-if TYPE_CHECKING:
-    from eventbus.worker import HandlerWorker
+from eventbus.router import Handler
 
 
-def key_function(worker: HandlerWorker) -> Callable[[Message], Hashable]:
+class KeyedWorker(Protocol):
+    """What the scheduler uses of its :class:`~eventbus.worker.HandlerWorker` (which imports this
+    module: the engine's import graph goes one way)."""
+
+    handler: Handler
+    inbox: deque[Message]
+    queued_bytes: int
+    _holding_gate: bool
+
+    def _release_if_drained(self) -> None: ...
+    async def _wait_for_work(self) -> None: ...
+    def _taken(self, msg: Message) -> None: ...
+    async def _failed(self, msg: Message, exc: Exception, attempt: int) -> None: ...
+    async def _process(self, msg: Message) -> None: ...
+    async def _yield(self) -> None: ...
+
+
+def key_function(worker: KeyedWorker) -> Callable[[Message], Hashable]:
     """``key_of(msg)`` for a handler: its ``key`` option applied to what the handler receives."""
     handler = worker.handler
     key = handler.options.key
@@ -62,8 +77,10 @@ def _is_typed_dict(annotation: Any) -> bool:
 class KeyedScheduler:
     """The per-key queues of one handler, shared by its worker tasks."""
 
-    def __init__(self, worker: HandlerWorker) -> None:
+    def __init__(self, worker: KeyedWorker, *, fairness_slice: float, message_overhead: int) -> None:
         self.worker = worker
+        self.fairness_slice = fairness_slice  # the worker's: yield after this long without a pause
+        self.message_overhead = message_overhead  # the worker's: what a queued message costs
         self.key_of = key_function(worker)
         # A key is in this dict while a task handles its messages; the deque holds the ones waiting.
         self.held: dict[Hashable, deque[Message]] = {}
@@ -71,8 +88,7 @@ class KeyedScheduler:
 
     async def run(self) -> None:
         """One worker task's loop."""
-        from eventbus.worker import FAIRNESS_SLICE, MESSAGE_OVERHEAD
-
+        fairness_slice, overhead = self.fairness_slice, self.message_overhead
         worker = self.worker
         inbox = worker.inbox
         held = self.held
@@ -107,11 +123,11 @@ class KeyedScheduler:
             queue = held[key] = deque()
             try:
                 while True:
-                    worker.queued_bytes -= len(msg.data) + MESSAGE_OVERHEAD
+                    worker.queued_bytes -= len(msg.data) + overhead
                     await worker._process(msg)
                     if worker._holding_gate:
                         worker._release_if_drained()  # overflow="pause": resume reading at half
-                    if clock() - yielded > FAIRNESS_SLICE:
+                    if clock() - yielded > fairness_slice:
                         await worker._yield()
                         yielded = clock()
                     if not queue:

@@ -21,21 +21,19 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
 from eventbus.errors import PayloadError, Reject
 from eventbus.flow import ReadGate
+from eventbus.keyed import KeyedScheduler
 from eventbus.logs import Every
 from eventbus.message import Message
 from eventbus.middleware import compose
 from eventbus.payloads import build_invoke
 from eventbus.router import Handler
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
-
-if TYPE_CHECKING:
-    from eventbus.keyed import KeyedScheduler
 
 log = logging.getLogger("eventbus.worker")
 
@@ -236,9 +234,7 @@ class HandlerWorker:
         work = self._work_inline if self.inline_loop else self._work
         if self.handler.options.key is not None:
             # Ordered per key, parallel across keys: a loop of its own (eventbus.keyed).
-            from eventbus.keyed import KeyedScheduler
-
-            self._keyed = KeyedScheduler(self)
+            self._keyed = KeyedScheduler(self, fairness_slice=FAIRNESS_SLICE, message_overhead=MESSAGE_OVERHEAD)
             work = self._keyed.run
         for i in range(self.handler.options.concurrency):
             self._tasks.append(asyncio.create_task(work(), name=f"eventbus:{self.name}:{i}"))

@@ -19,11 +19,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
 LEAVES = {
     *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
     *("metrics", "health", "lag"),
+    "payloads",  # typed payloads: decoders and codecs (codec encodes through it)
 }
 MODEL = {"subscription", "router", "context", "publisher", "deadletter", "middleware"}
-ENGINE = {"dispatch", "worker", "streams"}
+ENGINE = {"dispatch", "worker", "streams", "keyed"}
 RUNNER = {"runner"}
-TOP = {"cli", "testing", "supervisor", "checks", "reload", "__init__", "__main__"}
+TOP = {"cli", "testing", "supervisor", "checks", "reload", "__init__", "__main__", "asyncapi"}
 RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
 
 

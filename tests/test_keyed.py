@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus import ConfigError, Context, Message, Runner, on
-from eventbus.memory_backend import MemoryBroker
+from eventbus.backends.memory import MemoryBroker
 
 msgspec = pytest.importorskip("msgspec", reason="keyed tests use typed payloads (eventbus[msgspec])")
 

@@ -132,9 +132,7 @@ class HandlerWorker:
             if handler.is_async
             else self._run_in_thread
         )
-        self._invoke: Callable[[Message, Context], Awaitable[Any]] = compose(
-            call, handler.middleware, handler
-        )
+        self._invoke: Callable[[Message, Context], Awaitable[Any]] = compose(call, handler.middleware, handler)
 
     # -- the reader's side -------------------------------------------------------------------
 

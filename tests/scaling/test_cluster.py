@@ -12,7 +12,7 @@ from eventbus import ConfigError, Context, Message, Runner, StreamMessage, conne
 from eventbus.config import parse_cluster_url
 from tests.redis_server import RedisServer
 from tests.scaling.local_cluster import LocalCluster
-from tests.scaling.test_streams import wait_for
+from tests.test_streams import wait_for
 
 SHARDED = [f"shard-{i}" for i in range(24)]
 

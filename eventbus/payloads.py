@@ -356,18 +356,7 @@ def _pydantic_errors(exc: Any) -> str:
 
 
 def _pydantic_decode(model: Any, label: str) -> Callable[[Message], Any]:
-    import pydantic
-
-    validate = model.model_validate_json
-    error_type = pydantic.ValidationError
-
-    def decode(msg: Message) -> Any:
-        try:
-            return validate(msg.data)
-        except error_type as exc:
-            raise _invalid(msg, label, _pydantic_errors(exc)) from None
-
-    return decode
+    return _pydantic_validating(model.model_validate_json, label)
 
 
 def _adapter_decode(annotation: Any, label: str, name: str) -> Callable[[Message], Any]:
@@ -377,7 +366,13 @@ def _adapter_decode(annotation: Any, label: str, name: str) -> Callable[[Message
         adapter = pydantic.TypeAdapter(annotation)
     except pydantic.PydanticSchemaGenerationError as exc:
         raise LoadError(f"handler {name}: {label} is not a supported payload type: {exc}") from None
-    validate = adapter.validate_json
+    return _pydantic_validating(adapter.validate_json, label)
+
+
+def _pydantic_validating(validate: Callable[[bytes], Any], label: str) -> Callable[[Message], Any]:
+    """A decoder that validates the payload's JSON with pydantic, refusing it with the field paths."""
+    import pydantic
+
     error_type = pydantic.ValidationError
 
     def decode(msg: Message) -> Any:

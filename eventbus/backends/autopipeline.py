@@ -593,6 +593,8 @@ class AutoPipelineRedis(aioredis.Redis):
         lane = self._next_lane()
         futures = []
         for (args, options), (head, ntokens, _, access) in zip(stack, routes, strict=True):
+            # The same preparation as execute_command's, which keeps it inline: that is the
+            # per-command hot path, where a helper call would cost more than these lines.
             packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
             if packed is None:
                 packed = self._pack(head, ntokens, args)

@@ -15,7 +15,7 @@ ENV_URL = "EVENTBUS_URL"
 # override exists for machines (and tests) where something else owns localhost:6379.
 ENV_DEFAULT_URL = "EVENTBUS_DEFAULT_URL"
 DEFAULT_URL = "redis://localhost:6379/0"
-SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel")
 
 
 # Where a URL came from, as the log names it.
@@ -69,10 +69,13 @@ def validate_url(url: str, where: str = "") -> str:
     if scheme not in SCHEMES:
         raise ConfigError(
             f"{intro}: unsupported scheme {scheme!r}; use redis://, rediss://, unix:///path "
-            "or redis+cluster://host:port,host:port"
+            "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service"
         )
     if scheme.endswith("+cluster"):
         parse_cluster_url(url)  # raises ConfigError on a malformed seed list
+        return url
+    if scheme.endswith("+sentinel"):
+        parse_sentinel_url(url)  # raises ConfigError naming the bad part
         return url
     parts = urlsplit(url)
     if scheme == "unix":
@@ -212,3 +215,92 @@ def parse_cluster_url(url: str) -> ClusterURL:
             raise ConfigError(f"invalid seed {item!r} in cluster URL {redact_url(url)}: expected host:port")
         seeds.append((host, int(port)))
     return ClusterURL(tuple(seeds), CLUSTER_SCHEMES[scheme], username, password, parts.query)
+
+
+# -- the sentinel URL grammar (pure: used by validation here and by eventbus.backends.sentinel) --
+
+SENTINEL_SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}
+# Query options meant for the sentinels themselves, not for the master.
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str  # the master's name, as in ``sentinel monitor <name> ...``
+    scheme: str  # "redis" or "rediss": what the master's own URL uses
+    username: str | None  # the master's credentials (the sentinels' go in the query string)
+    password: str | None
+    db: int
+    sentinel_username: str | None
+    sentinel_password: str | None
+
+    def master_url(self, host: str, port: int) -> str:
+        """A plain URL for the master the sentinels named, with this URL's credentials and db."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        elif self.username:
+            auth = f"{quote(self.username, safe='')}@"
+        host_part = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{auth}{host_part}:{port}/{self.db}"
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.split("://", 1)[0] in SENTINEL_SCHEMES
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Split ``redis+sentinel://[user:pass@]h1:p1[,h2:p2]/service[?db=N]``; :class:`ConfigError` if malformed.
+
+    The sentinels' own credentials, if they need any, go in ``?sentinel_username=&sentinel_password=``.
+    """
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        raise ConfigError(f"not a sentinel URL: {shown} (expected redis+sentinel://host:port,.../service)")
+    intro = f"invalid sentinel URL {shown}"
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "26379"  # the sentinels' default port
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{intro}: invalid sentinel {item!r}; expected host:port")
+        sentinels.append((host, int(port)))
+    service, slash, db_text = unquote(path).partition("/")
+    if not service:
+        raise ConfigError(f"{intro}: no service name; expected {scheme}://host:port/service_name")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        options[unquote(key)] = unquote(value)
+    if slash and db_text:
+        if "db" in options:
+            raise ConfigError(f"{intro}: the database is given twice (/{db_text} and ?db=); keep one")
+        options["db"] = db_text
+    unknown = sorted(set(options) - {"db", *SENTINEL_OPTIONS})
+    if unknown:
+        raise ConfigError(f"{intro}: unknown option {unknown[0]!r}; expected db, sentinel_username, sentinel_password")
+    db_value = options.get("db", "0")
+    if not db_value.isdigit():
+        raise ConfigError(f"{intro}: invalid database number {db_value!r}; expected ?db=0, ?db=1, ...")
+    return SentinelURL(
+        tuple(sentinels),
+        service,
+        SENTINEL_SCHEMES[scheme],
+        username,
+        password,
+        int(db_value),
+        options.get("sentinel_username") or None,
+        options.get("sentinel_password") or None,
+    )

@@ -7,6 +7,7 @@ modules (and their dependencies) are never loaded:
 ``memory://`` (or a ``broker``)          :class:`~eventbus.backends.memory.MemoryBackend`
 ``redis://``, ``rediss://``, ``unix://`` :class:`~eventbus.backends.server.RedisBackend`
 ``redis+cluster://``, ``rediss+cluster`` :class:`~eventbus.backends.cluster.ClusterBackend`
+``redis+sentinel://``, ``rediss+sentinel`` :class:`~eventbus.backends.sentinel.SentinelBackend`
 =======================================  ===========================================
 
 With nothing configured and nothing answering at the default URL, it starts an embedded Redis
@@ -20,7 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from eventbus.backends.base import Backend, ConnectionSettings
-from eventbus.config import SOURCE_CODE, is_cluster_url, redact_url, resolve_url
+from eventbus.config import SOURCE_CODE, is_cluster_url, is_sentinel_url, redact_url, resolve_url
 from eventbus.errors import ConnectError
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ async def open_backend(
     resolved = resolve_url(url, source)
     if resolved.explicit or not settings.embedded:
         log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
+        if is_sentinel_url(resolved.url):
+            from eventbus.backends.sentinel import open_sentinel
+
+            return await open_sentinel(resolved.url, settings, source=resolved.source, explicit=resolved.explicit)
         await wait_until_reachable(resolved.url, settings.connect_timeout)
         return _redis_backend(resolved.url, settings, source=resolved.source, explicit=resolved.explicit)
     log.debug("nothing configured: trying %s (from %s) for 0.3s", redact_url(resolved.url), resolved.source)
@@ -103,6 +108,10 @@ def command_client(url: str, *, max_connections: int = 64) -> Any:
         from eventbus.backends.cluster import cluster_client
 
         return cluster_client(url, max_connections=max_connections)
+    if is_sentinel_url(url):
+        from eventbus.backends.sentinel import command_client as sentinel_client
+
+        return sentinel_client(url, max_connections=max_connections)
     from eventbus.backends.redis import command_client as server_client
 
     return server_client(url, max_connections=max_connections)
@@ -114,6 +123,11 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
         from eventbus.backends.cluster import wait_until_cluster_reachable
 
         await wait_until_cluster_reachable(url, timeout)
+        return
+    if is_sentinel_url(url):
+        from eventbus.backends.sentinel import wait_until_sentinel_reachable
+
+        await wait_until_sentinel_reachable(url, timeout, quiet=quiet)
         return
     from eventbus.backends.redis import wait_until_reachable as ping_server
 

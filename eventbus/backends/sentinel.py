@@ -85,8 +85,11 @@ async def wait_until_sentinel_reachable(url: str, timeout: float, *, quiet: bool
     sentinel = sentinel_manager(parsed)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    delay = 0.1
+    attempt = 0
     try:
         while True:
+            attempt += 1
             try:
                 master = await discover_master_url(parsed, sentinel)
             except MasterNotFoundError as exc:
@@ -101,8 +104,15 @@ async def wait_until_sentinel_reachable(url: str, timeout: float, *, quiet: bool
                         f"{timeout:.0f}s ({'unreachable' if 'Error' in str(exc) else 'master down'})"
                     ) from None
                 if not quiet:
-                    log.warning("the sentinels at %s name no master yet; retrying", redact_url(url))
-                await asyncio.sleep(0.2)
+                    log.warning(
+                        "the sentinels at %s name no master %r yet (attempt %d); retrying for %.0fs more",
+                        redact_url(url),
+                        parsed.service,
+                        attempt,
+                        deadline - loop.time(),
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
                 continue
             remaining = max(deadline - loop.time(), 1.0)
             await wait_until_reachable(master, remaining, quiet=quiet)

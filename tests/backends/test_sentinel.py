@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ SERVICE = "mymaster"
 class SentinelProcess:
     """One ``redis-server --sentinel`` watching ``master_port``, on a free port."""
 
-    def __init__(self, master_port: int) -> None:
+    def __init__(self, master_port: int, extra: str = "") -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="eventbus-test-sentinel-")
         conf = Path(self.dir) / "sentinel.conf"  # a sentinel rewrites its config: it must be writable
@@ -31,7 +32,7 @@ class SentinelProcess:
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.dir}/sentinel.log\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 1\n"
             f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-            f"sentinel failover-timeout {SERVICE} 3000\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n{extra}"
         )
         self.process = subprocess.Popen(["redis-server", str(conf), "--sentinel"])
         wait_for_ping(self.port, self.process, 10.0)
@@ -112,6 +113,29 @@ async def test_unknown_service_name_fails_at_startup_with_one_line(sentinel: Sen
         async with Runner([handler], url=f"redis+sentinel://127.0.0.1:{sentinel.port}/nosuch"):
             pass
     assert "\n" not in str(info.value)
+
+
+async def test_master_password_is_used_and_never_logged(master: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    master.client().config_set("requirepass", "hunter2")
+    sentinel = SentinelProcess(master.port, f"sentinel auth-pass {SERVICE} hunter2\n")
+    try:
+        seen: list[bytes] = []
+
+        @on("orders")
+        async def record(msg: Message, ctx: Context) -> None:
+            await ctx.redis.set("last", msg.data)
+            seen.append(msg.data)
+
+        caplog.set_level(logging.DEBUG)
+        url = f"redis+sentinel://:hunter2@127.0.0.1:{sentinel.port}/{SERVICE}?db=1"
+        async with Runner([record], url=url) as runner:
+            await runner.publisher.publish("orders", "one")  # type: ignore[union-attr]
+            await wait_for(lambda: seen == [b"one"])
+        assert redis.Redis(port=master.port, password="hunter2", db=1).get("last") == b"one"
+        assert "hunter2" not in caplog.text
+        assert "redis+sentinel://:***@127.0.0.1" in caplog.text
+    finally:
+        sentinel.stop()
 
 
 @pytest.mark.fault

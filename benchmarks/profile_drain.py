@@ -127,7 +127,7 @@ def make_workers(k: int, counters: list[Counter], cls: type[HandlerWorker]) -> l
     for i in range(k):
         body = counters[i].body()
 
-        async def handler(msg: Message, ctx: Context) -> None:
+        async def handler(msg: Message, ctx: Context, body: Callable[[bytes], None] = body) -> None:
             body(msg.data)
 
         handler.__name__ = handler.__qualname__ = f"h{i}"
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
             best[v] = min(best[v], asyncio.run(run_once(v, chunks, args.messages, args.handlers)))
     per = {v: best[v] / args.messages * 1e6 for v in variants}
     print(
-        f"{args.messages} messages, {args.handlers} handler(s), min CPU of {args.reps} reps, Python {sys.version.split()[0]}"
+        f"{args.messages} messages, {args.handlers} handler(s), min CPU of {args.reps} reps,"
+        f" Python {sys.version.split()[0]}"
     )
     for v in variants:
         ratio = f"  limit/this {per['limit'] / per[v]:.2f}x" if "limit" in per else ""

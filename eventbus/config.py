@@ -164,6 +164,17 @@ def _is_secret(key: str) -> bool:
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
+def server_url(scheme: str, username: str | None, password: str | None, host: str, port: int, db: int) -> str:
+    """``scheme://[user[:password]@]host:port/db``, credentials percent-encoded, IPv6 hosts bracketed."""
+    auth = ""
+    if password is not None:
+        auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
+    elif username:
+        auth = f"{quote(username, safe='')}@"
+    host_part = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{auth}{host_part}:{port}/{db}"
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterURL:
     seeds: tuple[tuple[str, int], ...]
@@ -174,13 +185,8 @@ class ClusterURL:
 
     def node_url(self, host: str, port: int) -> str:
         """A plain URL for one node, with the cluster URL's credentials and options."""
-        auth = ""
-        if self.password is not None:
-            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        elif self.username:
-            auth = f"{quote(self.username, safe='')}@"
-        host_part = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{auth}{host_part}:{port}/0" + (f"?{self.query}" if self.query else "")
+        url = server_url(self.scheme, self.username, self.password, host, port, 0)
+        return url + (f"?{self.query}" if self.query else "")
 
     def node_urls(self) -> list[str]:
         return [self.node_url(host, port) for host, port in self.seeds]
@@ -237,13 +243,7 @@ class SentinelURL:
 
     def master_url(self, host: str, port: int) -> str:
         """A plain URL for the master the sentinels named, with this URL's credentials and db."""
-        auth = ""
-        if self.password is not None:
-            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        elif self.username:
-            auth = f"{quote(self.username, safe='')}@"
-        host_part = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{auth}{host_part}:{port}/{self.db}"
+        return server_url(self.scheme, self.username, self.password, host, port, self.db)
 
 
 def is_sentinel_url(url: str) -> bool:

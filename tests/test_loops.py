@@ -7,7 +7,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -256,7 +255,7 @@ def test_serve_under_uvloop_from_a_script(
     subprocess_env: dict[str, str],
     processes: list[EventbusProcess],
 ) -> None:
-    proc = _ScriptProcess(script, [redis_server.url], subprocess_env)
+    proc = EventbusProcess([redis_server.url], subprocess_env, command=[sys.executable, "-c", script])
     processes.append(proc)
     proc.wait_for(r"subscribed to 2 channel\(s\) .* \(event loop: uvloop ")
     sync_redis.publish("purchase_orders", "7")
@@ -268,23 +267,6 @@ def test_serve_under_uvloop_from_a_script(
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-class _ScriptProcess(EventbusProcess):
-    """``python -c SCRIPT ARGS`` from the repository root, its output read as it goes."""
-
-    def __init__(self, script: str, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", script, *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
 
 def _eventbus(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

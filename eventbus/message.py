@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from eventbus.errors import PayloadError
 
 
+# Compiled with mypyc where a compiler is available (setup.py); eventbus.streams subclasses it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True, acyclic=True)
 class Message:
     """One Pub/Sub message as Redis delivered it.
 

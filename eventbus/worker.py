@@ -21,7 +21,9 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from eventbus.context import Context
 from eventbus.deadletter import DeadLetterStore
@@ -40,11 +42,12 @@ log = logging.getLogger("eventbus.worker")
 # A worker that has run this long (seconds) without the loop getting a turn yields, so the reader
 # and the other handlers keep going even when a handler never awaits I/O. Time, not a message
 # count, so that fast handlers drain big bursts in long runs and slow ones still yield often.
-FAIRNESS_SLICE = 0.002
-DROP_LOG_INTERVAL = 5.0
-MAX_PENDING_REFUSALS = 1000
-MESSAGE_OVERHEAD = 100  # bytes a queued message costs besides its payload (see the module docstring)
-MIB = 1024 * 1024
+# (Final: the compiled worker inlines these constants instead of looking them up per message.)
+FAIRNESS_SLICE: Final = 0.002
+DROP_LOG_INTERVAL: Final = 5.0
+MAX_PENDING_REFUSALS: Final = 1000
+MESSAGE_OVERHEAD: Final = 100  # bytes a queued message costs besides its payload (see the module docstring)
+MIB: Final = 1024 * 1024
 # Debug lines about single messages (retry outcomes, dead letters): at most one a second per
 # handler and kind, each saying how many it stands for, so debug stays readable under a flood.
 _DEBUG_EVERY = Every(1.0)
@@ -81,6 +84,8 @@ def _unchain(exc: BaseException, earlier: tuple[BaseException, ...]) -> None:
         link = link.__cause__ or link.__context__
 
 
+# Compiled with mypyc where a compiler is available (setup.py); eventbus.streams subclasses it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HandlerWorker:
     """The inbox and worker tasks of one handler."""
 
@@ -102,10 +107,12 @@ class HandlerWorker:
         self.stats = stats
         self.dead_letters = dead_letters
         self.inbox: deque[Message] = deque()
+        self._append = self.inbox.append  # looked up once: put runs once per message
         options = handler.options
         self.budget = options.inbox_bytes
         # No count cap by default: a number keeps the hot path's check to one comparison.
         self.max_messages = options.inbox_size if options.inbox_size is not None else sys.maxsize
+        self._capped = options.inbox_size is not None  # compiled, sys.maxsize is not a small int
         self.queued_bytes = 0  # what the inbox holds, as counted against the budget
         self.overflow = options.overflow
         self.gate = gate if gate is not None else ReadGate()
@@ -138,11 +145,12 @@ class HandlerWorker:
 
     def put(self, msg: Message) -> None:
         size = len(msg.data) + MESSAGE_OVERHEAD
-        if self.queued_bytes + size > self.budget or len(self.inbox) >= self.max_messages:
+        queued = self.queued_bytes + size
+        if queued > self.budget or (self._capped and len(self.inbox) >= self.max_messages):
             self._overflowing(msg, size)
             return
-        self.queued_bytes += size
-        self.inbox.append(msg)
+        self.queued_bytes = queued
+        self._append(msg)
         if self._sleepers:
             self._wake_one()
 
@@ -307,6 +315,7 @@ class HandlerWorker:
             # is added up here and handed to the stats whenever the loop gives up the CPU.
             now = yielded = clock()
             spent = 0.0
+            fast = 0  # messages in the fastest latency bucket, added to it when the loop gives up the CPU
             try:
                 while inbox:
                     msg = popleft()
@@ -325,16 +334,22 @@ class HandlerWorker:
                     now = clock()
                     took = now - started
                     spent += took
-                    buckets[0 if took <= fastest else bisect_left(LATENCY_BUCKETS, took)] += 1
+                    if took <= fastest:
+                        fast += 1
+                    else:
+                        buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
                     if now - yielded > FAIRNESS_SLICE:
                         stats.latency_total += spent
                         spent = 0.0
+                        buckets[0] += fast
+                        fast = 0
                         if self._holding_gate:
                             self._release_if_drained()
                         await self._yield()
                         now = yielded = clock()
             finally:
                 stats.latency_total += spent
+                buckets[0] += fast
 
     async def _process(self, msg: Message) -> None:
         """Run the handler on one message, with retries and dead-lettering."""

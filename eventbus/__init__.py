@@ -9,6 +9,8 @@
 Run a module of handlers with ``python -m eventbus run mymod``.
 """
 
+# First of all: whether the compiled or the pure-Python hot path is imported (eventbus.speedups).
+import eventbus.speedups  # noqa: F401  # isort: split
 from eventbus.context import Context, ServerInfo
 from eventbus.deadletter import DeadLetter, DeadLetterStore
 from eventbus.errors import (

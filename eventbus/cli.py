@@ -28,6 +28,7 @@ from eventbus.middleware import describe_middleware, load_middleware
 from eventbus.payloads import describe_key, describe_payload
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner, connect
+from eventbus.speedups import describe as describe_hot_path
 from eventbus.supervisor import Supervisor, option_value, strip_option
 
 log = logging.getLogger("eventbus.supervisor")  # the --workers messages keep their logger
@@ -42,7 +43,7 @@ def _log_level(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventbus", description="Event processing on Redis Pub/Sub.")
-    parser.add_argument("--version", action="version", version=f"eventbus {__version__}")
+    parser.add_argument("--version", action="version", version=f"eventbus {__version__}, {describe_hot_path()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:

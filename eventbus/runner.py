@@ -37,6 +37,7 @@ from eventbus.metrics import MetricsServer, StatsCollector
 from eventbus.middleware import check_chain
 from eventbus.publisher import Publisher
 from eventbus.router import Handler, Router, load_target, stream_group
+from eventbus.speedups import describe as describe_hot_path
 from eventbus.stats import BusStats, HandlerStats
 from eventbus.stream_options import StreamOptions
 from eventbus.streams import StreamConsumer, StreamWorker
@@ -288,6 +289,7 @@ class Runner:
             redact_url(self.url or ""),
             describe_loop(),
         )
+        log.debug("hot path: %s", describe_hot_path())
         if s.stats_interval:
             self._background.append(asyncio.create_task(self._report_periodically(s.stats_interval)))
         self.ready.set()

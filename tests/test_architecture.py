@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
 LEAVES = {
     *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
     *("metrics", "health", "lag"),
+    "speedups",  # which hot path is imported: decided before any other eventbus module loads
     "payloads",  # typed payloads: decoders and codecs (codec encodes through it)
 }
 MODEL = {"subscription", "router", "context", "publisher", "deadletter", "middleware"}

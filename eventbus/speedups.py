@@ -1,0 +1,90 @@
+"""Which hot path this process runs: the mypyc-compiled modules or the pure-Python reference.
+
+``eventbus.message``, ``eventbus.dispatch`` and ``eventbus.worker`` are compiled by setup.py
+where a C compiler is available, and installed beside their pure-Python source. Python would
+import the compiled module whenever it exists; this module decides instead, once, when
+``eventbus`` is first imported (before any of the three is), and then either lets the import
+system find the compiled modules or points it at the ``.py`` files:
+
+- ``EVENTBUS_PURE_PYTHON=1`` forces the reference path (to compare, or to debug with pdb);
+- no build (no compiler at install time, or installed with ``EVENTBUS_PURE_PYTHON=1``), or no
+  build for this interpreter, means the reference path;
+- a source that changed since it was compiled (an editable install being worked on) means the
+  reference path for all three, so an edit is never hidden behind a stale build. The three go
+  together because the compiled ones share one extension library and its ``Message`` type.
+
+``python -m eventbus --version`` and the runner's debug log at startup say which is in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+HOT_MODULES = ("message", "dispatch", "worker")  # keep in step with setup.py
+PACKAGE_DIR = Path(__file__).resolve().parent
+MANIFEST = PACKAGE_DIR / "_compiled_sources.json"  # written by setup.py when it compiles
+SHARED_LIBRARY = "_speedups__mypyc"  # mypyc's runtime for the group, named in setup.py
+
+
+def _requested_pure() -> bool:
+    return os.environ.get("EVENTBUS_PURE_PYTHON", "").strip() not in ("", "0")
+
+
+def _has_extension(stem: str) -> bool:
+    return any((PACKAGE_DIR / (stem + suffix)).is_file() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def _why_not_compiled() -> str | None:
+    """None if the compiled modules can be used, else the reason they are not."""
+    if _requested_pure():
+        return "EVENTBUS_PURE_PYTHON is set"
+    try:
+        hashes = json.loads(MANIFEST.read_text())
+    except FileNotFoundError:
+        return "not compiled at install time (no C compiler, or installed with EVENTBUS_PURE_PYTHON=1)"
+    except (OSError, ValueError) as exc:
+        return f"unreadable build manifest {MANIFEST.name}: {exc}"
+    if not _has_extension(SHARED_LIBRARY) or not all(_has_extension(name) for name in HOT_MODULES):
+        return f"no compiled build for this interpreter ({sys.implementation.cache_tag}); reinstall to build one"
+    for name in HOT_MODULES:
+        source = PACKAGE_DIR / f"{name}.py"
+        if hashlib.sha256(source.read_bytes()).hexdigest() != hashes.get(name):
+            return f"eventbus/{name}.py changed since it was compiled; reinstall (pip install -e .) to recompile"
+    return None
+
+
+class _SourceFinder(importlib.abc.MetaPathFinder):
+    """Imports the hot modules from their ``.py`` source, ahead of the compiled extensions."""
+
+    names = frozenset(f"eventbus.{name}" for name in HOT_MODULES)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        return importlib.util.spec_from_file_location(fullname, PACKAGE_DIR / (fullname.rpartition(".")[2] + ".py"))
+
+
+REASON_PURE: str | None = _why_not_compiled()
+#: True when this process runs the mypyc-compiled hot path.
+COMPILED: bool = REASON_PURE is None
+if not COMPILED and not any(isinstance(finder, _SourceFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _SourceFinder())
+
+
+def describe() -> str:
+    """One line for logs and ``--version``: which hot path runs, and if pure, why."""
+    if COMPILED:
+        return "compiled hot path (mypyc)"
+    return f"pure-Python hot path ({REASON_PURE})"

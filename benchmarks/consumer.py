@@ -46,7 +46,7 @@ class Consumer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"{module_prefix}.{contender.module}", str(spec_path)],
             cwd=ROOT,
-            env=python_env(),
+            env={**python_env(), **dict(contender.env)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,

@@ -18,6 +18,7 @@ class Contender:
     # The scenarios it takes part in (None: all). The uvloop variants run where the issue asks
     # for both loops, so the full suite's time does not double.
     scenarios: frozenset[str] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # added to its process's environment
 
     def missing(self) -> str | None:
         """Why it cannot run here, or None."""
@@ -39,6 +40,7 @@ class Contender:
 
 EVENTBUS = "eventbus"
 LIMIT = "limit"
+EVENTBUS_PURE = "eventbus_pure"
 EVENTBUS_UVLOOP = "eventbus_uvloop"
 LIMIT_UVLOOP = "limit_uvloop"
 UVLOOP_SCENARIOS = frozenset({"drain", "burst"})
@@ -46,6 +48,16 @@ UVLOOP_SCENARIOS = frozenset({"drain", "burst"})
 CONTENDERS: list[Contender] = [
     Contender(EVENTBUS, "eventbus", "eventbus_app", "eventbus"),
     Contender(LIMIT, "Python limit (hiredis on a raw asyncio socket, inline await)", "limit", "hiredis"),
+    # Issue 15: the same eventbus on its pure-Python reference path (eventbus.speedups), where the
+    # hot path's cost shows: the drain, the fan-out and the many-handlers scenario.
+    Contender(
+        EVENTBUS_PURE,
+        "eventbus, pure-Python hot path (EVENTBUS_PURE_PYTHON=1)",
+        "eventbus_app",
+        "eventbus",
+        scenarios=frozenset({"drain", "fanout", "many"}),
+        env=(("EVENTBUS_PURE_PYTHON", "1"),),
+    ),
     Contender(
         EVENTBUS_UVLOOP, "eventbus on uvloop", "eventbus_app", "eventbus", loop="uvloop", scenarios=UVLOOP_SCENARIOS
     ),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from typing import Any
 
 import pytest
 
 from eventbus import Context, Message, on
 from eventbus.deadletter import DeadLetterStore
+from eventbus.stats import LATENCY_BUCKETS
 from eventbus.testing import TestBus
 
 
@@ -57,3 +59,76 @@ async def test_a_handler_raising_cancelled_error_does_not_kill_its_worker() -> N
         stats = bus.handler_stats("fragile")
         assert seen == ["1", "2"]
         assert (stats.failed, stats.handled) == (1, 1)
+
+
+# -- the latency histogram: the hot loop reads the clock once per run of messages (HandlerWorker._timed)
+
+
+def _above(buckets: list[int], seconds: float) -> int:
+    """Messages counted in the buckets whose upper bound is above ``seconds``."""
+    return sum(buckets[bisect_left(LATENCY_BUCKETS, seconds) :])
+
+
+async def test_fast_messages_are_all_counted_in_the_fastest_bucket() -> None:
+    @on("latency:fast")
+    async def fast(msg: Message, ctx: Context) -> None:
+        pass
+
+    async with TestBus([fast]) as bus:
+        for i in range(1000):
+            await bus.publish("latency:fast", str(i))
+        await bus.drain(timeout=5.0)
+        stats = bus.handler_stats("fast")
+    assert stats.handled == 1000
+    assert stats.latency_buckets[0] == 1000, stats.latency_buckets
+    assert 0 < stats.latency_total < 1000 * LATENCY_BUCKETS[0]
+
+
+async def test_a_slow_message_among_fast_ones_is_counted_as_slow() -> None:
+    # Runs of fast messages share a clock reading; a run with an outlier in it must not hide the
+    # outlier in the run's average.
+    @on("latency:mixed")
+    async def mixed(msg: Message, ctx: Context) -> None:
+        if int(msg.text) % 50 == 49:
+            await asyncio.sleep(0.003)
+
+    async with TestBus([mixed]) as bus:
+        for i in range(500):
+            await bus.publish("latency:mixed", str(i))
+        await bus.drain(timeout=5.0)
+        stats = bus.handler_stats("mixed")
+    assert stats.handled == 500
+    assert _above(stats.latency_buckets, 0.003) == 10, stats.latency_buckets
+    assert stats.latency_buckets[0] == 490
+    assert stats.latency_total >= 10 * 0.003
+
+
+async def test_a_handler_slower_than_the_fastest_bucket_is_timed_per_message() -> None:
+    @on("latency:slow")
+    async def slow(msg: Message, ctx: Context) -> None:
+        await asyncio.sleep(0.03 if int(msg.text) % 2 else 0.0012)
+
+    async with TestBus([slow]) as bus:
+        for i in range(20):
+            await bus.publish("latency:slow", str(i))
+        await bus.drain(timeout=5.0)
+        stats = bus.handler_stats("slow")
+    buckets = stats.latency_buckets
+    assert stats.handled == 20
+    assert buckets[0] == 0, buckets
+    assert _above(buckets, 0.025) == 10, buckets  # the 30 ms ones, each on its own
+    assert _above(buckets, 0.001) - _above(buckets, 0.025) == 10, buckets  # the 1.2 ms ones
+
+
+async def test_messages_handled_before_a_failure_are_counted() -> None:
+    @on("latency:failing")
+    async def failing(msg: Message, ctx: Context) -> None:
+        if msg.text == "99":
+            raise ValueError("boom")
+
+    async with TestBus([failing]) as bus:
+        for i in range(200):
+            await bus.publish("latency:failing", str(i))
+        await bus.drain(timeout=5.0)
+        stats = bus.handler_stats("failing")
+    assert (stats.handled, stats.failed) == (199, 1)

@@ -7,7 +7,7 @@ turn, to one of these variants and reports CPU µs per message (the minimum over
 - ``body``: ``parse`` + the handler body called as a plain function (orjson + count)
 - ``limit``: ``parse`` + the handler awaited inline (benchmarks/contenders/limit.py's loop)
 - ``route``: the real ``_SubscriptionProtocol.data_received`` -> ``Dispatcher.consume`` (lookup,
-  ``Message``), each route's ``put`` replaced by a no-op builtin, no worker
+  ``Message``), routed to no worker (no ``put`` call)
 - ``bare``: protocol -> dispatcher -> a worker whose ``put`` only appends and wakes and whose loop
   only pops and awaits (subclass :class:`Bare`): the hand-off skeleton
 - ``acct``: ``bare`` plus the memory budget (the real ``put``, the loop's subtraction)
@@ -29,9 +29,7 @@ import cProfile
 import pstats
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import hiredis
 import orjson
@@ -173,8 +171,7 @@ async def run_once(variant: str, chunks: list[bytes], n: int, k: int) -> float:
     gate = ReadGate()
     workers: list[HandlerWorker] = []
     if variant == "route":
-        sink: deque[Any] = deque(maxlen=0)
-        dispatcher.channels[key] = (CHANNEL, tuple(sink.append for _ in range(k)), ())
+        dispatcher.channels[key] = (CHANNEL, ())
     else:
         workers = make_workers(k, counters, WORKERS[variant])
         dispatcher.add_routes((Subscription("channel", CHANNEL), w) for w in workers)

@@ -8,26 +8,19 @@ A message matching a channel and a pattern subscription arrives twice and is rou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
 from eventbus.codec import decode_name, encode_name
 from eventbus.message import Message
 from eventbus.stats import BusStats
 from eventbus.subscription import Subscription
+from eventbus.worker import HandlerWorker
 
 log = logging.getLogger("eventbus.dispatch")
 
 
-class Inbox(Protocol):
-    """What a route delivers to: a handler's :class:`~eventbus.worker.HandlerWorker`."""
-
-    def put(self, msg: Message) -> None: ...
-
-    def refuse(self, msg: Message, reason: str) -> None: ...
-
-
-Route = tuple[str, tuple[Callable[[Message], None], ...], tuple[Inbox, ...]]
+Route = tuple[str, tuple[HandlerWorker, ...]]
 
 
 class Dispatcher:
@@ -36,24 +29,23 @@ class Dispatcher:
     def __init__(self, stats: BusStats, max_payload: int | None = None) -> None:
         self.stats = stats
         self.max_payload = max_payload
-        # key bytes -> (name as str, the subscribed workers' put methods, the workers)
+        # key bytes -> (name as str, the subscribed workers)
         self.channels: dict[bytes, Route] = {}
         self.patterns: dict[bytes, Route] = {}
         # Sharded channels are a namespace of their own: PUBLISH x does not reach SSUBSCRIBE x.
         self.sharded: dict[bytes, Route] = {}
 
-    def add_routes(self, routes: Iterable[tuple[Subscription, Inbox]]) -> None:
+    def add_routes(self, routes: Iterable[tuple[Subscription, HandlerWorker]]) -> None:
         tables = {"channel": self.channels, "pattern": self.patterns, "sharded": self.sharded}
         for subscription, worker in routes:
             table = tables.get(subscription.kind)
             if table is None:  # streams are read by their own consumers, not the subscription connection
                 continue
             key = encode_name(subscription.name)
-            name, _, workers = table.get(key, (subscription.name, (), ()))
+            name, workers = table.get(key, (subscription.name, ()))
             if worker not in workers:
                 workers = (*workers, worker)
-                # Bound methods are looked up once here, not once per message.
-                table[key] = (name, tuple(w.put for w in workers), workers)
+                table[key] = (name, workers)
 
     def consume(self, reader: Any) -> list[Any]:
         """Parse and route every complete reply buffered in a hiredis ``reader``.
@@ -103,17 +95,17 @@ class Dispatcher:
                     continue
                 routed += 1
                 if cap is not None and len(data) > cap:
-                    self._oversized(msg, route[2])
+                    self._oversized(msg, route[1])
                     continue
-                for put in route[1]:
-                    put(msg)
+                for worker in route[1]:
+                    worker.put(msg)
         finally:
             # Counted once per read, not per message.
             self.stats.messages += routed + unrouted
             self.stats.unrouted += unrouted
         return others
 
-    def _oversized(self, msg: Message, workers: tuple[Inbox, ...]) -> None:
+    def _oversized(self, msg: Message, workers: tuple[HandlerWorker, ...]) -> None:
         # Refused before any handler decodes it; the workers dead-letter a truncated copy.
         self.stats.oversized += 1
         log.warning(

@@ -16,10 +16,13 @@ from eventbus.dispatch import Dispatcher
 from eventbus.message import Message
 from eventbus.stats import BusStats
 from eventbus.subscription import Subscription
+from eventbus.worker import HandlerWorker
 
 
-class Inbox:
-    def __init__(self, name: str) -> None:
+class Inbox(HandlerWorker):
+    """A recorder in place of a handler's worker: what the dispatcher hands to ``put`` and ``refuse``."""
+
+    def __init__(self, name: str) -> None:  # no worker state: only the two entry points are used
         self.name = name
         self.got: list[tuple[str, str | None, bytes]] = []
         self.refused: list[tuple[Message, str]] = []

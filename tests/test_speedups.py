@@ -166,6 +166,22 @@ def test_setup_installs_pure_python_when_it_cannot_or_should_not_compile(
     assert not (package / "_compiled_sources.json").exists()
 
 
+@pytest.mark.slow
+def test_a_compiler_failing_part_way_leaves_a_pure_install(tmp_path: Path) -> None:
+    # The probe compiles, the real build fails (a broken toolchain, a full disk): mypyc has run and
+    # written the manifest by then, and the install must still end as a working pure-Python one.
+    pytest.importorskip("mypyc", reason="the build needs mypyc (pip brings it into its build environment)")
+    compiler = tmp_path / "cc-that-fails"
+    compiler.write_text('#!/bin/sh\ncase "$*" in *probe.c*) exec cc "$@";; esac\nexit 1\n')
+    compiler.chmod(0o755)
+    done = build_ext(tmp_path, CC=str(compiler))
+    assert done.returncode == 0, done.stderr
+    assert "eventbus setup: compiling the hot path failed (" in done.stderr
+    package = tmp_path / "project" / "eventbus"
+    assert not list(package.glob("*.so"))
+    assert not (package / "_compiled_sources.json").exists()
+
+
 def test_the_manifest_names_the_compiled_modules() -> None:
     manifest = ROOT / "eventbus" / "_compiled_sources.json"
     if not manifest.exists():

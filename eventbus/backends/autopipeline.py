@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import inspect
 import itertools
 import select
@@ -47,6 +48,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.client import CaseInsensitiveDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -117,10 +119,19 @@ _SHARE, _WRITE_KEY, _NEUTRAL, _BARRIER = 0, 1, 2, 3
 
 _NOT_ENOUGH_DATA = object()
 # A command name's packed tokens ("CONFIG GET" is two), their count, whether it may share a
-# lane (True yes, False never, None depending on its arguments: XREAD ... BLOCK), and what it does
-# to read sharing (_SHARE ... _BARRIER).
-_Route = tuple[bytes, int, bool | None, int]
+# lane (True yes, False never, None depending on its arguments: XREAD ... BLOCK), what it does
+# to read sharing (_SHARE ... _BARRIER), whether hiredis may pack it (one token and a UTF-8
+# client), and whether the name is its own upper case (then a plain dict lookup finds its
+# response callback exactly as CaseInsensitiveDict.get would, without a Python frame).
+_Route = tuple[bytes, int, bool | None, int, bool, bool]
 _FAST_TYPES = frozenset({bytes, str, int})
+# All arguments of these types: hiredis's packer encodes them exactly as redis-py would. (A C-level
+# check over ``map(type, args)``: no Python loop per argument.)
+_all_fast_types = _FAST_TYPES.issuperset
+_pack_command = hiredis.pack_command
+# Replies a response callback commonly returns; anything else is checked with inspect.isawaitable.
+_NOT_AWAITABLE = frozenset({bytes, str, int, float, bool, type(None), list, dict, set, tuple})
+_dict_get = dict.get
 _READ_SIZE = 65536
 
 
@@ -146,6 +157,8 @@ class _Lane:
         self._timeout: float | None = None
         self._deadline: asyncio.Timeout | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # loop.create_future without its Python frame when the loop does not override it.
+        self._new_future: Callable[[], asyncio.Future[Any]] | None = None
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
         # Read sharing within the unwritten batch: key -> {(packed, raw): the first caller's
@@ -168,7 +181,7 @@ class _Lane:
                 if same_key is not None:
                     leader = same_key.get((packed, raw))
                     if leader is not None:
-                        follower: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+                        follower: asyncio.Future[Any] = self._new_future()  # type: ignore[misc]
                         self._followers[leader].append(follower)
                         self.coalesced += 1
                         return follower
@@ -184,6 +197,47 @@ class _Lane:
         if access == _SHARE:
             self._lead(future, packed, raw, key)
         return future
+
+    def try_send_many(
+        self, commands: Sequence[tuple[bytes, bool, int, str | None]]
+    ) -> list[asyncio.Future[Any]] | None:
+        """Queue a pipeline's commands, in order, if the lane is up and has room for all of them;
+        None means take :meth:`try_send` / :meth:`send` one by one.
+
+        :meth:`try_send` and :meth:`_queue` in one frame for the commands that share no read
+        (the writes of a pipeline), with the deadline and the flush looked at once per pipeline.
+        """
+        if not self.connected or self._waiters or self.in_flight + len(commands) > self.max_in_flight:
+            return None
+        pending = self._pending
+        was_idle = not pending
+        out = self._out
+        new_future = self._new_future
+        futures = []
+        for packed, raw, access, key in commands:
+            if access == _SHARE:
+                future = self.try_send(packed, raw, access, key)  # room was checked: never None
+                assert future is not None
+                futures.append(future)
+                continue
+            if access != _NEUTRAL:
+                shareable = self._shareable
+                if shareable:
+                    if access == _WRITE_KEY:
+                        shareable.pop(key, None)  # type: ignore[arg-type]
+                    else:
+                        shareable.clear()
+            self.in_flight += 1
+            future = new_future()  # type: ignore[misc]
+            pending.append((future, raw))
+            out.append(packed)  # _out is always the unwritten tail of _pending
+            futures.append(future)
+        if was_idle and pending and self._deadline is not None and self._timeout is not None:
+            self._deadline.reschedule(self._loop.time() + self._timeout)  # type: ignore[union-attr]
+        if not self._flush_scheduled and out:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        return futures
 
     def _lead(self, future: asyncio.Future[Any], packed: bytes, raw: bool, key: str | None) -> None:
         """Let identical reads queued later in this batch share ``future``'s reply."""
@@ -222,7 +276,7 @@ class _Lane:
     def _queue(self, packed: bytes, raw: bool, future: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
         assert self._loop is not None
         if future is None:
-            future = self._loop.create_future()
+            future = self._new_future()  # type: ignore[misc]
         pending = self._pending
         pending.append((future, raw))
         self._out.append(packed)  # _out is always the unwritten tail of _pending
@@ -299,7 +353,12 @@ class _Lane:
             # retries it with the pool's backoff policy; then its socket becomes ours.
             conn = pool.connection_class(**pool.connection_kwargs)
             await conn.connect()  # type: ignore[no-untyped-call]  # redis-py is partly typed
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop = asyncio.get_running_loop()
+            self._new_future = (
+                functools.partial(asyncio.Future, loop=loop)
+                if type(loop).create_future is asyncio.BaseEventLoop.create_future
+                else loop.create_future
+            )
             reader, writer = conn._reader, conn._writer
             assert reader is not None and writer is not None
             kwargs: dict[str, Any] = {
@@ -526,20 +585,29 @@ class AutoPipelineRedis(aioredis.Redis):
         self._fast_pack_ok = codecs.lookup(self._encoding).name == "utf-8" and self._encoding_errors == "strict"
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
+        # The per-command hot path: every handler's command runs it, so it is kept to one frame
+        # (route cached per name, hiredis packing, the sharing key and the callback lookup inline).
         name = args[0]
         route = self._command_names.get(name)
         if route is None:
             route = self._route(name)
-        head, ntokens, shared, access = route
+        head, ntokens, shared, access, fast, plain_name = route
         if self._next_lane is None or shared is False or (shared is None and _blocks(args)):
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
+        packed = None
+        if fast and _all_fast_types(map(type, args)):
+            try:  # noqa: SIM105 - per command: contextlib.suppress would cost a context manager
+                packed = _pack_command(args)
+            except (TypeError, UnicodeError):
+                pass  # let _pack raise redis-py's own error
         if packed is None:
             packed = self._pack(head, ntokens, args)
-        raw = NEVER_DECODE in options
+        raw = NEVER_DECODE in options if options else False
         key = None
         if access <= _WRITE_KEY:
-            key, access = self._sharing_key(args, access)
+            key = args[1] if len(args) > 1 else None
+            if type(key) is not str:
+                key, access = self._sharing_key(args, access)
         lane = self._next_lane()
         future = lane.try_send(packed, raw, access, key)
         if future is None:
@@ -549,14 +617,21 @@ class AutoPipelineRedis(aioredis.Redis):
             if EMPTY_RESPONSE in options:
                 return options[EMPTY_RESPONSE]
             raise response
+        callbacks = self.response_callbacks
+        callback = (
+            _dict_get(callbacks, name) if plain_name and type(callbacks) is CaseInsensitiveDict else callbacks.get(name)
+        )
+        if callback is None:
+            return response
         if options:
             options.pop(NEVER_DECODE, None)
             options.pop(EMPTY_RESPONSE, None)
             options.pop("keys", None)
-        callback = self.response_callbacks.get(name)
-        if callback is None:
-            return response
-        result = callback(response, **options)
+            result = callback(response, **options)
+        else:
+            result = callback(response)
+        if type(result) in _NOT_AWAITABLE:
+            return result
         return await result if inspect.isawaitable(result) else result
 
     def _sharing_key(self, args: tuple[Any, ...], access: int) -> tuple[str | None, int]:
@@ -582,41 +657,59 @@ class AutoPipelineRedis(aioredis.Redis):
     async def _execute_on_lane(self, stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any] | None:
         """Queue a pipeline's commands on one lane, in order, and collect their replies (errors
         as values). None if one of them needs a connection of its own."""
-        routes = []
-        for args, _ in stack:
-            name = args[0]
-            route = self._command_names.get(name) or self._route(name)
-            if route[2] is False or (route[2] is None and _blocks(args)):
+        # Everything is packed before anything is queued (as redis-py's pipelines do): a command
+        # that cannot be encoded fails the pipeline before any of it is sent.
+        names = self._command_names
+        prepared: list[tuple[bytes, bool, int, str | None]] = []
+        plain_names = []
+        for args, options in stack:
+            head, ntokens, shared, access, fast, plain_name = names.get(args[0]) or self._route(args[0])
+            if shared is not True and (shared is False or _blocks(args)):
                 return None
-            routes.append(route)
-        assert self._next_lane is not None
-        lane = self._next_lane()
-        futures = []
-        for (args, options), (head, ntokens, _, access) in zip(stack, routes, strict=True):
             # The same preparation as execute_command's, which keeps it inline: that is the
             # per-command hot path, where a helper call would cost more than these lines.
-            packed = self._fast_pack(args) if ntokens == 1 and self._fast_pack_ok else None
+            packed = None
+            if fast and _all_fast_types(map(type, args)):
+                try:  # noqa: SIM105 - as in execute_command
+                    packed = _pack_command(args)
+                except (TypeError, UnicodeError):
+                    pass  # let _pack raise redis-py's own error
             if packed is None:
                 packed = self._pack(head, ntokens, args)
-            raw = NEVER_DECODE in options
             key = None
             if access <= _WRITE_KEY:
-                key, access = self._sharing_key(args, access)
-            future = lane.try_send(packed, raw, access, key)
-            if future is None:  # FIFO behind earlier waiters: the pipeline's order is kept
-                future = await lane.send(packed, raw)
-            futures.append(future)
+                key = args[1] if len(args) > 1 else None
+                if type(key) is not str:
+                    key, access = self._sharing_key(args, access)
+            prepared.append((packed, NEVER_DECODE in options if options else False, access, key))
+            plain_names.append(plain_name)
+        assert self._next_lane is not None
+        lane = self._next_lane()
+        futures = lane.try_send_many(prepared)
+        if futures is None:  # not connected or no room now: one at a time, FIFO behind earlier waiters
+            futures = []
+            for packed, raw, access, key in prepared:
+                future = lane.try_send(packed, raw, access, key)
+                if future is None:
+                    future = await lane.send(packed, raw)
+                futures.append(future)
         replies: list[Any] = []
-        for (args, options), future in zip(stack, futures, strict=True):
+        callbacks: Any = self.response_callbacks
+        plain_lookup = type(callbacks) is CaseInsensitiveDict
+        for (args, options), future, plain_name in zip(stack, futures, plain_names, strict=True):
             response = await future
             if isinstance(response, ResponseError):
                 replies.append(options.get(EMPTY_RESPONSE, response))
                 continue
-            options = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
-            callback = self.response_callbacks.get(args[0])
+            name = args[0]
+            callback = _dict_get(callbacks, name) if plain_lookup and plain_name else callbacks.get(name)
             if callback is not None:
-                response = callback(response, **options)
-                if inspect.isawaitable(response):
+                if options:
+                    kept = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
+                    response = callback(response, **kept)
+                else:
+                    response = callback(response)
+                if type(response) not in _NOT_AWAITABLE and inspect.isawaitable(response):
                     response = await response
             replies.append(response)
         return replies
@@ -637,23 +730,11 @@ class AutoPipelineRedis(aioredis.Redis):
             access = _NEUTRAL
         else:
             access = _BARRIER
-        route = (head, len(tokens), shared, access)
+        plain_name = type(name) in (str, bytes) and name == name.upper()
+        route = (head, len(tokens), shared, access, len(tokens) == 1 and self._fast_pack_ok, plain_name)
         if len(self._command_names) < 1024:  # names come from code, but bound the cache anyway
             self._command_names[name] = route
         return route
-
-    @staticmethod
-    def _fast_pack(args: tuple[Any, ...]) -> bytes | None:
-        """hiredis's C packer when every argument is bytes, str or int (it formats floats and
-        accepts bools differently from redis-py, so those take :meth:`_pack`)."""
-        for arg in args:
-            if type(arg) not in _FAST_TYPES:
-                return None
-        try:
-            packed: bytes = hiredis.pack_command(args)
-        except (TypeError, UnicodeError):
-            return None  # let _pack raise redis-py's own error
-        return packed
 
     def _pack(self, head: bytes, ntokens: int, args: tuple[Any, ...]) -> bytes:
         """RESP for ``args``, encoded exactly as redis-py's Encoder would (DataError included)."""
@@ -667,6 +748,8 @@ class AutoPipelineRedis(aioredis.Redis):
                 data = arg.encode(self._encoding, self._encoding_errors)
             elif kind is int:
                 data = b"%d" % arg
+            elif kind is float:
+                data = repr(arg).encode()  # what redis-py's Encoder does with a float
             else:
                 data = self._encode(arg)
                 if not isinstance(data, bytes):
@@ -696,6 +779,14 @@ class LanePipeline(aioredis.client.Pipeline):
         super().__init__(client.connection_pool, client.response_callbacks, False, None)
         self._client = client
 
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # redis.asyncio's Pipeline.execute_command in one frame instead of two (it is called once
+        # per queued command): the same test, then the stack append of pipeline_execute_command.
+        if (self.watching or args[0] == "WATCH") and not self.explicit_transaction:
+            return self.immediate_execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self.command_stack.append((args, kwargs))
+        return self
+
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack = self.command_stack
         if self.watching or self.explicit_transaction or self.scripts or self.connection is not None:
@@ -707,7 +798,14 @@ class LanePipeline(aioredis.client.Pipeline):
             if replies is None:
                 return await super().execute(raise_on_error)
         finally:
-            await self.reset()  # type: ignore[no-untyped-call]
+            if self.connection is None and not self.watching:
+                # What reset() does for a pipeline that holds no connection and watches nothing,
+                # without a coroutine of its own.
+                self.command_stack = []
+                self.scripts = set()
+                self.explicit_transaction = False
+            else:
+                await self.reset()
         if raise_on_error:
             self.raise_first_error(stack, replies)
         return replies

@@ -27,6 +27,8 @@ Op = Callable[[aioredis.Redis], Awaitable[Any]]
 PARITY_OPS: list[tuple[str, Op]] = [
     ("set", lambda r: r.set("s", "héllo")),
     ("set float", lambda r: r.set("f", 0.1)),
+    ("set floats encoded as redis-py does", lambda r: r.mset({"f1": 1e20, "f2": -0.0, "f3": 1 / 3, "f4": 2.0})),
+    ("get floats", lambda r: r.mget("f1", "f2", "f3", "f4")),
     ("set bytes nx", lambda r: r.set(b"b", b"\x00\xff", nx=True)),
     ("get", lambda r: r.get("s")),
     ("get float", lambda r: r.get("f")),
@@ -480,6 +482,23 @@ async def test_a_plain_pipeline_raises_the_first_error_as_redis_asyncio_does(war
         await pipe.execute()
     assert await warm.get("n") == b"2"  # the others ran, in order
     assert pipe.command_stack == []  # reset, reusable
+
+
+async def test_a_plain_pipeline_that_cannot_be_encoded_sends_nothing(
+    warm: AutoPipelineRedis, redis_server: RedisServer, sync_redis: redis.Redis
+) -> None:
+    # As in redis.asyncio, which packs a whole pipeline before writing any of it.
+    plain = aioredis.Redis.from_url(redis_server.url)
+    try:
+        for client in (plain, warm):
+            pipe = client.pipeline(transaction=False)
+            pipe.incr("n").set("k", {"not": "encodable"}).incr("n")  # type: ignore[arg-type]
+            with pytest.raises(redis.DataError):
+                await pipe.execute()
+            assert sync_redis.get("n") is None
+            assert pipe.command_stack == []
+    finally:
+        await plain.aclose()
 
 
 async def test_a_plain_pipeline_keeps_its_order_against_reads_sharing(

@@ -64,8 +64,12 @@ async def load_order(msg: Message, ctx: Context) -> Order:
     if not order_id:
         raise Reject(f"empty order id on {msg.channel!r}")
     key = keys_in_use(ctx.state).order(order_id)
-    with writing(key, "read"):
+    try:  # as ``with writing(key, "read")``, without a context manager object per message
         raw = await ctx.redis.hgetall(key)
+    except ResponseError as exc:
+        if wrongtype(exc):
+            raise writing(key, "read").reject() from None
+        raise
     try:
         return parse_order(order_id, raw)
     except InvalidOrder as exc:
@@ -112,12 +116,19 @@ class writing:  # lower case: used like the function it replaced, ``with writing
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if not isinstance(exc, ResponseError) or not str(exc).startswith("WRONGTYPE"):
-            return
-        raise Reject(
+        if wrongtype(exc):
+            raise self.reject() from None
+
+    def reject(self) -> Reject:
+        return Reject(
             f"cannot {self.action} {self.key!r}: the key exists and holds another type of value (WRONGTYPE), so it "
             "is not this app's data; rename or delete it (the demo keeps its own data under a prefix)"
-        ) from None
+        )
+
+
+def wrongtype(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is Redis's WRONGTYPE error."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 @on(ORDERS_CHANNEL, **OPTIONS)
@@ -149,8 +160,13 @@ async def events_analytics(msg: Message, ctx: Context) -> None:
 async def customer_purchases(msg: Message, ctx: Context) -> None:
     """Each customer's orders, for invoicing."""
     order = await load_order(msg, ctx)
-    with writing(key := keys_in_use(ctx.state).invoices(order.who)):
+    key = keys_in_use(ctx.state).invoices(order.who)
+    try:  # as ``with writing(key)``, without a context manager object per message
         await ctx.redis.sadd(key, order.id)
+    except ResponseError as exc:
+        if wrongtype(exc):
+            raise writing(key).reject() from None
+        raise
 
 
 @on(event_channel(OPENING_CEREMONY), **OPTIONS)

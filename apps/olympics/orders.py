@@ -70,22 +70,25 @@ def parse_order(order_id: str, raw: Mapping[Any, Any]) -> Order:
             fields = {_text(k): _text(v) for k, v in raw.items()}
         except InvalidOrder as exc:
             raise InvalidOrder(f"order {order_id!r}: malformed, {exc}") from None
-    missing = [name for name in FIELDS if not fields.get(name)]
-    if missing:
+    who, event, qty_text, cost_text, ts_text = map(fields.get, FIELDS)
+    if not (who and event and qty_text and cost_text and ts_text):
+        missing = [name for name in FIELDS if not fields.get(name)]
         raise InvalidOrder(f"order {order_id!r}: malformed, missing field(s) {', '.join(missing)}")
     try:
-        qty = int(fields["qty"])
-        cost = float(fields["cost"])
-        ts = float(fields["ts"])
+        qty = int(qty_text)
+        cost = float(cost_text)
+        ts = float(ts_text)
     except ValueError as exc:
         raise InvalidOrder(f"order {order_id!r}: malformed, {exc}") from None
     if not 1 <= qty <= MAX_QTY:
         raise InvalidOrder(f"order {order_id!r}: malformed, qty {qty} is not between 1 and {MAX_QTY}")
-    if not math.isfinite(cost) or cost < 0:
-        raise InvalidOrder(f"order {order_id!r}: malformed, cost {fields['cost']!r} is not an amount >= 0")
-    if not math.isfinite(ts) or ts < 0:
-        raise InvalidOrder(f"order {order_id!r}: malformed, ts {fields['ts']!r} is not a Unix time")
-    return Order(order_id, fields["who"], fields["event"], qty, cost, int(ts))
+    # 0 <= x < inf is false for NaN, infinities and negatives: math.isfinite(x) and x >= 0 in one
+    # comparison (every listener parses every order).
+    if not 0.0 <= cost < math.inf:
+        raise InvalidOrder(f"order {order_id!r}: malformed, cost {cost_text!r} is not an amount >= 0")
+    if not 0.0 <= ts < math.inf:
+        raise InvalidOrder(f"order {order_id!r}: malformed, ts {ts_text!r} is not a Unix time")
+    return Order(order_id, who, event, qty, cost, int(ts))
 
 
 def _text(value: Any) -> str:

@@ -535,6 +535,7 @@ def _hangup_poller(transport: asyncio.BaseTransport) -> select.poll | None:
 
 
 _CONTAINERS = frozenset({list, dict, set})
+_no_containers = _CONTAINERS.isdisjoint
 
 
 def _copy_reply(reply: Any) -> Any:
@@ -543,8 +544,12 @@ def _copy_reply(reply: Any) -> Any:
     tracebacks); bytes, str, int and None are immutable."""
     kind = type(reply)
     if kind is list:
+        if _no_containers(map(type, reply)):  # the usual flat reply (HGETALL's, LRANGE's): one C copy
+            return reply.copy()
         return [_copy_reply(item) if type(item) in _CONTAINERS else item for item in reply]
     if kind is dict:  # hiredis 3 builds HGETALL's dict itself
+        if _no_containers(map(type, reply.values())):
+            return reply.copy()
         return {key: _copy_reply(value) if type(value) in _CONTAINERS else value for key, value in reply.items()}
     if kind is set:
         return set(reply)

@@ -1,7 +1,7 @@
 """Where the olympics listeners' CPU goes per purchase (issue 15): the app beside variants that do less.
 
     python -m benchmarks.olympics.ablation [--variants noop,rawread,read,lean,full] [--n 5000] [--reps 5]
-    python -m benchmarks.olympics.ablation --micro [--reps 5]
+    python -m benchmarks.olympics.ablation --micro [sleep0,hgetall,sadd,pipe1,pipe3] [--micro-n 20000] [--reps 5]
 
 Each variant has the app's five listeners on the app's subscriptions, with the app's options, and
 adds one thing to the one before; each runs through :func:`benchmarks.olympics.roundtrips.one_run`
@@ -18,7 +18,10 @@ was exact (only ``lean`` and ``full`` write it).
 - ``full``: ``apps.olympics`` itself.
 
 ``--micro`` times the command client alone: 16 callers on one lane, CPU µs per ``await`` of a
-``sleep(0)``, ``hgetall``, ``sadd`` and plain pipelines of 1 and 3 commands.
+``sleep(0)``, ``hgetall``, ``sadd`` and plain pipelines of 1 and 3 commands. For instruction
+counts, run one operation under callgrind at two sizes and divide the difference (start-up
+cancels out): ``valgrind --tool=callgrind python -m benchmarks.olympics.ablation --micro pipe3
+--micro-n 8000 --reps 1``, the same with ``--micro-n 800``, (Ir difference) / 7200.
 """
 
 from __future__ import annotations
@@ -147,12 +150,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--micro", action="store_true", help="time the command client alone")
+    parser.add_argument("--micro", nargs="?", const=",".join(MICRO), help="time the command client alone")
+    parser.add_argument("--micro-n", type=int, default=20000, help="operations per --micro run")
     args = parser.parse_args()
     if args.micro:
         with RedisServer() as server:
-            for op in MICRO:
-                runs = [asyncio.run(_micro(server.port, op)) for _ in range(args.reps)]
+            for op in args.micro.split(","):
+                runs = [asyncio.run(_micro(server.port, op, args.micro_n)) for _ in range(args.reps)]
                 each = ", ".join(f"{x:.2f}" for x in runs)
                 print(f"{op:8} CPU µs per operation {statistics.median(runs):6.2f}  (runs: {each})")
         return

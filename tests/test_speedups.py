@@ -9,6 +9,7 @@ pure Python fails there instead of passing on the slower path unnoticed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ import pytest
 
 import eventbus.speedups
 import eventbus.worker
+from eventbus import on
+from eventbus.testing import TestBus
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
@@ -195,3 +198,15 @@ def test_wheels_carry_the_manifest() -> None:
     # cannot check). Checked by hand with `pip wheel` + a fresh venv; this keeps the setting in place.
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert eventbus.speedups.MANIFEST.name in pyproject["tool"]["setuptools"]["package-data"]["eventbus"]
+
+
+async def test_the_runner_says_which_path_runs_in_its_debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    @on("speedups:hello")
+    async def hello(msg: object, ctx: object) -> None:
+        pass
+
+    with caplog.at_level(logging.DEBUG, logger="eventbus"):
+        async with TestBus([hello]):
+            pass
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hot path: ")]
+    assert lines == [f"hot path: {eventbus.speedups.describe()}"]

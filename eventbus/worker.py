@@ -319,20 +319,21 @@ class HandlerWorker:
                 while inbox:
                     msg = popleft()
                     self.queued_bytes -= len(msg.data) + overhead
+                    failure: Exception | None = None
                     try:
                         await call(msg, ctx)
                     except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
-                        if timed:
-                            self._timed(clock() - now, timed, run)
-                        timed, run = 0, 1
-                        await self._failed(msg, exc, 1)
-                        now = clock()
-                        continue
+                        failure = exc
                     except asyncio.CancelledError as cancelled:
+                        failure = _handler_cancelled(cancelled)
+                    if failure is not None:
+                        # Handled after the except clauses, never awaited inside one: compiled, the
+                        # worker has no generator frame to hold the exception while it is suspended,
+                        # so other tasks would see it as the thread's current one (sys.exc_info()).
                         if timed:
                             self._timed(clock() - now, timed, run)
                         timed, run = 0, 1
-                        await self._failed(msg, _handler_cancelled(cancelled), 1)
+                        await self._failed(msg, failure, 1)
                         now = clock()
                         continue
                     timed += 1

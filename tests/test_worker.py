@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from bisect import bisect_left
 from typing import Any
 
@@ -132,3 +133,21 @@ async def test_messages_handled_before_a_failure_are_counted() -> None:
         await bus.drain(timeout=5.0)
         stats = bus.handler_stats("failing")
     assert (stats.handled, stats.failed) == (199, 1)
+
+
+async def test_a_failure_being_handled_does_not_leak_into_other_tasks() -> None:
+    # The worker suspends while it handles a failure (here: the backoff before the retry). Compiled,
+    # an await inside an `except` block left the handler's exception as the thread's current one
+    # meanwhile, so other tasks saw it in sys.exc_info() (and logging.exception printed it).
+    @on("leak:fail", retries=1, backoff=0.3)
+    async def failing(msg: Message, ctx: Context) -> None:
+        raise ValueError("boom")
+
+    async with TestBus([failing], grace=0.1) as bus:
+        await bus.publish("leak:fail", "1")
+        for _ in range(100):
+            if bus.handler_stats("failing").retried:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # the worker is in its backoff sleep
+        assert sys.exc_info() == (None, None, None)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from eventbus import Context, Message, on
 from eventbus.deadletter import DeadLetterStore
-from eventbus.stats import LATENCY_BUCKETS
+from eventbus.stats import LATENCY_BUCKETS, HandlerStats
 from eventbus.testing import TestBus
 
 
@@ -70,16 +71,21 @@ def _above(buckets: list[int], seconds: float) -> int:
     return sum(buckets[bisect_left(LATENCY_BUCKETS, seconds) :])
 
 
+async def _drained(handler: Callable[..., Any], channel: str, count: int) -> HandlerStats:
+    """Publish ``count`` messages (each its index) to ``handler`` on TestBus; its counters once drained."""
+    async with TestBus([handler]) as bus:
+        for i in range(count):
+            await bus.publish(channel, str(i))
+        await bus.drain(timeout=5.0)
+        return bus.handler_stats(handler.__name__)
+
+
 async def test_fast_messages_are_all_counted_in_the_fastest_bucket() -> None:
     @on("latency:fast")
     async def fast(msg: Message, ctx: Context) -> None:
         pass
 
-    async with TestBus([fast]) as bus:
-        for i in range(1000):
-            await bus.publish("latency:fast", str(i))
-        await bus.drain(timeout=5.0)
-        stats = bus.handler_stats("fast")
+    stats = await _drained(fast, "latency:fast", 1000)
     assert stats.handled == 1000
     assert stats.latency_buckets[0] == 1000, stats.latency_buckets
     assert 0 < stats.latency_total < 1000 * LATENCY_BUCKETS[0]
@@ -93,11 +99,7 @@ async def test_a_slow_message_among_fast_ones_is_counted_as_slow() -> None:
         if int(msg.text) % 50 == 49:
             await asyncio.sleep(0.003)
 
-    async with TestBus([mixed]) as bus:
-        for i in range(500):
-            await bus.publish("latency:mixed", str(i))
-        await bus.drain(timeout=5.0)
-        stats = bus.handler_stats("mixed")
+    stats = await _drained(mixed, "latency:mixed", 500)
     assert stats.handled == 500
     assert _above(stats.latency_buckets, 0.003) == 10, stats.latency_buckets
     assert stats.latency_buckets[0] == 490
@@ -109,11 +111,7 @@ async def test_a_handler_slower_than_the_fastest_bucket_is_timed_per_message() -
     async def slow(msg: Message, ctx: Context) -> None:
         await asyncio.sleep(0.03 if int(msg.text) % 2 else 0.0012)
 
-    async with TestBus([slow]) as bus:
-        for i in range(20):
-            await bus.publish("latency:slow", str(i))
-        await bus.drain(timeout=5.0)
-        stats = bus.handler_stats("slow")
+    stats = await _drained(slow, "latency:slow", 20)
     buckets = stats.latency_buckets
     assert stats.handled == 20
     assert buckets[0] == 0, buckets
@@ -127,11 +125,7 @@ async def test_messages_handled_before_a_failure_are_counted() -> None:
         if msg.text == "99":
             raise ValueError("boom")
 
-    async with TestBus([failing]) as bus:
-        for i in range(200):
-            await bus.publish("latency:failing", str(i))
-        await bus.drain(timeout=5.0)
-        stats = bus.handler_stats("failing")
+    stats = await _drained(failing, "latency:failing", 200)
     assert (stats.handled, stats.failed) == (199, 1)
 
 

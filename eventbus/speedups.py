@@ -57,8 +57,11 @@ def _why_not_compiled() -> str | None:
     if not _has_extension(SHARED_LIBRARY) or not all(_has_extension(name) for name in HOT_MODULES):
         return f"no compiled build for this interpreter ({sys.implementation.cache_tag}); reinstall to build one"
     for name in HOT_MODULES:
-        source = PACKAGE_DIR / f"{name}.py"
-        if hashlib.sha256(source.read_bytes()).hexdigest() != hashes.get(name):
+        try:
+            source = (PACKAGE_DIR / f"{name}.py").read_bytes()
+        except FileNotFoundError:
+            continue  # a sourceless install: nothing the build could be stale against
+        if hashlib.sha256(source).hexdigest() != hashes.get(name):
             return f"eventbus/{name}.py changed since it was compiled; reinstall (pip install -e .) to recompile"
     return None
 

@@ -86,6 +86,15 @@ def test_a_source_edited_after_compiling_is_imported_from_source(tmp_path: Path)
 
 
 @needs_build
+def test_a_sourceless_install_uses_its_build(tmp_path: Path) -> None:
+    # Without the .py files there is nothing the build could be stale against (and no pure path).
+    root = copy_package(tmp_path)
+    for name in eventbus.speedups.HOT_MODULES:
+        (root / "eventbus" / f"{name}.py").unlink()
+    assert probe(root)[0]
+
+
+@needs_build
 def test_without_the_manifest_the_build_is_not_trusted(tmp_path: Path) -> None:
     root = copy_package(tmp_path)
     (root / "eventbus" / "_compiled_sources.json").unlink()

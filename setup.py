@@ -63,7 +63,8 @@ def compiler_problem() -> str | None:
 
 def building() -> bool:
     """Whether this run of setup.py builds code (pip also runs it just to read the metadata)."""
-    return any(command in sys.argv for command in ("build", "build_ext", "bdist_wheel", "editable_wheel", "develop"))
+    commands = ("build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install")
+    return any(command in sys.argv for command in commands)
 
 
 def compiled_extensions() -> list[Any]:

@@ -196,6 +196,26 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] in CLUSTER_SCHEMES
 
 
+def _split_credentials(netloc: str) -> tuple[str | None, str | None, str]:
+    """``[user[:password]@]hosts`` -> (username, password, hosts), the credentials percent-decoded."""
+    userinfo, _, hosts = netloc.rpartition("@")
+    if not userinfo:
+        return None, None, hosts
+    user, has_password, secret = userinfo.partition(":")
+    return unquote(user) or None, unquote(secret) if has_password else None, hosts
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int] | None:
+    """One ``host[:port]`` of a node list (an IPv6 host in brackets); None if malformed."""
+    host, colon, port = item.strip().rpartition(":")
+    if not colon:
+        host, port = item.strip(), str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
 def parse_cluster_url(url: str) -> ClusterURL:
     """Split ``redis+cluster://[user:pass@]h1:p1,h2:p2`` into seeds; :class:`ConfigError` if malformed."""
     scheme, sep, rest = url.partition("://")
@@ -203,23 +223,15 @@ def parse_cluster_url(url: str) -> ClusterURL:
         raise ConfigError(f"not a cluster URL: {redact_url(url)} (expected redis+cluster://host:port,...)")
     parts = urlsplit(f"redis://{rest}")
     netloc = parts.netloc
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, has_password, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else None
+    username, password, hosts = _split_credentials(netloc)
     if parts.path not in ("", "/", "/0"):
         raise ConfigError(f"a cluster has no database number: drop {parts.path!r} from {redact_url(url)}")
     seeds: list[tuple[str, int]] = []
     for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = item.strip(), "6379"
-        host = host.strip("[]")
-        if not host or not port.isdigit():
+        seed = _host_port(item, 6379)
+        if seed is None:
             raise ConfigError(f"invalid seed {item!r} in cluster URL {redact_url(url)}: expected host:port")
-        seeds.append((host, int(port)))
+        seeds.append(seed)
     return ClusterURL(tuple(seeds), CLUSTER_SCHEMES[scheme], username, password, parts.query)
 
 
@@ -262,21 +274,13 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     intro = f"invalid sentinel URL {shown}"
     netloc, _, tail = rest.partition("/")
     path, _, query = tail.partition("?")
-    userinfo, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, has_password, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if has_password else None
+    username, password, hosts = _split_credentials(netloc)
     sentinels: list[tuple[str, int]] = []
     for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = item.strip(), "26379"  # the sentinels' default port
-        host = host.strip("[]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        node = _host_port(item, 26379)  # the sentinels' default port
+        if node is None or not 0 < node[1] < 65536:
             raise ConfigError(f"{intro}: invalid sentinel {item!r}; expected host:port")
-        sentinels.append((host, int(port)))
+        sentinels.append(node)
     service, slash, db_text = unquote(path).partition("/")
     if not service:
         raise ConfigError(f"{intro}: no service name; expected {scheme}://host:port/service_name")

@@ -8,6 +8,7 @@ pure Python fails there instead of passing on the slower path unnoticed.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -219,3 +220,17 @@ async def test_the_runner_says_which_path_runs_in_its_debug_log(caplog: pytest.L
             pass
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hot path: ")]
     assert lines == [f"hot path: {eventbus.speedups.describe()}"]
+
+
+def test_setup_compiles_exactly_the_modules_speedups_chooses_between() -> None:
+    # setup.py cannot import eventbus (its dependencies are not in the build environment), so the
+    # list is written twice; this keeps the two in step.
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    assigned = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert ast.literal_eval(assigned["HOT_MODULES"]) == eventbus.speedups.HOT_MODULES

@@ -59,7 +59,7 @@ def sentinel_manager(parsed: SentinelURL) -> Sentinel:
     if parsed.sentinel_password is not None:
         sentinel_kwargs["password"] = parsed.sentinel_password
         sentinel_kwargs["username"] = parsed.sentinel_username
-    return Sentinel(  # type: ignore[no-untyped-call]  # redis-py is partly typed
+    return Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2 on
         list(parsed.sentinels),
         sentinel_kwargs=sentinel_kwargs,
         username=parsed.username,
@@ -229,7 +229,7 @@ class SentinelSubscriber(RedisSubscriber):
                 if name == self.parsed.service and self.on_switch is not None:
                     await self.on_switch()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py is partly typed
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2 on
             await client.aclose()
 
 

@@ -25,6 +25,9 @@ log = logging.getLogger("eventbus.deadletter")
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """One entry of the dead-letter stream: the handler, where the message came from, its payload,
+    the error and the number of attempts; ``stream`` is set for a stream entry."""
+
     id: str
     handler: str
     channel: str
@@ -78,10 +81,12 @@ class DeadLetterStore:
         return True
 
     async def list(self, count: int = 100, start: str = "-") -> list[DeadLetter]:
+        """Up to ``count`` entries, oldest first, from the entry id ``start`` on."""
         entries = await self.redis.xrange(self.stream, min=start, max="+", count=count) or []
         return [self._parse(entry_id, fields or {}) for entry_id, fields in entries]
 
     async def delete(self, *ids: str) -> int:
+        """Remove the entries with these ids; returns how many there were."""
         return int(await self.redis.xdel(self.stream, *ids)) if ids else 0
 
     @staticmethod

@@ -72,6 +72,7 @@ class Publisher:
             return text
 
     async def aclose(self) -> None:
+        """Close the client this publisher was given to close (``eventbus.connect()``'s); once."""
         if self._close is not None:
             close, self._close = self._close, None
             await close()

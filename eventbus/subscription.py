@@ -25,7 +25,7 @@ OVERFLOW_POLICIES: tuple[str, ...] = ("drop_newest", "drop_oldest", "pause")
 # of protocol data before it disconnects it (client-output-buffer-limit pubsub 32mb 8mb 60); held
 # in Python, a message costs at most ~3.3x its protocol size (an empty payload: 30 bytes on the
 # wire, ~100 in memory), so 128 MiB holds any backlog a listen() loop survives, whatever the
-# message sizes. Measured: 200,000 x 60-byte messages take 31 MiB of it (see README).
+# message sizes. Measured: 200,000 x 60-byte messages take 31 MiB of it (see docs/semantics.md).
 DEFAULT_INBOX_BYTES = 128 * 1024 * 1024
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -64,17 +64,21 @@ class TestBus:
 
     @property
     def redis(self) -> Any:
+        """The fakeredis client behind every handler's ``ctx.redis``."""
         return self.runner.redis
 
     @property
     def stats(self) -> BusStats:
+        """The bus's counters, as the runner keeps them."""
         return self.runner.stats
 
     @property
     def state(self) -> dict[str, Any]:
+        """The app's ``ctx.state`` dict, as startup hooks left it."""
         return self.runner.state
 
     def handler_stats(self, name: str) -> HandlerStats:
+        """The counters of the handler named ``name`` (handled, failed, retried, ...)."""
         return self.runner.stats.handlers[name]
 
     async def publish(self, channel: str, data: Any) -> int:
@@ -96,4 +100,5 @@ class TestBus:
             raise TimeoutError(f"handlers still busy after {timeout}s: {', '.join(busy)}")
 
     async def dead_letters(self) -> list[DeadLetter]:
+        """What the handlers dead-lettered so far, oldest first."""
         return await DeadLetterStore(self.redis, self.runner.dead_letter_stream).list(count=10_000)

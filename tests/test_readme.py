@@ -1,9 +1,13 @@
-"""Every code block of README.md and apps/*/README.md runs, as written, against a private redis-server.
+"""Every code block of README.md, the docs pages and apps/*/README.md runs, as written, against a private redis-server.
 
-How a block is run follows from its language and an optional HTML comment just before it:
+The documents are README.md, every ``docs/**/*.md`` (a page added later is covered without a
+change here) and the apps' READMEs. How a block is run follows from its language and an optional
+HTML comment just before it:
 
 - ``python`` whose first line is ``# path.py``: written to that path in a scratch folder, where
-  later blocks of the same README can import or run it;
+  later blocks of the same document, and every block of the other documents, can import or run it
+  (``docs/operations.md`` checks the ``shop.handlers`` of ``docs/guide.md``); so one path is
+  written by one document only;
 - ``python`` defining ``test_...`` functions: run with ``python -m pytest --asyncio-mode=auto``;
 - any other ``python``: run as a script (``<!-- run: call NAME -->`` then awaits ``NAME()``);
 - ``bash`` / ``console``: each command (``$ `` prompts stripped in console blocks) runs in the
@@ -30,7 +34,7 @@ import pytest
 from tests.cli_process import ROOT, EventbusProcess
 from tests.redis_server import RedisServer
 
-READMES = [ROOT / "README.md", *sorted(ROOT.glob("apps/*/README.md"))]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted(ROOT.glob("apps/*/README.md"))]
 # yaml: configuration for other tools (a Kubernetes manifest); such a block must say not-run.
 CODE = {"python", "bash", "sh", "console", "shell", "yaml"}
 NOT_CODE = {"text", "toml", "ini", "json", "csv"}
@@ -42,7 +46,7 @@ DEFAULT_URL = "redis://localhost:6379/0"
 
 @dataclass
 class Block:
-    readme: Path
+    document: Path
     line: int
     language: str
     code: str
@@ -50,7 +54,7 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"{self.readme.relative_to(ROOT)}:{self.line}"
+        return f"{self.document.relative_to(ROOT)}:{self.line}"
 
     @property
     def path(self) -> str | None:
@@ -59,9 +63,9 @@ class Block:
         return match.group(1) if match and self.language == "python" else None
 
 
-def blocks(readme: Path) -> list[Block]:
+def blocks(document: Path) -> list[Block]:
     found: list[Block] = []
-    lines = readme.read_text().splitlines()
+    lines = document.read_text().splitlines()
     i = 0
     marker: tuple[str, str] | None = None
     while i < len(lines):
@@ -76,7 +80,7 @@ def blocks(readme: Path) -> list[Block]:
             while i < len(lines) and not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
-            found.append(Block(readme, start + 1, fence.group(1), "\n".join(body) + "\n", marker))
+            found.append(Block(document, start + 1, fence.group(1), "\n".join(body) + "\n", marker))
             marker = None
         elif lines[i].strip() and not match:
             marker = None  # a marker applies to the block right after it (blank lines allowed)
@@ -84,7 +88,7 @@ def blocks(readme: Path) -> list[Block]:
     return found
 
 
-ALL = [block for readme in READMES for block in blocks(readme)]
+ALL = [block for document in DOCUMENTS for block in blocks(document)]
 
 
 def test_every_block_says_what_it_is() -> None:
@@ -105,13 +109,28 @@ def test_ci_runs_the_quickstart_commands() -> None:
     assert "bash scripts/test " in readme
 
 
+def writes_a_file(block: Block) -> bool:
+    return block.path is not None and (block.marker is None or block.marker[0] != "not-run")
+
+
+def test_each_file_is_written_by_one_document() -> None:
+    """A page may use a file another page writes, so that file must have one author."""
+    writers: dict[str, set[str]] = {}
+    for block in ALL:
+        if writes_a_file(block):
+            writers.setdefault(block.path or "", set()).add(str(block.document.relative_to(ROOT)))
+    shared = {path: sorted(documents) for path, documents in writers.items() if len(documents) > 1}
+    assert not shared, f"files written by more than one document (rename one): {shared}"
+
+
 def scratch_with_files(block: Block, scratch: Path, url: str) -> None:
-    # The files written by the README's earlier blocks, which this block may use.
-    for earlier in blocks(block.readme):
-        if earlier.line >= block.line:
-            break
-        if earlier.path and (earlier.marker is None or earlier.marker[0] != "not-run"):
-            target = scratch / earlier.path
+    # The files this block may use: those of the other documents, then those of its own
+    # document's earlier blocks.
+    others = [b for b in ALL if b.document != block.document]
+    own = [b for b in blocks(block.document) if b.line < block.line]
+    for earlier in [*others, *own]:
+        if writes_a_file(earlier):
+            target = scratch / (earlier.path or "")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(earlier.code.replace(DEFAULT_URL, url))
 
@@ -147,7 +166,7 @@ def run(cmd: list[str] | str, scratch: Path, env: dict[str, str]) -> subprocess.
 
 
 @pytest.mark.parametrize("block", [b for b in ALL if b.language in CODE], ids=lambda b: b.id)
-def test_readme_block_runs(
+def test_document_block_runs(
     block: Block, redis_server: RedisServer, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
     if block.marker and block.marker[0] == "not-run":

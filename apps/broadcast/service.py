@@ -23,7 +23,7 @@ STATE_KEY = "apps.broadcast.sender"
 
 # The inbox keeps eventbus's default memory budget (128 MiB, ~300,000 messages of 300 bytes): room
 # for a large bulk send to wait for its turn, since the service is paced by Twilio's concurrency
-# and producers are not. Past it, eventbus drops and counts the newest messages (see the README).
+# and producers are not. Past it, eventbus drops and counts the newest messages (see docs/semantics.md).
 
 
 @on_startup

@@ -302,3 +302,30 @@ async def test_an_app_has_its_own_dead_letter_stream(redis_server: RedisServer, 
         env=subprocess_env,
     )  # fmt: skip
     assert listing.stdout.splitlines()[-1] == "1 dead letter(s) shown from 'shop:dead-letter'"
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_a_dead_letter_lost_with_redis_is_counted(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis gone for longer than the client's retries when the dead letter is written: counted, logged."""
+    caplog.set_level(logging.ERROR, "eventbus.deadletter")
+    started = asyncio.Event()
+
+    @on("payments", name="pay")
+    async def pay(msg: Message, ctx: Context) -> None:
+        started.set()
+        await asyncio.sleep(0.3)  # Redis goes away meanwhile
+        raise RuntimeError("down")
+
+    async with running([pay], own_redis_server.url) as runner:
+        await publish_all(runner, "payments", [b"1"])
+        await asyncio.wait_for(started.wait(), 10)
+        own_redis_server.kill()
+        await eventually(lambda: runner.stats.handlers["pay"].dead_letter_failed == 1, what="the loss", timeout=60)
+        stats = runner.stats.handlers["pay"]
+        assert (stats.failed, stats.dead_lettered) == (1, 0)
+        assert "dead_lettered=0 dead_letter_failed=1" in summarize(runner.stats)
+        own_redis_server.start()  # for a clean stop
+    assert "could not dead-letter a message of handler pay on 'payments' to 'eventbus:dead-letter'" in caplog.text

@@ -24,6 +24,7 @@ from eventbus.errors import (
 )
 from eventbus.message import Message
 from eventbus.publisher import Publisher
+from eventbus.replay import ReplayReport, replay_dead_letters, replay_verdict
 from eventbus.router import Router
 from eventbus.runner import Runner, connect, run
 from eventbus.stats import BusStats, HandlerStats
@@ -46,6 +47,7 @@ __all__ = [
     "PayloadError",
     "Publisher",
     "Reject",
+    "ReplayReport",
     "Router",
     "Runner",
     "ServerInfo",
@@ -58,5 +60,7 @@ __all__ = [
     "on_shutdown",
     "on_startup",
     "on_stream",
+    "replay_dead_letters",
+    "replay_verdict",
     "run",
 ]

@@ -21,6 +21,7 @@ from eventbus.backends import open_backend, wait_until_reachable
 from eventbus.backends.base import ConnectionSettings
 from eventbus.backends.resp import PUSH_KINDS
 from eventbus.config import redact_url, resolve_url
+from eventbus.deadletter import DEFAULT_MAX_BYTES, DEFAULT_STREAM, DeadLetterStore
 from eventbus.errors import EventbusError, LoadError
 from eventbus.lag import GroupLag, group_lag
 from eventbus.router import Router, load_target, stream_group
@@ -37,7 +38,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def check(url: str | None, connect_timeout: float, module: str | None = None) -> str:
+async def check(
+    url: str | None, connect_timeout: float, module: str | None = None, *, dead_letter_stream: str = DEFAULT_STREAM
+) -> str:
     """One line saying what was checked; raises (ConnectError, CheckFailed, LoadError) otherwise."""
     router = load_target(module) if module is not None else None  # a typo fails before any wait
     resolved = resolve_url(url).url
@@ -50,7 +53,18 @@ async def check(url: str | None, connect_timeout: float, module: str | None = No
         line = f"ok: Redis {version} at {redact_url(resolved)} answered in {answered_ms:.1f} ms"
         if router is not None:
             line += f"; {await _check_module(router, resolved, bus.redis)}"
+            line += f"; {await _check_dead_letters(bus.redis, dead_letter_stream)}"
     return line
+
+
+async def _check_dead_letters(redis: Any, stream: str) -> str:
+    """The dead-letter stream is writable (else CheckFailed): failures would be lost otherwise."""
+    store = DeadLetterStore(redis, stream, max_bytes=DEFAULT_MAX_BYTES)
+    problems = await store.probe()
+    refused = store.budget.refused  # writable, but the ACL refuses what keeps the byte budget exact
+    if problems and refused is None:
+        raise CheckFailed(problems[0])
+    return f"dead letters writable to {stream!r}" + (f" (budget from own writes only: {refused})" if refused else "")
 
 
 def _ignore_messages(reader: Any) -> list[Any]:

@@ -18,7 +18,7 @@ from eventbus import __version__
 from eventbus.backends import reachable, wait_until_reachable
 from eventbus.codec import encode_name
 from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
-from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
+from eventbus.deadletter import DEFAULT_STREAM, ENV_MAX_BYTES, parse_size
 from eventbus.errors import ConfigError, EventbusError, LoadError
 from eventbus.logs import LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stats-interval", type=float, default=60.0, help="seconds between summary log lines; 0 disables (60)"
+    )
+    dead_letter_stream_option(run)
+    run.add_argument(
+        "--dead-letter-max-bytes",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help=f"byte budget of the dead-letter stream, the oldest entries trimmed beyond it: bytes or 32MiB, 1GiB "
+        f"(${ENV_MAX_BYTES}, else 32MiB)",
     )
     run.add_argument(
         "--metrics-port",
@@ -150,13 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--title", help="the document's title (default: the module's name)")
     docs.add_argument("--app-version", help="the document's version (default: the module's __version__, else 0.0.0)")
 
-    dead = commands.add_parser("dead-letters", help="inspect or replay the dead-letter stream")
+    dead = commands.add_parser(
+        "dead-letters",
+        help="inspect or replay the dead-letter stream",
+        description="list shows the entries without their payloads; replay --module MODULE sends entries back "
+        "only to a channel, pattern or stream their handler in MODULE consumes, and refuses the others.",
+    )
     dead.add_argument("action", choices=["list", "replay"])
-    dead.add_argument("--count", type=int, default=20, help="how many entries (list: 20; replay: all given)")
-    dead.add_argument("--id", action="append", default=[], help="entry id to replay (repeatable)")
-    dead.add_argument("--all", action="store_true", help="replay every entry")
-    dead.add_argument("--keep", action="store_true", help="keep replayed entries in the stream")
-    dead.add_argument("--stream", default=DEFAULT_STREAM)
+    dead.add_argument("--count", type=int, default=20, help="list: how many entries, oldest first (20)")
+    dead.add_argument(
+        "--module", metavar="TARGET", help="replay: the handler module (pkg.mod[:attr]) that decides where entries go"
+    )
+    dead.add_argument("--id", action="append", default=[], help="replay: this entry (repeatable)")
+    dead.add_argument("--all", action="store_true", help="replay: every entry")
+    dead.add_argument(
+        "--dry-run", action="store_true", help="replay: say what would be replayed or refused; change nothing"
+    )
+    dead.add_argument("--keep", action="store_true", help="replay: keep replayed entries in the stream")
+    dead_letter_stream_option(dead, "--stream")
     url_option(dead)
 
     check = commands.add_parser(
@@ -168,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "/healthz and /readyz on its metrics port instead.",
     )
     check.add_argument("--module", metavar="TARGET", help="also check this handler module (pkg.mod[:attr])")
+    dead_letter_stream_option(check)
     url_option(check, connect_timeout=2.0)
 
     streams = commands.add_parser(
@@ -177,6 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument("--json", action="store_true", help="one JSON array instead of the table")
     url_option(streams, connect_timeout=2.0)
     return parser
+
+
+def dead_letter_stream_option(p: argparse.ArgumentParser, *aliases: str) -> None:
+    p.add_argument(
+        "--dead-letter-stream",
+        *aliases,
+        default=DEFAULT_STREAM,
+        metavar="KEY",
+        help=f"the app's dead-letter stream ({DEFAULT_STREAM})",
+    )
+
+
+def _size(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_on_loop(_check(args) if args.command == "check" else _streams(args), args.loop)
         if args.command == "docs":
             return _docs(args)
-        return run_on_loop(_dead_letters(args), args.loop)
+        from eventbus.deadletter_cli import dead_letters
+
+        return run_on_loop(dead_letters(args), args.loop)
     except (LoadError, ConfigError) as exc:
         print(f"eventbus: error: {exc}", file=sys.stderr)
         return 2
@@ -273,6 +313,8 @@ def _run(args: argparse.Namespace) -> int:
         connect_timeout=args.connect_timeout,
         max_payload=args.max_payload or None,
         stats_interval=args.stats_interval or None,
+        dead_letter_stream=args.dead_letter_stream,
+        dead_letter_max_bytes=args.dead_letter_max_bytes,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
         health_deadline=args.health_timeout,
@@ -317,7 +359,7 @@ async def _check(args: argparse.Namespace) -> int:
     from eventbus.checks import check
 
     ensure_cwd_on_path()
-    print(await check(args.url, args.connect_timeout, args.module))
+    print(await check(args.url, args.connect_timeout, args.module, dead_letter_stream=args.dead_letter_stream))
     return 0
 
 
@@ -368,38 +410,3 @@ def _docs(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-async def _dead_letters(args: argparse.Namespace) -> int:
-    await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
-    async with connect(args.url) as bus:
-        store = DeadLetterStore(bus.redis, args.stream)
-        if args.action == "list":
-            entries = await store.list(count=args.count)
-            for entry in entries:
-                pattern = f" via {entry.pattern!r}" if entry.pattern else ""
-                print(
-                    f"{entry.id}  {entry.handler}  {entry.channel!r}{pattern}  attempts={entry.attempts}  "
-                    f"{len(entry.payload)} bytes  {entry.error}"
-                )
-            print(f"{len(entries)} dead letter(s) shown from {args.stream!r}")
-            return 0
-        if not args.all and not args.id:
-            raise ConfigError("dead-letters replay needs --id ID (repeatable) or --all")
-        entries = await store.list(count=1_000_000)
-        chosen = entries if args.all else [e for e in entries if e.id in set(args.id)]
-        missing = set(args.id) - {e.id for e in chosen}
-        if missing:
-            raise ConfigError(f"no dead letter with id(s): {', '.join(sorted(missing))}")
-        for entry in chosen:
-            if entry.stream is not None:
-                # A stream entry goes back on its stream, where its group redelivers it; the
-                # handler sees the same .data it failed on.
-                await bus.append(entry.stream, entry.payload)
-            else:
-                # As bytes: a channel name need not be UTF-8, and the letter must go back where it came from.
-                await bus.redis.publish(encode_name(entry.channel), entry.payload)
-            if not args.keep:
-                await store.delete(entry.id)
-        print(f"replayed {len(chosen)} dead letter(s) to their channels and streams")
-        return 0

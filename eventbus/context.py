@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from eventbus.deadletter import DeadLetterStore
     from eventbus.publisher import Publisher
     from eventbus.stats import BusStats
 
@@ -46,10 +47,13 @@ class Context:
     the whole app: startup hooks put long-lived clients there for handlers to use. ``stopping``
     is set when the runner stops reading (a signal, ``request_stop``): a background task started by
     a startup hook (a producer, a poller) should wind down when it is set. ``server`` says where
-    the Redis in use came from (:class:`ServerInfo`).
+    the Redis in use came from (:class:`ServerInfo`). ``dead_letters`` is the app's dead-letter store
+    (:class:`~eventbus.DeadLetterStore`); a startup hook may point it at a stream of the app's own
+    (``ctx.dead_letters.stream = "myapp:dead-letter"``), as a demo that keeps its data under a key
+    prefix does.
     """
 
-    __slots__ = ("handler", "log", "publisher", "redis", "server", "state", "stats", "stopping")
+    __slots__ = ("dead_letters", "handler", "log", "publisher", "redis", "server", "state", "stats", "stopping")
 
     def __init__(
         self,
@@ -61,12 +65,14 @@ class Context:
         handler: str | None = None,
         stopping: asyncio.Event | None = None,
         server: ServerInfo = UNKNOWN_SERVER,
+        dead_letters: DeadLetterStore | None = None,
     ) -> None:
         # Typed as redis-py's asyncio client, so editors complete ctx.redis.hset(...). It is one
         # (or behaves as one): the auto-pipelining client, fakeredis in memory; on a cluster,
         # redis-py's RedisCluster, which has the same command methods.
         self.redis: Redis = redis
         self.server = server
+        self.dead_letters = dead_letters
         self.stopping = stopping if stopping is not None else asyncio.Event()
         self.publisher = publisher
         self.state = state
@@ -97,4 +103,5 @@ class Context:
             handler=handler,
             stopping=self.stopping,
             server=self.server,
+            dead_letters=self.dead_letters,
         )

@@ -30,6 +30,7 @@ HANDLER_COUNTERS: Mapping[str, str] = {
     "retried": "Retries after a handler failure.",
     "dropped": "Messages refused by a full inbox (per the handler's overflow policy).",
     "dead_lettered": "Messages written to the dead-letter stream.",
+    "dead_letter_failed": "Failed or rejected messages whose dead letter could not be written (lost, for pub/sub).",
     "rejected": "Messages refused by Reject, an invalid payload, or the size cap.",
     "abandoned": "Messages still queued or running when the shutdown grace period ran out.",
 }
@@ -97,6 +98,11 @@ class StatsCollector(Collector):
         )
         yield CounterMetricFamily("eventbus_unrouted", "Messages no handler was subscribed to.", stats.unrouted)
         yield CounterMetricFamily("eventbus_oversized", "Messages over the payload size cap.", stats.oversized)
+        yield CounterMetricFamily(
+            "eventbus_dead_letters_trimmed",
+            "Oldest dead letters removed to keep the dead-letter stream within its byte budget and entry cap.",
+            stats.dead_letters_trimmed,
+        )
         yield CounterMetricFamily(
             "eventbus_reconnects", "Reconnections of the subscription connection.", stats.reconnects
         )

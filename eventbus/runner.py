@@ -25,7 +25,7 @@ from eventbus.backends.base import Backend, ConnectionSettings, Source, Subscrib
 from eventbus.backends.memory import MemoryBroker
 from eventbus.config import SOURCE_CODE, redact_url, resolve_url
 from eventbus.context import UNKNOWN_SERVER, Context, ServerInfo
-from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore
+from eventbus.deadletter import DEFAULT_STREAM, DeadLetterStore, resolve_max_bytes
 from eventbus.dispatch import Dispatcher
 from eventbus.flow import ReadGate
 from eventbus.health import DEFAULT_DEADLINE, runner_probes
@@ -64,6 +64,8 @@ class Settings:
     grace: float = 10.0
     max_payload: int | None = DEFAULT_MAX_PAYLOAD
     dead_letter_stream: str = DEFAULT_STREAM
+    # The dead-letter stream's byte budget; None: $EVENTBUS_DEAD_LETTER_MAX_BYTES, else 32 MiB.
+    dead_letter_max_bytes: int | None = None
     stats_interval: float | None = None
     metrics_port: int | None = None
     metrics_addr: str = "0.0.0.0"
@@ -125,6 +127,8 @@ class Runner:
         self.broker = broker
         self.grace = settings.grace
         self.dead_letter_stream = settings.dead_letter_stream
+        self.dead_letter_max_bytes = resolve_max_bytes(settings.dead_letter_max_bytes)  # a bad value fails here
+        self.dead_letters: DeadLetterStore | None = None  # made on connecting; hooks may change its stream
         self.metrics: MetricsServer | None = None
         self.lag: LagMonitor | None = None  # consumer-group figures, when there are stream consumers
         self.stats = BusStats()
@@ -189,6 +193,9 @@ class Runner:
         )
         self.redis = backend.redis
         self.publisher = Publisher(backend.publish, backend.redis)
+        self.dead_letters = DeadLetterStore(
+            self.redis, s.dead_letter_stream, max_bytes=self.dead_letter_max_bytes, stats=self.stats
+        )
 
     def _collector(self) -> StatsCollector:
         workers = self.workers
@@ -209,6 +216,7 @@ class Runner:
             stats=self.stats,
             stopping=self.stopping,
             server=self.server,
+            dead_letters=self.dead_letters,
         )
 
     async def _start_app(self) -> None:
@@ -223,7 +231,12 @@ class Runner:
         for hook in self.router.startup:
             await _call_hook(hook, base)
             log.debug("startup hook %s done", getattr(hook, "__qualname__", hook))
-        dead_letters = DeadLetterStore(self.redis, s.dead_letter_stream)
+        dead_letters = self.dead_letters
+        assert dead_letters is not None
+        self.dead_letter_stream = dead_letters.stream  # a startup hook may have chosen the app's own
+        for problem in await dead_letters.probe():
+            # Failures would be counted as dead_letter_failed and lost: say so before the first one.
+            log.warning("%s", problem)
         dispatcher = Dispatcher(self.stats, s.max_payload)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
@@ -429,6 +442,8 @@ class Runner:
         await self._close_backend()
 
     async def _close_backend(self) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.close()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.close)
             self.metrics = None
@@ -469,6 +484,8 @@ def summarize(stats: BusStats) -> str:
     parts = [f"messages={stats.messages}"] + [f"{k}={int(v)}" for k, v in totals.items()]
     if stats.oversized:
         parts.append(f"oversized={stats.oversized}")
+    if stats.dead_letters_trimmed:
+        parts.append(f"dead_letters_trimmed={stats.dead_letters_trimmed}")
     if stats.reconnects:
         parts.append(f"reconnects={stats.reconnects} gap={stats.gap_seconds:.1f}s")
     return " ".join(parts)

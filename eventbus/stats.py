@@ -16,7 +16,10 @@ def _no_backlog() -> int:
     return 0
 
 
-COUNTERS = ("received", "handled", "failed", "rejected", "retried", "dropped", "dead_lettered", "abandoned")
+COUNTERS = (
+    *("received", "handled", "failed", "rejected", "retried", "dropped", "dead_lettered", "dead_letter_failed"),
+    "abandoned",
+)
 
 
 @dataclass(slots=True)
@@ -33,6 +36,9 @@ class HandlerStats:
     retried: int = 0
     dropped: int = 0  # refused or evicted by a full inbox
     dead_lettered: int = 0
+    # failed or rejected, but the dead letter could not be written (refused by an ACL, Redis down):
+    # lost for pub/sub; a stream entry stays pending instead
+    dead_letter_failed: int = 0
     abandoned: int = 0  # still queued or running when the shutdown grace period ran out
     latency_total: float = 0.0  # seconds spent in the handler, summed over handled messages
     # Handled messages per latency bucket (not cumulative; index len(LATENCY_BUCKETS) is +Inf).
@@ -68,6 +74,7 @@ class BusStats:
     oversized: int = 0
     reconnects: int = 0
     gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
+    dead_letters_trimmed: int = 0  # oldest entries this process removed to keep the dead-letter stream in budget
     handlers: dict[str, HandlerStats] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
@@ -77,5 +84,6 @@ class BusStats:
             "oversized": self.oversized,
             "reconnects": self.reconnects,
             "gap_seconds": round(self.gap_seconds, 3),
+            "dead_letters_trimmed": self.dead_letters_trimmed,
             "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
         }

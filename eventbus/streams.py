@@ -152,6 +152,7 @@ class StreamWorker(HandlerWorker):
             self.stats.dead_lettered += 1
             consumer.ack(msg.id)
         else:
+            self.stats.dead_letter_failed += 1
             consumer.release(msg.id)  # not kept anywhere yet: leave it pending, try again later
 
 

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from eventbus.backends.memory import MemoryBroker
-from eventbus.deadletter import DeadLetter, DeadLetterStore
+from eventbus.deadletter import DeadLetter
 from eventbus.message import Message
 from eventbus.payloads import build_decoder
 from eventbus.runner import Runner
@@ -101,4 +101,6 @@ class TestBus:
 
     async def dead_letters(self) -> list[DeadLetter]:
         """What the handlers dead-lettered so far, oldest first."""
-        return await DeadLetterStore(self.redis, self.runner.dead_letter_stream).list(count=10_000)
+        store = self.runner.dead_letters
+        assert store is not None, "use TestBus as 'async with TestBus(...) as bus'"
+        return await store.list(count=10_000)

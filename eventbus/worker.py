@@ -210,6 +210,7 @@ class HandlerWorker:
             # A flood of oversized messages must not become a flood of tasks: past this many
             # unfinished dead-letter writes, refusals are counted and logged but not stored.
             log.warning("handler %s: not dead-lettering a refused message on %r: %s", self.name, msg.channel, reason)
+            self.stats.dead_letter_failed += 1
             return
         # Keep only a prefix: the point is to show what arrived, not to store a flood.
         kept = Message(msg.channel, msg.data[:1024], msg.pattern)
@@ -461,7 +462,9 @@ class HandlerWorker:
         return await asyncio.to_thread(self.handler.func, msg, ctx)
 
     async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
-        if await self.dead_letters.add(self.name, msg, error, attempts):
+        if not await self.dead_letters.add(self.name, msg, error, attempts):
+            self.stats.dead_letter_failed += 1  # lost: the store logged why
+        else:
             self.stats.dead_lettered += 1
             if count := _DEBUG_EVERY.due((self.name, "dead-lettered")):
                 log.debug(

@@ -66,3 +66,10 @@ class EventbusProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def run_eventbus(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m eventbus ARGS`` to its end, from the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventbus", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )

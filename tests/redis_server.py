@@ -13,7 +13,7 @@ import redis
 
 from eventbus.backends.embedded import free_port, redis_server_args, wait_for_ping
 
-__all__ = ["RedisServer", "free_port", "port_open"]
+__all__ = ["RedisServer", "acl_denials", "free_port", "port_open"]
 
 
 class RedisServer:
@@ -91,3 +91,10 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def acl_denials(client: redis.Redis) -> list[tuple[str, str, str]]:
+    """What the server's ACL refused, oldest first: (user, command, what was refused: the command,
+    a key or a channel), from ACL LOG."""
+    entries = client.acl_log()
+    return [(e["username"], e["client-info"]["cmd"], e["object"]) for e in reversed(entries)]

@@ -22,10 +22,21 @@ LEAVES = {
     "speedups",  # which hot path is imported: decided before any other eventbus module loads
     "payloads",  # typed payloads: decoders and codecs (codec encodes through it)
 }
-MODEL = {"subscription", "router", "context", "publisher", "deadletter", "middleware"}
+MODEL = {"subscription", "router", "context", "publisher", "deadletter", "deadletter_budget", "middleware"}
 ENGINE = {"dispatch", "worker", "streams", "keyed"}
 RUNNER = {"runner"}
-TOP = {"cli", "testing", "supervisor", "checks", "reload", "__init__", "__main__", "asyncapi"}
+TOP = {
+    "cli",
+    "testing",
+    "supervisor",
+    "checks",
+    "reload",
+    "__init__",
+    "__main__",
+    "asyncapi",
+    "replay",
+    "deadletter_cli",
+}
 RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
 
 

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from eventbus.cli import main
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, acl_denials, free_port
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -56,3 +56,34 @@ def test_check_names_a_subscription_the_acl_refuses(
     assert code == 1 and out == ""
     assert err.startswith("eventbus: error: Redis refused SUBSCRIBE to 'purchase_orders:Opening Ceremony': NOPERM")
     assert err.count("\n") == 1 and "secret" not in err
+
+
+def test_check_fails_when_the_dead_letter_stream_is_not_writable(
+    own_redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failures would be lost: check --module says so before a runner starts (exit 1, one line)."""
+    with own_redis_server.client() as admin:
+        admin.execute_command(
+            "ACL", "SETUSER", "runner", "on", ">pw", "allchannels", "-@all", "+ping", "+info",
+            "+@pubsub", "~eventbus:dead-letter", "~shop:dead-letter", "+xadd", "+xlen", "+xtrim", "+memory|usage",
+        )  # fmt: skip
+        admin.execute_command("ACL", "SETUSER", "nodl", "on", ">pw", "allchannels", "-@all")
+        admin.execute_command("ACL", "SETUSER", "nodl", "+ping", "+info", "+@pubsub", "~other", "+xadd")
+    module = ("--module", "tests.sample_apps.orders")
+    code, out, _ = check(capsys, "--url", f"redis://runner:pw@127.0.0.1:{own_redis_server.port}/0", *module)
+    assert code == 0 and out.rstrip().endswith("; dead letters writable to 'eventbus:dead-letter'")
+    code, out, _ = check(
+        capsys, "--url", f"redis://runner:pw@127.0.0.1:{own_redis_server.port}/0", *module,
+        "--dead-letter-stream", "shop:dead-letter",
+    )  # fmt: skip
+    assert code == 0 and out.rstrip().endswith("; dead letters writable to 'shop:dead-letter'")
+
+    code, out, err = check(capsys, "--url", f"redis://nodl:pw@127.0.0.1:{own_redis_server.port}/0", *module)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("eventbus: error: dead letters cannot be written to 'eventbus:dead-letter': NOPERM")
+    with own_redis_server.client() as admin:
+        assert not admin.exists("eventbus:dead-letter")  # the probe wrote nothing
+        # The dead-letter part of the runner's ACL was refused nothing; nodl only the probe's XADD.
+        denied = [d for d in acl_denials(admin) if d[1] != "client|setname"]  # (SETNAME: not a dead-letter need)
+        assert denied == [("nodl", "xadd", "eventbus:dead-letter")]

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
+from types import ModuleType
 
+import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
-from eventbus import Context, DeadLetterStore, Message, Reject, on, on_pattern
-from tests.conftest import ROOT
+from eventbus import Context, DeadLetterStore, Message, Reject, Router, connect, on, on_pattern, on_startup
+from eventbus.deadletter import DEFAULT_STREAM
+from eventbus.metrics import StatsCollector
+from eventbus.replay import replay_dead_letters
+from eventbus.runner import summarize
+from tests.cli_process import run_eventbus
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer
 
@@ -70,54 +79,53 @@ async def test_dead_letter_after_the_last_try_has_everything(redis_server: Redis
     assert rejected.error == "rejected: unknown region"
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "eventbus", *args], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
-    )
+@pytest.fixture
+def failing_app() -> Iterator[ModuleType]:
+    """tests/sample_apps/failing.py, failing until the test sets ``healthy``."""
+    from tests.sample_apps import failing
+
+    failing.healthy = False
+    failing.seen.clear()
+    yield failing
+    failing.healthy = False
+    failing.seen.clear()
 
 
-async def test_dead_letters_cli_list_and_replay(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
-    healthy = False
-    done: list[bytes] = []
-
-    @on("payments", name="pay")
-    async def pay(msg: Message, ctx: Context) -> None:
-        if not healthy:
-            raise RuntimeError("payment provider down")
-        done.append(msg.data)
-
-    async with running([pay], redis_server.url) as runner:
+async def test_dead_letters_cli_list_and_replay(
+    redis_server: RedisServer, subprocess_env: dict[str, str], failing_app: ModuleType
+) -> None:
+    async with running(failing_app, redis_server.url) as runner:
         await publish_all(runner, "payments", [b"p1", b"p2", b"p3"])
         await eventually(lambda: runner.stats.handlers["pay"].dead_lettered == 3, what="three dead letters")
 
-        listing = await asyncio.to_thread(cli, "dead-letters", "list", "--url", redis_server.url, env=subprocess_env)
+        listing = await asyncio.to_thread(
+            run_eventbus, "dead-letters", "list", "--url", redis_server.url, env=subprocess_env
+        )
         assert listing.returncode == 0, listing.stderr
         lines = listing.stdout.splitlines()
-        assert len(lines) == 4 and lines[-1].startswith("3 dead letter(s) shown")
-        assert all(
-            "pay  'payments'  attempts=1  2 bytes  RuntimeError: payment provider down" in line for line in lines[:3]
-        )
+        assert len(lines) == 4 and lines[-1] == "3 dead letter(s) shown from 'eventbus:dead-letter'"
+        origin = f"{socket.gethostname()}:{os.getpid()}"  # which process wrote it
+        for line in lines[:3]:
+            assert "  pay  channel 'payments'  attempts=1  2 bytes  " in line, line
+            assert line.endswith(f"  {origin}  RuntimeError: payment provider down"), line
         assert "p1" not in listing.stdout  # payloads are counted, not printed
         first_id = lines[0].split()[0]
 
-        healthy = True
-        one = await asyncio.to_thread(
-            cli, "dead-letters", "replay", "--id", first_id, "--url", redis_server.url, env=subprocess_env
-        )
+        failing_app.healthy = True
+        replay = ["dead-letters", "replay", "--module", "sample_apps.failing", "--url", redis_server.url]
+        one = await asyncio.to_thread(run_eventbus, *replay, "--id", first_id, env=subprocess_env)
         assert one.returncode == 0, one.stderr
-        await eventually(lambda: done == [b"p1"], what="the replayed letter")
-        rest = await asyncio.to_thread(
-            cli, "dead-letters", "replay", "--all", "--url", redis_server.url, env=subprocess_env
-        )
-        assert rest.returncode == 0 and "replayed 2 dead letter(s)" in rest.stdout
-        await eventually(lambda: sorted(done) == [b"p1", b"p2", b"p3"], what="all replayed letters")
+        assert one.stdout.splitlines()[0] == f"replayed      {first_id} pay -> channel 'payments'"
+        await eventually(lambda: failing_app.seen == [("pay", "payments", b"p1")], what="the replayed letter")
+        rest = await asyncio.to_thread(run_eventbus, *replay, "--all", env=subprocess_env)
+        assert rest.returncode == 0 and "2 replayed of 2 dead letter(s)" in rest.stdout, rest.stdout + rest.stderr
+        await eventually(lambda: len(failing_app.seen) == 3, what="all replayed letters")
+        assert sorted(p for _, _, p in failing_app.seen) == [b"p1", b"p2", b"p3"]
         assert await DeadLetterStore(runner.redis).list() == []  # replayed entries are removed
 
-    missing = await asyncio.to_thread(
-        cli, "dead-letters", "replay", "--id", "1-1", "--url", redis_server.url, env=subprocess_env
-    )
+    missing = await asyncio.to_thread(run_eventbus, *replay, "--id", "1-1", env=subprocess_env)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == "eventbus: error: no dead letter with id(s): 1-1"
+    assert missing.stderr.strip() == "eventbus: error: no dead letter with id(s): 1-1 in 'eventbus:dead-letter'"
 
 
 @pytest.mark.parametrize("backoff", [0.0, 0.01])
@@ -137,31 +145,187 @@ async def test_retry_count_is_exact_under_load(redis_server: RedisServer, backof
 
 
 async def test_replay_puts_a_stream_dead_letter_back_on_its_stream(
-    redis_server: RedisServer, subprocess_env: dict[str, str]
+    redis_server: RedisServer, subprocess_env: dict[str, str], failing_app: ModuleType
 ) -> None:
-    from eventbus import on_stream
-
-    healthy = False
-    done: list[object] = []
-
-    @on_stream("refunds", group="accounting", block=0.1)
-    async def refund(msg: Message, ctx: Context) -> None:
-        if not healthy:
-            raise Reject("bank says no")
-        done.append(msg.json())
-
-    async with running([refund], redis_server.url) as runner:
+    async with running(failing_app, redis_server.url) as runner:
         assert runner.publisher is not None
         await runner.publisher.append("refunds", {"order": "7", "amount": "12.50"})
         await eventually(lambda: runner.stats.handlers["refund"].dead_lettered == 1, what="the dead letter")
         [letter] = await DeadLetterStore(runner.redis).list()
         assert letter.stream == "refunds"
 
-        healthy = True
+        failing_app.healthy = True
         replay = await asyncio.to_thread(
-            cli, "dead-letters", "replay", "--all", "--url", redis_server.url, env=subprocess_env
+            run_eventbus,
+            *("dead-letters", "replay", "--all", "--module", "sample_apps.failing", "--url", redis_server.url),
+            env=subprocess_env,
         )
         assert replay.returncode == 0, replay.stderr
+        assert "-> stream 'refunds'" in replay.stdout
         # Back on the stream (not PUBLISHed to a channel nobody reads), with the same content.
-        await eventually(lambda: done == [{"order": "7", "amount": "12.50"}], what="the replayed entry")
+        await eventually(lambda: len(failing_app.seen) == 1, what="the replayed entry")
+        assert orjson.loads(failing_app.seen[0][2]) == {"order": "7", "amount": "12.50"}
         assert await DeadLetterStore(runner.redis).list() == []
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_warned_about_and_counted(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL that refuses the dead-letter stream: startup says so, and each loss is counted."""
+    with own_redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "nodl", "on", ">pw", "allchannels", "~*", "+@all", "-xadd")
+    caplog.set_level(logging.WARNING, "eventbus")
+
+    @on("payments", name="pay")
+    async def pay(msg: Message, ctx: Context) -> None:
+        raise RuntimeError("payment provider down")
+
+    async with running([pay], f"redis://nodl:pw@127.0.0.1:{own_redis_server.port}/0") as runner:
+        assert "dead letters cannot be written to 'eventbus:dead-letter': NOPERM" in caplog.text  # before any
+        await publish_all(runner, "payments", [b"1", b"2", b"3"])
+        await eventually(lambda: runner.stats.handlers["pay"].failed == 3, what="three failures")
+        stats = runner.stats.handlers["pay"]
+        assert (stats.failed, stats.dead_lettered, stats.dead_letter_failed) == (3, 0, 3)
+        assert "failed=3 rejected=0 retried=0 dropped=0 dead_lettered=0 dead_letter_failed=3" in summarize(runner.stats)
+        registry = CollectorRegistry()
+        registry.register(StatsCollector(runner.stats))
+        assert registry.get_sample_value("eventbus_handler_dead_letter_failed_total", {"handler": "pay"}) == 3
+    lost = [r for r in caplog.records if "could not dead-letter" in r.getMessage()]
+    assert len(lost) == 1  # one line for the three (rate-limited), which says how many it stands for
+
+
+async def test_each_entry_names_the_process_that_wrote_it(redis_server: RedisServer) -> None:
+    @on("payments", name="pay")
+    async def pay(msg: Message, ctx: Context) -> None:
+        raise RuntimeError("down")
+
+    async with running([pay], redis_server.url) as runner:
+        await publish_all(runner, "payments", [b"1"])
+        await eventually(lambda: runner.stats.handlers["pay"].dead_lettered == 1, what="the dead letter")
+        [letter] = await DeadLetterStore(runner.redis).list()
+    assert (letter.host, letter.pid, letter.worker) == (socket.gethostname(), os.getpid(), None)
+    assert letter.origin == f"{socket.gethostname()}:{os.getpid()}"
+
+
+def test_two_workers_entries_are_told_apart_and_each_replayed_once(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    """``run --workers 2``: each worker dead-letters its own copy of a pub/sub message; list names the
+    worker, and replay --all sends each entry once."""
+    from tests.cli_process import EventbusProcess
+
+    url = redis_server.url
+    runner = EventbusProcess(["run", "sample_apps.failing", "--workers", "2", "--url", url], subprocess_env)
+    try:
+        with redis_server.client() as client:
+            deadline = time.monotonic() + 30
+            while client.pubsub_numsub("payments") != [(b"payments", 2)]:
+                assert time.monotonic() < deadline and runner.process.poll() is None, runner.output
+                time.sleep(0.05)
+            client.publish("payments", "p1")
+            while client.xlen("eventbus:dead-letter") < 2:
+                assert time.monotonic() < deadline, runner.output
+                time.sleep(0.05)
+            listing = run_eventbus("dead-letters", "list", "--url", url, env=subprocess_env)
+            lines = listing.stdout.splitlines()[:2]
+            assert sorted(line.split("[worker ")[1][:3] for line in lines) == ["1/2", "2/2"], listing.stdout
+            pids = {line.split(f"{socket.gethostname()}:")[1].split()[0] for line in lines}
+            assert len(pids) == 2  # two processes, told apart
+
+            subscriber = client.pubsub()
+            subscriber.subscribe("payments")
+            subscriber.get_message(timeout=5)
+            replay = run_eventbus(
+                "dead-letters", "replay", "--all", "--module", "sample_apps.failing", "--url", url, env=subprocess_env
+            )
+            assert "2 replayed of 2 dead letter(s)" in replay.stdout, replay.stdout + replay.stderr
+            received = []
+            while (message := subscriber.get_message(timeout=0.5)) is not None:
+                received.append(message["data"])
+            assert received == [b"p1", b"p1"]  # one PUBLISH per entry, no more
+            subscriber.close()
+    finally:
+        runner.signal()
+        if runner.wait() != 0:
+            raise AssertionError(runner.output)
+
+
+async def test_reading_tolerates_any_entry(redis_server: RedisServer) -> None:
+    """Malformed, missing and binary fields are read as such: no exception, each problem named."""
+    with redis_server.client() as client:
+        bad = client.xadd(DEFAULT_STREAM, {"handler": "pay", "channel": "payments", "payload": b"p", "error": "e",
+                                            "attempts": "abc", "ts": "notafloat"})  # fmt: skip
+        empty = client.xadd(DEFAULT_STREAM, {"x": "y"})
+        binary = client.xadd(DEFAULT_STREAM, {"handler": b"\xff\x1b[2J", "channel": b"\xfe", "payload": b"\x00",
+                                               "error": b"\x80", "attempts": "1", "ts": "nan", "pid": "x"})  # fmt: skip
+        good = client.xadd(DEFAULT_STREAM, {"handler": "pay", "channel": "payments", "pattern": "", "payload": b"ok",
+                                             "error": "e", "attempts": "2", "ts": "1.5"})  # fmt: skip
+    async with connect(redis_server.url) as bus:
+        store = DeadLetterStore(bus.redis)
+        for letters in (await store.list(), await store.summaries()):
+            by_id = {letter.id: letter for letter in letters}
+            assert by_id[bad.decode()].problems == ("attempts 'abc' is not a number", "ts 'notafloat' is not a number")
+            assert "no handler field" in by_id[empty.decode()].problems
+            odd = by_id[binary.decode()]
+            assert odd.channel == "\udcfe" and odd.handler == "\ufffd\x1b[2J"
+            assert odd.problems == ("ts 'nan' is not a number", "pid 'x' is not a number")
+            assert by_id[good.decode()].problems == () and by_id[good.decode()].attempts == 2
+        assert (await store.get(good.decode())) is not None and await store.get("nonsense") is None
+        from tests.sample_apps import failing
+
+        report = await replay_dead_letters(store, Router.from_module(failing), ids=[good.decode()], dry_run=True)
+        assert [o.action for o in report.outcomes] == ["would replay"]
+
+
+async def test_an_app_has_its_own_dead_letter_stream(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
+    @on("payments", name="pay")
+    async def pay(msg: Message, ctx: Context) -> None:
+        raise RuntimeError("down")
+
+    @on_startup
+    async def choose(ctx: Context) -> None:
+        assert ctx.dead_letters is not None
+        ctx.dead_letters.stream = f"{ctx.dead_letters.stream}:chosen"  # a startup hook may choose one
+
+    async with running([pay], redis_server.url, dead_letter_stream="shop:dead-letter") as runner:
+        await publish_all(runner, "payments", [b"1"])
+        await eventually(lambda: runner.stats.handlers["pay"].dead_lettered == 1, what="the dead letter")
+    async with running([pay, choose], redis_server.url, dead_letter_stream="shop:dead-letter") as runner:
+        await publish_all(runner, "payments", [b"2"])
+        await eventually(lambda: runner.stats.handlers["pay"].dead_lettered == 1, what="the dead letter")
+        assert runner.dead_letter_stream == "shop:dead-letter:chosen"
+    with redis_server.client() as client:
+        assert not client.exists(DEFAULT_STREAM)
+        assert client.xlen("shop:dead-letter") == 1 and client.xlen("shop:dead-letter:chosen") == 1
+    listing = await asyncio.to_thread(
+        run_eventbus, "dead-letters", "list", "--dead-letter-stream", "shop:dead-letter", "--url", redis_server.url,
+        env=subprocess_env,
+    )  # fmt: skip
+    assert listing.stdout.splitlines()[-1] == "1 dead letter(s) shown from 'shop:dead-letter'"
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+async def test_a_dead_letter_lost_with_redis_is_counted(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis gone for longer than the client's retries when the dead letter is written: counted, logged."""
+    caplog.set_level(logging.ERROR, "eventbus.deadletter")
+    started = asyncio.Event()
+
+    @on("payments", name="pay")
+    async def pay(msg: Message, ctx: Context) -> None:
+        started.set()
+        await asyncio.sleep(0.3)  # Redis goes away meanwhile
+        raise RuntimeError("down")
+
+    async with running([pay], own_redis_server.url) as runner:
+        await publish_all(runner, "payments", [b"1"])
+        await asyncio.wait_for(started.wait(), 10)
+        own_redis_server.kill()
+        await eventually(lambda: runner.stats.handlers["pay"].dead_letter_failed == 1, what="the loss", timeout=60)
+        stats = runner.stats.handlers["pay"]
+        assert (stats.failed, stats.dead_lettered) == (1, 0)
+        assert "dead_lettered=0 dead_letter_failed=1" in summarize(runner.stats)
+        own_redis_server.start()  # for a clean stop
+    assert "could not dead-letter a message of handler pay on 'payments' to 'eventbus:dead-letter'" in caplog.text

@@ -157,7 +157,8 @@ async def replay(url: str | None, *, keep: bool) -> int:
         left = ", ".join(f"{n} {kind}" for kind, n in sorted(report.left.items()))
         print(
             f"left in the dead-letter stream: {left}. Unknown outcomes may have been delivered: check "
-            "Twilio's message log, then replay single ones with: python -m eventbus dead-letters replay --id ID"
+            "Twilio's message log, then replay single ones with: python -m eventbus dead-letters replay "
+            "--module apps.broadcast --id ID"
         )
     if report.undelivered:
         print("error: no broadcast service is subscribed; the rest were kept", file=sys.stderr)

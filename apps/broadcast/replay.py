@@ -4,6 +4,11 @@
 timeouts), which may already have reached the person. This picks, by the reason the service
 wrote, only the messages Twilio certainly did not accept (429 or no connection, retries used up),
 publishes each again to its channel, and removes it from the stream.
+
+An entry is only as trustworthy as whoever can write the dead-letter stream, so its fields never
+decide where it goes: like ``dead-letters replay --module``, it is published again only if the
+broadcast handler subscribes to its channel (``eventbus.replay_verdict``); anything else is left
+in the stream and counted as ``refused``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from apps.broadcast.publisher import SupportsPublish
-from eventbus import DeadLetter, DeadLetterStore
+from apps.broadcast.service import broadcast
+from eventbus import DeadLetter, DeadLetterStore, Router, replay_verdict
 
 HANDLER = "broadcast"
 
@@ -43,8 +49,12 @@ async def replay_not_sent(
     bus: SupportsPublish, store: DeadLetterStore, *, keep: bool = False, limit: int = 100_000
 ) -> ReplayReport:
     report = ReplayReport()
+    handlers = Router([broadcast])
     for dead in await store.list(count=limit):
         if dead.handler != HANDLER:
+            continue
+        if replay_verdict(handlers, dead).refusal is not None:
+            report.left["refused"] += 1  # a channel the service does not read, or a malformed entry
             continue
         kind = kind_of(dead)
         if kind != "not-sent" or report.undelivered:

@@ -9,10 +9,13 @@ from (``ctx.server``):
 
 - no URL configured: the demo runs. On a server the runner started (embedded), under the
   tutorial's key names: nothing else lives there. On a server that was already running (the
-  local default ``redis://localhost:6379/0``), under the key prefix ``olympics-demo:``, so the
-  user's keys are never touched; the previous demo run's keys there are deleted first, so each
-  report counts one run. It does not simulate if another process already listens on
-  ``purchase_orders`` there: those listeners would be sent invented orders.
+  local default ``redis://localhost:6379/0``), under the key prefix ``olympics-demo:``, dead
+  letters included (the app's own stream, ``olympics-demo:dead-letter``), so the user's keys are
+  never touched and ``reset --prefix olympics-demo:`` removes everything; the previous demo run's
+  keys there are deleted first, so each report counts one run. It does not simulate if another
+  process already listens on ``purchase_orders`` there (those listeners would be sent invented
+  orders), and listens under the prefix all the same: a second demo finds the first one's orders
+  instead of rejecting them.
 - a URL given on purpose (``--url``, ``EVENTBUS_URL``, in code): the app only listens, under the
   tutorial's key names, like a production deployment; the startup line says how to simulate.
 
@@ -115,14 +118,18 @@ async def start_simulation(ctx: Context) -> None:
         return
     keys = TUTORIAL_KEYS if server.owned else DEMO_KEYS
     if not server.owned:
+        # Everything the demo writes on a server it did not start stays under its prefix, its
+        # dead letters included, so that reset removes it all and nothing lands in the user's keys.
+        use_keys(ctx, keys)
         # Run before this app subscribes: any subscriber now is another process, and it would
         # receive the invented orders (channels are shared by every database of a server).
         [(_, others)] = await ctx.redis.pubsub_numsub(ORDERS_CHANNEL)
         if int(others) and settings.count is None:
             say(
                 f"Listening only: {int(others)} other subscriber(s) already listen on {ORDERS_CHANNEL!r} at "
-                f"{server.url}, and the demo would send them invented orders. Set OLYMPICS_SIMULATE="
-                f"{DEFAULT_COUNT} to simulate anyway (data under the key prefix {DEMO_PREFIX!r})."
+                f"{server.url} (another demo?), and the demo would send them invented orders. Its listeners work "
+                f"{keys.describe()}, so they process the orders posted there with --prefix {keys.prefix} (once per "
+                f"running demo: stop one for exact totals). Set OLYMPICS_SIMULATE={DEFAULT_COUNT} to simulate anyway."
             )
             return
         # The prefix is the demo's alone: clearing what its last run created makes every report
@@ -132,9 +139,16 @@ async def start_simulation(ctx: Context) -> None:
             ctx.log.info("deleted the previous demo run's %d key(s) %s", cleared, keys.describe())
     else:
         await ctx.redis.set(keys.throwaway_marker, "the demo's server, started by eventbus for one run")
-    ctx.state[STATE_KEY] = keys
+        use_keys(ctx, keys)
     count = settings.count or DEFAULT_COUNT
     ctx.state[TASK] = asyncio.create_task(run_demo(ctx, settings, count, keys), name="olympics:simulator")
+
+
+def use_keys(ctx: Context, keys: Keys) -> None:
+    """Have the listeners use ``keys``, and keep the app's dead letters under their prefix, if any."""
+    ctx.state[STATE_KEY] = keys
+    if keys.dead_letters is not None and ctx.dead_letters is not None:
+        ctx.dead_letters.stream = keys.dead_letters
 
 
 def say(line: str) -> None:
@@ -201,7 +215,8 @@ async def _run_demo(ctx: Context, settings: DemoSettings, count: int, keys: Keys
         say(
             f"The demo's data is in {url} {keys.describe()}. See it again with `python -m apps.olympics report "
             f"--url {url} --prefix {keys.prefix}`; delete it with `python -m apps.olympics reset --url {url} "
-            f"--prefix {keys.prefix}`."
+            f"--prefix {keys.prefix}` (its dead letters too: `python -m eventbus dead-letters list --url {url} "
+            f"--dead-letter-stream {keys.dead_letters}`)."
         )
 
 

@@ -59,6 +59,9 @@ DEMO_PREFIX = "olympics-demo:"
 CREATED = "olympics:created"
 # Set by the demo on a server the runner started itself (embedded): reset need not ask there.
 THROWAWAY_MARKER = "olympics:throwaway-server"
+# The demo's own dead-letter stream, under its prefix: its rejections stay with its data (and reset
+# removes them). Without a prefix the app uses the runner's (``--dead-letter-stream``).
+DEAD_LETTERS = "dead-letter"
 # Where the listeners find the Keys in use (ctx.state); absent means the tutorial's names.
 STATE_KEY = "apps.olympics.keys"
 
@@ -92,6 +95,11 @@ class Keys:
     @property
     def throwaway_marker(self) -> str:
         return self.prefix + THROWAWAY_MARKER
+
+    @property
+    def dead_letters(self) -> str | None:
+        """The app's own dead-letter stream under the prefix; None for the tutorial's names."""
+        return self.prefix + DEAD_LETTERS if self.prefix else None
 
     def order(self, order_id: str) -> str:
         return self.prefix + order_key(order_id)

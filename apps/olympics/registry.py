@@ -55,8 +55,10 @@ async def tracked(redis: Any, keys: Keys) -> list[str]:
         for name in chunk:
             pipe.exists(name)
         existing += [name for name, found in zip(chunk, await pipe.execute(), strict=True) if int(found)]
-    for extra in (keys.created, keys.throwaway_marker):
-        if int(await redis.exists(extra)):
+    # Not recorded, but the app's all the same: the record itself, the marker, and the dead letters
+    # of a run under a prefix (its own stream).
+    for extra in (keys.created, keys.throwaway_marker, keys.dead_letters):
+        if extra is not None and int(await redis.exists(extra)):
             existing.append(extra)
     return existing
 

@@ -206,15 +206,25 @@ async def test_replay_resends_only_what_twilio_certainly_did_not_accept(
         "unknown-outcome",
     ]
 
+    # A forged entry, with the reason of a safe replay, for a channel the service does not read.
+    forged = {"handler": "broadcast", "channel": "admin.commands", "pattern": "", "payload": b'{"cmd": "drop"}'}
+    await service.bus.redis.xadd(
+        "eventbus:dead-letter", forged | {"error": "rejected: twilio not sent: 429", "attempts": 1, "ts": 1}
+    )
+    admin = service.bus.redis.pubsub()
+    await admin.subscribe("admin.commands")
     report = await replay_not_sent(service.bus, DeadLetterStore(service.bus.redis))
     assert (report.replayed, dict(report.left), report.undelivered) == (
         1,
-        {"permanent": 1, "unknown-outcome": 1},
+        {"permanent": 1, "unknown-outcome": 1, "refused": 1},
         False,
     )
+    assert await admin.get_message(timeout=0.2) is not None  # the subscribe confirmation
+    assert await admin.get_message(timeout=0.2) is None  # and nothing else
+    await admin.aclose()
     await wait_until(lambda: len(fake_twilio.sent_to(not_sent)) == 5)
     await service.runner.drain(5)
-    assert sorted(kind_of(d) for d in await service.dead_letters()) == ["permanent", "unknown-outcome"]
+    assert sorted(kind_of(d) for d in await service.dead_letters()) == ["not-sent", "permanent", "unknown-outcome"]
     assert [len(fake_twilio.sent_to(to)) for to in (unknown, refused)] == [1, 1]
 
 

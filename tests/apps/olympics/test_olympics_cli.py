@@ -212,7 +212,7 @@ def test_explicit_opt_in_simulates_isolated(
     assert app.terminate() == 0, app.stderr
     assert "under the key prefix 'olympics-demo:'" in app.stdout
     with redis_server.client() as client:
-        assert {k for k in client.keys("*") if not k.startswith(b"olympics-demo:")} <= {b"eventbus:dead-letter"}
+        assert {k for k in client.keys("*") if not k.startswith(b"olympics-demo:")} == set()  # dead letters too
 
 
 def demo_run(python: str, env: dict[str, str]) -> Process:
@@ -286,6 +286,50 @@ def test_demo_does_not_feed_other_listeners(
         other.close()
         assert "Simulating" not in app.stdout
         assert client.dbsize() == 0
+
+
+def test_a_second_demo_on_the_same_redis_keeps_to_the_prefix(
+    python: str, subprocess_env: dict[str, str], redis_server: RedisServer, spawn: list[Process]
+) -> None:
+    """Issue 19: the demo run again beside a running one listens under the demo's prefix, so it
+    rejects none of the first one's orders; its dead letters stay under the prefix, and reset
+    removes everything both wrote."""
+    env = subprocess_env | {"EVENTBUS_DEFAULT_URL": redis_server.url, "OLYMPICS_RATE": "0", "OLYMPICS_SIMULATE": ""}
+    first = Process([python, "-m", "eventbus", "run", "apps.olympics"], env | {"OLYMPICS_SEED": "3"})
+    spawn.append(first)
+    first.wait_for("Still listening")
+    second = Process([python, "-m", "eventbus", "run", "apps.olympics"], env)
+    spawn.append(second)
+    second.wait_for("Listening only: 1 other subscriber(s) already listen on 'purchase_orders'")
+    assert "under the key prefix 'olympics-demo:'" in second.stdout
+    second.wait_for("subscribed to", stream="err")
+
+    sim = olympics_cli(
+        python, subprocess_env, "simulate", "--url", redis_server.url, "--prefix", "olympics-demo:", "-n", "100",
+        "--rate", "0",
+    )  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    with redis_server.client() as client:
+        client.publish("purchase_orders", "no-such-order")  # refused by the three listeners of each demo
+        deadline = time.monotonic() + 20
+        while client.xlen("olympics-demo:dead-letter") < 6:
+            assert time.monotonic() < deadline, second.stderr
+            time.sleep(0.05)
+    assert first.terminate() == 0, first.stderr
+    assert second.terminate() == 0, second.stderr
+    for demo in (first, second):  # the other's 100 orders were found, under the prefix: no rejection
+        assert demo.stderr.count("rejected a message") == 3, demo.stderr
+        assert "order 'no-such-order': no hash at" in demo.stderr
+    with redis_server.client() as client:
+        assert [k for k in client.keys("*") if not k.startswith(b"olympics-demo:")] == []
+        letters = client.xrange("olympics-demo:dead-letter")
+        assert len(letters) == 6 and len({fields[b"pid"] for _, fields in letters}) == 2  # from both demos
+    reset = olympics_cli(
+        python, subprocess_env, "reset", "--url", redis_server.url, "--prefix", "olympics-demo:", "--yes"
+    )
+    assert reset.returncode == 0, reset.stderr
+    with redis_server.client() as client:
+        assert client.dbsize() == 0  # everything the demos wrote, dead letters included
 
 
 def test_simulate_refuses_when_nobody_listens(

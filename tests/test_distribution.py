@@ -98,7 +98,7 @@ def test_the_compiled_wheel_carries_the_hot_modules_and_their_record() -> None:
 def test_the_pure_wheel_has_no_compiled_code_and_says_why() -> None:
     wheel = pure_wheel()
     assert not [name for name in names(wheel) if name.endswith((".so", ".pyd", ".c"))]
-    assert build_record(wheel) == {"compiled": False, "reason": "built with EVENTBUS_PURE_PYTHON=1"}
+    assert build_record(wheel) == {"compiled": False, "reason": "built with EVENTBUS_PURE_PYTHON=1", "requested": True}
 
 
 @needs_dist

@@ -14,7 +14,9 @@ is found, or when the compiler fails.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -27,13 +29,39 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 HOT_MODULES = ("message", "dispatch", "worker")  # keep in step with eventbus/speedups.py
-# What the runtime checks before importing a compiled module: the hash of the source it was
-# compiled from, so an edited source is never shadowed by a stale build.
-MANIFEST = HERE / "eventbus" / "_compiled_sources.json"
+# What the build did, for eventbus.speedups: when compiled, the hash of each source it was
+# compiled from (so an edited source is never shadowed by a stale build); when not, why not, so
+# `python -m eventbus --version` can give the true reason (pip shows a build's output only with -v).
+MANIFEST = HERE / "eventbus" / "_build.json"
+# The type check mypyc runs before it compiles must give the same answer in every build
+# environment. pip's isolated build has mypy but not the runtime dependencies, and its mypy can
+# still see whatever the target environment already has installed: the same sources then checked
+# clean on a second install and failed on the first (strict mode refuses a class that subclasses
+# an unresolved import such as redis.asyncio.Redis). So the build never reads installed
+# packages, treats every third-party import as Any (those types only decide how generic the
+# compiled calls into them are, never what the code does), and reports errors only in the
+# modules it compiles; strict checking of the whole package is scripts/check's job.
+MYPYC_OPTIONS = (
+    "--no-site-packages",
+    "--ignore-missing-imports",
+    "--follow-imports=silent",
+    "--no-warn-unused-ignores",
+    "--no-warn-return-any",
+)
 
 
 def say(message: str) -> None:
     print(f"eventbus setup: {message}", file=sys.stderr, flush=True)
+
+
+def record(**outcome: Any) -> None:
+    MANIFEST.write_text(json.dumps(outcome, indent=1) + "\n")
+
+
+def install_pure(reason: str, *, requested: bool = False) -> list[Any]:
+    say(f"{reason}: installing the pure-Python path (same behaviour, slower)")
+    record(compiled=False, reason=reason, requested=requested)
+    return []
 
 
 def pure_requested() -> bool:
@@ -72,39 +100,29 @@ def compiled_extensions() -> list[Any]:
         return []
     MANIFEST.unlink(missing_ok=True)
     if pure_requested():
-        say("EVENTBUS_PURE_PYTHON is set: installing the pure-Python path only")
-        return []
+        return install_pure("built with EVENTBUS_PURE_PYTHON=1", requested=True)
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
-        say(f"mypyc is not available ({exc}): installing the pure-Python path (same behaviour, slower)")
-        return []
+        return install_pure(f"mypyc is not available ({exc})")
     problem = compiler_problem()
     if problem is not None:
-        say(f"no working C compiler ({problem}): installing the pure-Python path (same behaviour, slower)")
-        return []
+        return install_pure(f"no working C compiler ({problem})")
     sources = [f"eventbus/{name}.py" for name in HOT_MODULES]
+    printed = io.StringIO()
     try:
-        extensions = mypycify(
-            [
-                *sources,
-                # The build environment has mypy but not the runtime dependencies' type
-                # information; their types only decide how generic the compiled calls into them
-                # are, never what the code does. (Strict checking is scripts/check's job.)
-                "--ignore-missing-imports",
-                "--no-warn-unused-ignores",
-                "--no-warn-return-any",
-            ],
-            group_name="eventbus._speedups",
-        )
+        with contextlib.redirect_stdout(printed):  # where mypyc prints its type errors
+            extensions = mypycify([*sources, *MYPYC_OPTIONS], group_name="eventbus._speedups")
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - mypyc exits on a type error
-        say(f"mypyc could not compile the hot path ({exc!r}): installing the pure-Python path")
-        return []
+        errors = [line for line in printed.getvalue().splitlines() if ": error: " in line]
+        return install_pure(f"mypyc could not compile the hot path ({errors[0] if errors else repr(exc)})")
+    finally:
+        sys.stdout.write(printed.getvalue())
     hashes = {
         name: hashlib.sha256((HERE / src).read_bytes()).hexdigest()
         for name, src in zip(HOT_MODULES, sources, strict=True)
     }
-    MANIFEST.write_text(json.dumps(hashes, indent=1) + "\n")
+    record(compiled=True, sources=hashes)
     say("compiling the hot path with mypyc (" + ", ".join(sources) + ")")
     return list(extensions)
 
@@ -116,8 +134,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - distutils raises several unrelated types
-            MANIFEST.unlink(missing_ok=True)
-            say(f"compiling the hot path failed ({exc}): installing the pure-Python path")
+            install_pure(f"compiling the hot path failed ({exc})")
 
 
 setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 HOT_MODULES = ("message", "dispatch", "worker")  # keep in step with setup.py
 PACKAGE_DIR = Path(__file__).resolve().parent
-MANIFEST = PACKAGE_DIR / "_compiled_sources.json"  # written by setup.py when it compiles
+MANIFEST = PACKAGE_DIR / "_build.json"  # written by setup.py: what it compiled, or why it did not
 SHARED_LIBRARY = "_speedups__mypyc"  # mypyc's runtime for the group, named in setup.py
 
 
@@ -44,16 +45,28 @@ def _has_extension(stem: str) -> bool:
     return any((PACKAGE_DIR / (stem + suffix)).is_file() for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def _why_not_compiled() -> str | None:
+def _read_build_record() -> tuple[dict[str, Any] | None, str | None]:
+    """(the record setup.py wrote, None) or (None, why it cannot be used)."""
+    try:
+        build = json.loads(MANIFEST.read_text())
+    except FileNotFoundError:
+        return None, "no build record: installed without running setup.py's build, or from a copy of the sources"
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable build record {MANIFEST.name}: {exc}"
+    if not isinstance(build, dict) or not isinstance(build.get("sources", {}), dict):
+        return None, f"unreadable build record {MANIFEST.name}"
+    return build, None
+
+
+def _why_not_compiled(build: dict[str, Any] | None, problem: str | None) -> str | None:
     """None if the compiled modules can be used, else the reason they are not."""
     if _requested_pure():
         return "EVENTBUS_PURE_PYTHON is set"
-    try:
-        hashes = json.loads(MANIFEST.read_text())
-    except FileNotFoundError:
-        return "not compiled at install time (no C compiler, or installed with EVENTBUS_PURE_PYTHON=1)"
-    except (OSError, ValueError) as exc:
-        return f"unreadable build manifest {MANIFEST.name}: {exc}"
+    if build is None:
+        return problem
+    if not build.get("compiled"):
+        return f"not compiled when built: {build.get('reason', 'no reason recorded')}"
+    hashes = build["sources"]
     if not _has_extension(SHARED_LIBRARY) or not all(_has_extension(name) for name in HOT_MODULES):
         return f"no compiled build for this interpreter ({sys.implementation.cache_tag}); reinstall to build one"
     for name in HOT_MODULES:
@@ -79,9 +92,20 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, PACKAGE_DIR / (fullname.rpartition(".")[2] + ".py"))
 
 
-REASON_PURE: str | None = _why_not_compiled()
+_BUILD, _PROBLEM = _read_build_record()
+REASON_PURE: str | None = _why_not_compiled(_BUILD, _PROBLEM)
 #: True when this process runs the mypyc-compiled hot path.
 COMPILED: bool = REASON_PURE is None
+#: True when the install tried to compile and could not (no compiler, a type error, a failing
+#: compiler), rather than being asked for pure Python: the runner warns about it at startup,
+#: since pip shows the build's own explanation only with -v.
+FELL_BACK: bool = (
+    not COMPILED
+    and not _requested_pure()
+    and _BUILD is not None
+    and not _BUILD.get("compiled")
+    and not _BUILD.get("requested")
+)
 if not COMPILED and not any(isinstance(finder, _SourceFinder) for finder in sys.meta_path):
     sys.meta_path.insert(0, _SourceFinder())
 

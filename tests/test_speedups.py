@@ -35,14 +35,20 @@ needs_build = pytest.mark.skipif(
 )
 
 
-def probe(root: Path, **env: str) -> tuple[bool, str, str]:
-    """(compiled?, the file eventbus.worker came from, the description) in a fresh interpreter."""
+def python_in(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter that imports eventbus from ``root``, with ``env`` added; it must succeed."""
     environ = {k: v for k, v in os.environ.items() if k != "EVENTBUS_PURE_PYTHON"}
     environ["PYTHONPATH"] = str(root)
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], env={**environ, **env}, cwd=root, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    compiled, worker_file, description = out.split("|")
+    done = subprocess.run(
+        [sys.executable, *args], env={**environ, **env}, cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def probe(root: Path, **env: str) -> tuple[bool, str, str]:
+    """(compiled?, the file eventbus.worker came from, the description) in a fresh interpreter."""
+    compiled, worker_file, description = python_in(root, "-c", PROBE, **env).stdout.strip().split("|")
     return compiled == "True", worker_file, description
 
 
@@ -96,12 +102,79 @@ def test_a_sourceless_install_uses_its_build(tmp_path: Path) -> None:
 
 
 @needs_build
-def test_without_the_manifest_the_build_is_not_trusted(tmp_path: Path) -> None:
+def test_without_the_build_record_the_build_is_not_trusted(tmp_path: Path) -> None:
     root = copy_package(tmp_path)
-    (root / "eventbus" / "_compiled_sources.json").unlink()
+    (root / "eventbus" / "_build.json").unlink()
     compiled, _, description = probe(root)
     assert not compiled
-    assert "not compiled at install time" in description
+    assert "pure-Python hot path (no build record: " in description
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"compiled": true, "sources": 3}'])
+def test_an_unreadable_build_record_is_named(tmp_path: Path, content: str) -> None:
+    root = copy_package(tmp_path)
+    (root / "eventbus" / "_build.json").write_text(content)
+    compiled, _, description = probe(root)
+    assert not compiled
+    assert "pure-Python hot path (unreadable build record _build.json" in description
+
+
+def test_version_gives_the_reason_the_build_recorded(tmp_path: Path) -> None:
+    # pip shows a build's output only with -v: the record is where a user finds the true reason.
+    root = copy_package(tmp_path)
+    reason = "mypyc could not compile the hot path (eventbus/worker.py:1: error: something)"
+    (root / "eventbus" / "_build.json").write_text(json.dumps({"compiled": False, "reason": reason}))
+    done = python_in(root, "-m", "eventbus", "--version")
+    assert f"pure-Python hot path (not compiled when built: {reason})" in " ".join(done.stdout.split())
+
+
+@pytest.mark.parametrize("requested", [False, True], ids=["fell-back", "pure-requested"])
+def test_the_runner_warns_when_the_install_could_not_compile(tmp_path: Path, requested: bool) -> None:
+    root = copy_package(tmp_path)
+    reason = "built with EVENTBUS_PURE_PYTHON=1" if requested else "no working C compiler (probe)"
+    record = {"compiled": False, "reason": reason, "requested": requested}
+    (root / "eventbus" / "_build.json").write_text(json.dumps(record))
+    script = (
+        "import asyncio, logging\n"
+        "from eventbus import on\n"
+        "from eventbus.testing import TestBus\n"
+        "@on('x')\n"
+        "async def take(msg, ctx): pass\n"
+        "async def main():\n"
+        "    async with TestBus(__name__): pass\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
+        "asyncio.run(main())\n"
+    )
+    done = python_in(root, "-c", script)
+    warned = [line for line in done.stderr.splitlines() if line.startswith("WARNING hot path: ")]
+    if requested:
+        assert warned == [], done.stderr
+    else:
+        assert len(warned) == 1 and "(not compiled when built: no working C compiler (probe))" in warned[0]
+        assert "set EVENTBUS_PURE_PYTHON=1 to choose this path and silence this line" in warned[0]
+
+
+def test_the_build_type_check_needs_no_installed_package() -> None:
+    # pip's isolated build has mypy but none of eventbus's dependencies, and it could see the
+    # target environment's packages or not depending on the install: the first install of a new
+    # venv fell back to pure Python while the second compiled. setup.py's options make the check
+    # independent of what is installed; this runs it as the build does.
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    options = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "MYPYC_OPTIONS" for t in node.targets)
+    )
+    assert "--no-site-packages" in options
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", *options, "--cache-dir", os.devnull]
+        + [f"eventbus/{name}.py" for name in eventbus.speedups.HOT_MODULES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_pure_install_runs_a_handler(tmp_path: Path) -> None:
@@ -109,7 +182,7 @@ def test_a_pure_install_runs_a_handler(tmp_path: Path) -> None:
     root = copy_package(tmp_path)
     for built in (root / "eventbus").glob("*.so"):
         built.unlink()
-    (root / "eventbus" / "_compiled_sources.json").unlink(missing_ok=True)
+    (root / "eventbus" / "_build.json").write_text('{"compiled": false, "reason": "no working C compiler (probe)"}')
     script = (
         "import asyncio\n"
         "from eventbus import on, speedups\n"
@@ -125,18 +198,9 @@ def test_a_pure_install_runs_a_handler(tmp_path: Path) -> None:
         "asyncio.run(main())\n"
         "print(speedups.describe(), got)\n"
     )
-    environ = {k: v for k, v in os.environ.items() if k != "EVENTBUS_PURE_PYTHON"}
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**environ, "PYTHONPATH": str(root)},
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
+    out = python_in(root, "-c", script)
     assert out.stdout.strip() == (
-        "pure-Python hot path (not compiled at install time (no C compiler, or installed with "
-        "EVENTBUS_PURE_PYTHON=1)) [{'id': 1}]"
+        "pure-Python hot path (not compiled when built: no working C compiler (probe)) [{'id': 1}]"
     )
 
 
@@ -144,12 +208,11 @@ def build_ext(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """setup.py's build_ext --inplace in a copy of the project, with ``env`` added."""
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy(ROOT / name, project / name)
     shutil.copytree(
         ROOT / "eventbus", project / "eventbus", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.json")
     )
-    shutil.copytree(ROOT / "apps", project / "apps", ignore=shutil.ignore_patterns("__pycache__"))
     return subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
         cwd=project,
@@ -164,27 +227,30 @@ def build_ext(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     ("env", "said"),
     [
         ({"CC": "/bin/false"}, "eventbus setup: no working C compiler ("),
-        ({"EVENTBUS_PURE_PYTHON": "1"}, "eventbus setup: EVENTBUS_PURE_PYTHON is set: installing the pure-Python path"),
+        (
+            {"EVENTBUS_PURE_PYTHON": "1"},
+            "eventbus setup: built with EVENTBUS_PURE_PYTHON=1: installing the pure-Python path",
+        ),
     ],
     ids=["no-compiler", "pure-requested"],
 )
 def test_setup_installs_pure_python_when_it_cannot_or_should_not_compile(
     tmp_path: Path, env: dict[str, str], said: str
 ) -> None:
-    pytest.importorskip("setuptools", reason="setup.py needs setuptools (pip brings it into its build environment)")
     done = build_ext(tmp_path, **env)
     assert done.returncode == 0, done.stderr
     assert said in done.stderr
     package = tmp_path / "project" / "eventbus"
     assert not list(package.glob("*.so"))
-    assert not (package / "_compiled_sources.json").exists()
+    record = json.loads((package / "_build.json").read_text())
+    assert record["compiled"] is False
+    assert f"eventbus setup: {record['reason']}: installing the pure-Python path" in done.stderr
 
 
 @pytest.mark.slow
 def test_a_compiler_failing_part_way_leaves_a_pure_install(tmp_path: Path) -> None:
     # The probe compiles, the real build fails (a broken toolchain, a full disk): mypyc has run and
     # written the manifest by then, and the install must still end as a working pure-Python one.
-    pytest.importorskip("mypyc", reason="the build needs mypyc (pip brings it into its build environment)")
     compiler = tmp_path / "cc-that-fails"
     compiler.write_text('#!/bin/sh\ncase "$*" in *probe.c*) exec cc "$@";; esac\nexit 1\n')
     compiler.chmod(0o755)
@@ -193,14 +259,14 @@ def test_a_compiler_failing_part_way_leaves_a_pure_install(tmp_path: Path) -> No
     assert "eventbus setup: compiling the hot path failed (" in done.stderr
     package = tmp_path / "project" / "eventbus"
     assert not list(package.glob("*.so"))
-    assert not (package / "_compiled_sources.json").exists()
+    record = json.loads((package / "_build.json").read_text())
+    assert record["compiled"] is False and record["reason"].startswith("compiling the hot path failed (")
 
 
-def test_the_manifest_names_the_compiled_modules() -> None:
-    manifest = ROOT / "eventbus" / "_compiled_sources.json"
-    if not manifest.exists():
-        pytest.skip(f"this checkout runs {eventbus.speedups.describe()}")
-    assert sorted(json.loads(manifest.read_text())) == sorted(eventbus.speedups.HOT_MODULES)
+@needs_build
+def test_the_build_record_names_the_compiled_modules() -> None:
+    record = json.loads(eventbus.speedups.MANIFEST.read_text())
+    assert sorted(record["sources"]) == sorted(eventbus.speedups.HOT_MODULES)
 
 
 def test_wheels_carry_the_manifest() -> None:

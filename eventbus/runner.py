@@ -47,6 +47,9 @@ from eventbus.worker import HandlerWorker
 log = logging.getLogger("eventbus")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# What stops a run gracefully. SIGHUP is a closed terminal or a dropped ssh session: the default
+# action would kill the process with no drain, no shutdown hooks, and an embedded Redis left behind.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +345,12 @@ class Runner:
     # -- running ------------------------------------------------------------------------------
 
     async def serve(self, *, handle_signals: bool = True) -> None:
-        """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM), then stop gracefully."""
+        """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM/SIGHUP), then stop gracefully."""
         loop = asyncio.get_running_loop()
         if handle_signals:
             # Installed before starting: a signal while Redis is still being retried (up to
             # --connect-timeout) cancels the start, which undoes itself (embedded server included).
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         self._starting = asyncio.create_task(self.start(), name="eventbus:start")
         try:
@@ -357,12 +360,12 @@ class Runner:
                 raise
             log.info("stopped before the start completed")
             if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
             return
         except BaseException:
             if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
             raise
         try:
@@ -374,7 +377,7 @@ class Runner:
                 await self.stop()
             finally:
                 if handle_signals:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
+                    for sig in STOP_SIGNALS:
                         loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
@@ -501,7 +504,7 @@ def summarize(stats: BusStats) -> str:
 
 
 def run(target: Any, *, loop: str = "auto", **options: Any) -> None:
-    """Run ``target``'s handlers until SIGINT/SIGTERM (blocking); options as for :class:`Runner`.
+    """Run ``target``'s handlers until SIGINT/SIGTERM/SIGHUP (blocking); options as for :class:`Runner`.
 
     ``loop``: the event loop to create, as ``--loop``: ``"auto"`` (uvloop when it is installed),
     ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``await Runner(...).serve()``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -323,6 +324,52 @@ def test_sighup_drains_and_runs_the_shutdown_hooks(
     assert sync_redis.lrange("slow:stopped", 0, -1) == [str(proc.process.pid).encode()]
     assert "SIGHUP received: stopping" in proc.output
     assert "all queued work finished" in proc.output
+
+
+def _read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {text!r} within {timeout}s:\n{seen.decode(errors='replace')}"
+        seen += os.read(fd, 65536)
+    return seen
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="makes a pty the controlling terminal (Linux ioctl)")
+def test_closing_the_terminal_drains_and_runs_the_hooks(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    """The real thing behind SIGHUP: the runner's terminal goes away (a closed window, a dropped ssh)."""
+    import fcntl
+    import termios
+
+    def own_terminal() -> None:  # a new session whose controlling terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventbus", "run", "tests.sample_apps.slow", "--url", redis_server.url],
+        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=subprocess_env, preexec_fn=own_terminal,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        _read_until(master, b"subscribed")
+        for i in range(3):
+            sync_redis.publish("slow", str(i))
+        _read_until(master, b"slow handler started on 0")
+        os.close(master)  # the terminal hangs up: the kernel sends SIGHUP; writes to it fail from now on
+        master = -1
+        assert proc.wait(30) == 0
+        assert sync_redis.lrange("slow:done", 0, -1) == [b"0", b"1", b"2"]
+        assert sync_redis.lrange("slow:stopped", 0, -1) == [str(proc.pid).encode()]
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 DEEP = {

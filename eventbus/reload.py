@@ -29,7 +29,7 @@ from types import FrameType
 from eventbus.children import spawn
 from eventbus.errors import ConfigError, LoadError
 from eventbus.router import ensure_cwd_on_path, parse_target
-from eventbus.runner import STOP_SIGNALS
+from eventbus.runner import stop_signals
 
 log = logging.getLogger("eventbus.reload")
 
@@ -109,7 +109,7 @@ class Reloader:
         def accept(change: object, path: str) -> bool:
             return default(change, path) and self.accept(Path(path))  # type: ignore[arg-type]
 
-        for sig in STOP_SIGNALS:
+        for sig in stop_signals():
             signal.signal(sig, self._on_signal)
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we say what changed ourselves
         log.warning(

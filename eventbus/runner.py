@@ -47,9 +47,17 @@ from eventbus.worker import HandlerWorker
 log = logging.getLogger("eventbus")
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-# What stops a run gracefully. SIGHUP is a closed terminal or a dropped ssh session: the default
-# action would kill the process with no drain, no shutdown hooks, and an embedded Redis left behind.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run gracefully: SIGINT, SIGTERM and SIGHUP.
+
+    SIGHUP is a closed terminal or a dropped ssh session: its default action would kill the process
+    with no drain, no shutdown hooks, and an embedded Redis left behind. Unless it is ignored when
+    we start (``nohup``): then the user asked to outlive the terminal, and it stays ignored.
+    """
+    hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,11 +355,11 @@ class Runner:
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM/SIGHUP), then stop gracefully."""
         loop = asyncio.get_running_loop()
-        if handle_signals:
-            # Installed before starting: a signal while Redis is still being retried (up to
-            # --connect-timeout) cancels the start, which undoes itself (embedded server included).
-            for sig in STOP_SIGNALS:
-                loop.add_signal_handler(sig, self._on_signal, sig)
+        signals = stop_signals() if handle_signals else ()
+        # Installed before starting: a signal while Redis is still being retried (up to
+        # --connect-timeout) cancels the start, which undoes itself (embedded server included).
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig)
         self._starting = asyncio.create_task(self.start(), name="eventbus:start")
         try:
             await self._starting
@@ -359,14 +367,12 @@ class Runner:
             if self._signals == 0:
                 raise
             log.info("stopped before the start completed")
-            if handle_signals:
-                for sig in STOP_SIGNALS:
-                    loop.remove_signal_handler(sig)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             return
         except BaseException:
-            if handle_signals:
-                for sig in STOP_SIGNALS:
-                    loop.remove_signal_handler(sig)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             raise
         try:
             assert self._stop_requested is not None
@@ -376,9 +382,8 @@ class Runner:
             try:
                 await self.stop()
             finally:
-                if handle_signals:
-                    for sig in STOP_SIGNALS:
-                        loop.remove_signal_handler(sig)
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from eventbus.children import spawn
-from eventbus.runner import STOP_SIGNALS
+from eventbus.runner import stop_signals
 
 log = logging.getLogger("eventbus.supervisor")
 
@@ -69,7 +69,7 @@ class Supervisor:
         self.fatal: int | None = None  # set when a worker fails in a way a restart cannot fix
 
     def run(self) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in stop_signals()}
         try:
             for worker in self.workers:
                 self._spawn(worker)

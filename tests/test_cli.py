@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from eventbus.cli import main
-from tests.cli_process import ROOT, EventbusProcess
+from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children, wait_until
 from tests.redis_server import RedisServer, free_port, port_open
 
 
@@ -308,6 +309,7 @@ def test_routes_stay_aligned_with_wide_characters(tmp_path: Path, subprocess_env
         assert display_width(row[: row.index("payload=")]) == options_at, result.stdout
 
 
+@hangups_reach_children
 def test_sighup_drains_and_runs_the_shutdown_hooks(
     redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str], processes: list[EventbusProcess]
 ) -> None:
@@ -326,6 +328,23 @@ def test_sighup_drains_and_runs_the_shutdown_hooks(
     assert "all queued work finished" in proc.output
 
 
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="needs nohup")
+def test_under_nohup_sighup_stays_ignored(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    """`nohup eventbus run ...` asked to outlive the terminal: a hang-up must not stop it."""
+    nohup = ["nohup", sys.executable, "-m", "eventbus"]
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url], subprocess_env, nohup)
+    processes.append(proc)
+    proc.wait_for("subscribed")
+    proc.signal(signal.SIGHUP)
+    assert sync_redis.publish("purchase_orders", "1") == 1
+    assert wait_until(lambda: sync_redis.get("orders_seen") == b"1")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output
+    assert "SIGTERM received: stopping" in proc.output and "SIGHUP" not in proc.output
+
+
 def _read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
     seen = b""
     deadline = time.monotonic() + timeout
@@ -336,6 +355,7 @@ def _read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
     return seen
 
 
+@hangups_reach_children
 @pytest.mark.skipif(sys.platform != "linux", reason="makes a pty the controlling terminal (Linux ioctl)")
 def test_closing_the_terminal_drains_and_runs_the_hooks(
     redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]

@@ -12,7 +12,7 @@ import redis
 
 from eventbus.cli import main
 from eventbus.reload import child_arguments, watched_paths
-from tests.cli_process import ROOT, EventbusProcess
+from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children
 from tests.redis_server import RedisServer
 
 HANDLERS = """
@@ -98,6 +98,7 @@ def test_reload_without_watchfiles_is_one_line(
     assert capsys.readouterr().err == ("eventbus: error: --reload needs watchfiles: pip install 'eventbus[reload]'\n")
 
 
+@hangups_reach_children
 def test_sighup_to_the_reload_parent_drains_the_runner(
     tmp_path: Path, redis_server: RedisServer, subprocess_env: dict[str, str]
 ) -> None:

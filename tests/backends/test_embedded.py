@@ -13,7 +13,7 @@ import redis
 
 from eventbus import Context, Message, Runner, on
 from eventbus.backends.embedded import EmbeddedRedis
-from tests.cli_process import EventbusProcess, children, gone, needs_proc, wait_until
+from tests.cli_process import EventbusProcess, children, gone, hangups_reach_children, needs_proc, wait_until
 from tests.redis_server import free_port, port_open
 
 
@@ -110,6 +110,7 @@ def test_the_embedded_server_dies_with_a_sigkilled_runner(run_with_embedded: tup
     assert wait_until(lambda: gone(server), timeout=5), f"redis-server {server} outlived its runner"
 
 
+@hangups_reach_children
 @needs_proc
 @needs_redis_server
 def test_sighup_stops_the_runner_and_its_embedded_server(run_with_embedded: tuple[EventbusProcess, int]) -> None:

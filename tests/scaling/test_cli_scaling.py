@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from eventbus.cli import worker_argv
-from tests.cli_process import NOT_LOCAL_ADDR, EventbusProcess, children, descendants, needs_proc
+from tests.cli_process import NOT_LOCAL_ADDR, EventbusProcess, children, descendants, hangups_reach_children, needs_proc
 from tests.redis_server import RedisServer
 
 
@@ -79,6 +79,7 @@ def test_workers_2_is_two_workers_under_one_supervisor(
         proc.kill()
 
 
+@hangups_reach_children
 def test_sighup_to_the_supervisor_drains_every_worker(
     redis_server: RedisServer, subprocess_env: dict[str, str]
 ) -> None:

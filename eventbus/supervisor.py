@@ -152,7 +152,12 @@ class Supervisor:
                 log.error("worker %s (pid %d) did not stop in time: killing it", worker.label, worker.process.pid)
                 worker.process.kill()
                 code = worker.process.wait()
-            if code != 0:
+            if code == -signal.SIGTERM:
+                # Our SIGTERM came before the worker had installed its handlers (it was still
+                # starting, after a restart): it held no work, since a runner handles the signal
+                # before it reads anything. A clean stop, not a failure.
+                log.info("worker %s stopped while still starting", worker.label)
+            elif code != 0:
                 failed += 1
                 log.warning("worker %s exited with %s", worker.label, _describe_exit(code))
         log.info("all workers stopped")

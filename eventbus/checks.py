@@ -28,6 +28,7 @@ from eventbus.router import Router, load_target, stream_group
 from eventbus.runner import connect
 from eventbus.stats import BusStats
 from eventbus.stream_options import StreamOptions
+from eventbus.tables import aligned
 
 
 class CheckFailed(EventbusError):
@@ -140,8 +141,7 @@ def format_table(figures: list[GroupLag]) -> str:
                 str(f.consumers),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(aligned(rows))
 
 
 def figures_json(figures: list[GroupLag]) -> str:

@@ -7,10 +7,12 @@ Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscriptio
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from redis.exceptions import RedisError
 
@@ -20,7 +22,7 @@ from eventbus.codec import encode_name
 from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
 from eventbus.deadletter import DEFAULT_STREAM, ENV_MAX_BYTES, parse_size
 from eventbus.errors import ConfigError, EventbusError, LoadError
-from eventbus.logs import LEVELS, parse_level
+from eventbus.logs import ENV_WORKER, ENV_WORKERS, LEVELS, parse_level
 from eventbus.logs import configure as configure_logging
 from eventbus.loops import LOOP_CHOICES, loop_factory
 from eventbus.loops import run as run_on_loop
@@ -29,7 +31,8 @@ from eventbus.payloads import describe_key, describe_payload
 from eventbus.router import ensure_cwd_on_path, load_target
 from eventbus.runner import DEFAULT_MAX_PAYLOAD, Runner, connect
 from eventbus.speedups import describe as describe_hot_path
-from eventbus.supervisor import Supervisor, option_value, strip_option
+from eventbus.supervisor import Supervisor
+from eventbus.tables import aligned
 
 log = logging.getLogger("eventbus.supervisor")  # the --workers messages keep their logger
 
@@ -41,9 +44,41 @@ def _log_level(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _worker_of(value: str) -> tuple[int, int]:
+    """``--as-worker I/N`` (1-based, as the logs count): the 0-based index and the count."""
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {value!r}")
+    return int(index) - 1, int(count)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, here and in every subcommand (they are built with this class).
+
+    An abbreviation that argparse accepts (``--work`` for ``--workers``) is an option that code
+    looking at argv does not recognise, and a prefix that is unique today stops being so when an
+    option is added.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class _Version(argparse.Action):
+    """``--version`` as one line: argparse's own action wraps it to the terminal's width."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        print(f"eventbus {__version__}, {describe_hot_path()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventbus", description="Event processing on Redis Pub/Sub.")
-    parser.add_argument("--version", action="version", version=f"eventbus {__version__}, {describe_hot_path()}")
+    parser = Parser(prog="eventbus", description="Event processing on Redis Pub/Sub.")
+    parser.add_argument("--version", action=_Version, help="show the version and the hot path in use, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:
@@ -61,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="event loop: uvloop, asyncio, or auto (uvloop when it is installed; the default)",
         )
 
-    run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM")
+    run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM/SIGHUP")
     run.add_argument("target", help="module to load: pkg.mod or pkg.mod:attr (a Router or list of handlers)")
     url_option(run, connect_timeout=15.0)
     run.add_argument("--grace", type=float, default=10.0, help="seconds to finish queued work on shutdown (10)")
@@ -123,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
     )
+    # Set by the supervisor on each worker it starts: a worker runs as one, whatever --workers says.
+    run.add_argument("--as-worker", type=_worker_of, metavar="I/N", help=argparse.SUPPRESS)
 
     run.add_argument(
         "--reload",
@@ -217,20 +254,49 @@ def _size(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: Sequence[str]) -> str:
+    """The one-line error for arguments no option takes, naming the closest option of ``command``."""
+    sub = _subcommand(parser, command)
+    options = [o for a in sub._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+    prog = sub.prog
+    for extra in extras:
+        if extra.startswith("-"):
+            name = extra.partition("=")[0]
+            close = difflib.get_close_matches(name, options, n=1)
+            hint = f": did you mean {close[0]}?" if close else f" (see {prog} --help)"
+            return f"{prog}: error: unrecognized option {name}{hint}"
+    return f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)"
+
+
+def _subcommand(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        print(unrecognized(parser, args.command, extras), file=sys.stderr)
+        return 2
     try:
         if getattr(args, "loop", None):
             loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
+        if args.command == "run" and args.as_worker is not None:
+            return _run(args)  # a worker never supervises nor reloads, whatever else argv says
         if args.command == "run" and args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         if args.command == "run" and args.reload:
             from eventbus.reload import run_with_reload
 
             configure_logging(args.log_level)
-            return run_with_reload(sys.argv[1:] if argv is None else argv, args.target, args.grace)
+            return run_with_reload(argv, args.target, args.grace)
         if args.command == "run" and args.workers != 1:
-            return _supervise(args, sys.argv[1:] if argv is None else argv)
+            return _supervise(args, argv)
         if args.command == "run":
             return _run(args)
         if args.command == "publish":
@@ -277,23 +343,18 @@ def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
         )
     from eventbus.backends.embedded import EmbeddedRedis  # only --workers needs it: keep `run` quick to start
 
-    child_args = strip_option(argv, "--workers")
     embedded: EmbeddedRedis | None = None
     resolved = resolve_url(args.url)
     if not resolved.explicit and not args.no_embedded and not reachable(resolved.url):
         # One embedded Redis for all the workers, or they would not share anything.
         embedded = EmbeddedRedis().start()
         log.warning("no Redis at %s: started an embedded one at %s for the workers", resolved.url, embedded.url)
-        child_args = [*strip_option(child_args, "--url"), "--url", embedded.url]
         os.environ[ENV_URL_SOURCE] = SOURCE_EMBEDDED  # inherited by the workers: their log names it
-    metrics = option_value(child_args, "--metrics-port")
+
+    url = embedded.url if embedded is not None else None
 
     def command(index: int) -> list[str]:
-        argv_i = child_args
-        if metrics is not None and metrics.isdigit() and int(metrics) > 0:
-            # Each worker serves its own metrics, on consecutive ports.
-            argv_i = [*strip_option(argv_i, "--metrics-port"), "--metrics-port", str(int(metrics) + index)]
-        return [sys.executable, "-m", "eventbus", *argv_i]
+        return [sys.executable, "-m", "eventbus", *worker_argv(argv, index, count, url)]
 
     try:
         return Supervisor(command, count, grace=args.grace).run()
@@ -302,7 +363,25 @@ def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
             embedded.stop()
 
 
+def worker_argv(argv: Sequence[str], index: int, count: int, url: str | None = None) -> list[str]:
+    """The arguments of worker ``index`` (0-based) of ``count``: the user's own, as given, marked.
+
+    Nothing is removed or rewritten (any spelling argparse accepts stays valid), only added right
+    after ``run``, ahead of a ``--`` the user may have given: the worker mark and, when the
+    supervisor started an embedded Redis (so no URL was given), its URL.
+    """
+    at = list(argv).index("run") + 1
+    added = ["--as-worker", f"{index + 1}/{count}", *(["--url", url] if url else [])]
+    return [*argv[:at], *added, *argv[at:]]
+
+
 def _run(args: argparse.Namespace) -> int:
+    metrics_port = args.metrics_port
+    if args.as_worker is not None:
+        index, count = args.as_worker
+        os.environ[ENV_WORKER], os.environ[ENV_WORKERS] = str(index), str(count)  # the log tag: [worker 2/4]
+        if metrics_port:
+            metrics_port += index  # each worker serves its own metrics, on consecutive ports
     configure_logging(args.log_level)
     ensure_cwd_on_path()
     runner = Runner(
@@ -315,7 +394,7 @@ def _run(args: argparse.Namespace) -> int:
         stats_interval=args.stats_interval or None,
         dead_letter_stream=args.dead_letter_stream,
         dead_letter_max_bytes=args.dead_letter_max_bytes,
-        metrics_port=args.metrics_port,
+        metrics_port=metrics_port,
         metrics_addr=args.metrics_addr,
         health_deadline=args.health_timeout,
         ping_interval=args.ping_interval,
@@ -386,9 +465,8 @@ def _routes(args: argparse.Namespace) -> int:
             # The module's and the handler's own, outermost first (global ones come from `run`).
             options += " middleware=" + ",".join(describe_middleware(m) for m in handler.middleware)
         rows.append((subscription.kind, subscription.name, handler.name, options))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3])
+    for line in aligned(rows, last_free=True):
+        print(line)
     hooks = [f"startup: {h.__qualname__}" for h in router.startup] + [
         f"shutdown: {h.__qualname__}" for h in router.shutdown
     ]

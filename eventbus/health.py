@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 import logging
 import threading
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from eventbus.config import redact_url
-from eventbus.errors import ConfigError
+from eventbus.errors import ConfigError, EventbusError
 
 log = logging.getLogger("eventbus.health")
 
@@ -144,7 +145,15 @@ def serve(
     app = probe_app(make_wsgi_app(registry), probes)
     try:
         server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-    except OSError as exc:  # port taken, address not local: a setting to fix, not a crash
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            # Something else holds the port now (often another runner given the same port): a
+            # runtime conflict, exit 1, not a usage error; the same command works once it is free.
+            raise EventbusError(
+                f"cannot serve metrics on {addr}:{port}: port {port} is already in use by another process "
+                "(another runner? give each its own port, or 0 for a free one)"
+            ) from None
+        # An address that is not local, a privileged port: a setting to fix.
         raise ConfigError(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}") from None
     thread = threading.Thread(target=server.serve_forever, name="eventbus:metrics", daemon=True)
     thread.start()

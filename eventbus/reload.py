@@ -7,9 +7,10 @@ does, so the child finishes its queued work within ``--grace`` and runs its shut
 starts a new one that imports the edited code. A child that fails to start (a syntax error) is
 reported and restarted on the next change.
 
-SIGINT and SIGTERM are forwarded to the child, which runs in its own process group so that a
-Ctrl-C in the terminal reaches it once (through us), not twice: a second signal would make it exit
-without draining, as it does when run directly.
+SIGINT, SIGTERM and SIGHUP are forwarded to the child, which runs in its own process group so that
+a Ctrl-C in the terminal reaches it once (through us), not twice: a second signal would make it
+exit without draining, as it does when run directly. If this process is killed, the child is sent
+SIGTERM (:mod:`eventbus.children`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from eventbus.children import spawn
 from eventbus.errors import ConfigError, LoadError
-from eventbus.router import ensure_cwd_on_path
+from eventbus.router import ensure_cwd_on_path, parse_target
+from eventbus.runner import stop_signals
 
 log = logging.getLogger("eventbus.reload")
 
@@ -39,7 +42,7 @@ def watched_paths(target: str) -> tuple[list[Path], Callable[[Path], bool]]:
     A module inside a package: the whole top-level package (handlers import their siblings). A
     top-level module: only its own file (not everything else in the working directory).
     """
-    module = target.split(":", 1)[0]
+    module, _ = parse_target(target)  # a file path or an empty attribute: the same one line as `run`
     top = module.split(".", 1)[0]
     ensure_cwd_on_path()
     try:
@@ -76,7 +79,7 @@ class Reloader:
 
     def start_child(self) -> None:
         # Its own process group: a terminal's Ctrl-C reaches only us, and we forward it once.
-        self.child = subprocess.Popen(self.command, process_group=0)
+        self.child = spawn(self.command, process_group=0)
         self.reported_exit = False
 
     def stop_child(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
@@ -106,7 +109,7 @@ class Reloader:
         def accept(change: object, path: str) -> bool:
             return default(change, path) and self.accept(Path(path))  # type: ignore[arg-type]
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             signal.signal(sig, self._on_signal)
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we say what changed ourselves
         log.warning(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -176,29 +179,109 @@ def load_target(target: Any) -> Router:
     raise LoadError(f"cannot load handlers from {target!r}: expected a module, router, list or handler")
 
 
-def _import_target(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
+def parse_target(spec: str) -> tuple[str, str]:
+    """``"pkg.mod[:attr]"`` as (module, attr); attr is "" when absent. LoadError for what cannot be one."""
+    module_name, colon, attr = spec.partition(":")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted, root = dotted_name(module_name)
+        where = "" if root == Path.cwd().resolve() else f" (run from {root}, or put it on PYTHONPATH)"
+        suggestion = dotted + (colon + attr if attr else "")
+        raise LoadError(f"{spec!r} is a file path, not a module name: did you mean {suggestion}?{where}")
     if not module_name:
         raise LoadError(f"invalid target {spec!r}: expected 'package.module' or 'package.module:attr'")
+    if colon and not attr:
+        raise LoadError(
+            f"invalid target {spec!r}: nothing after ':'; name the Router or list ('{module_name}:router') "
+            f"or drop the ':' to load every handler of the module"
+        )
+    return module_name, attr
+
+
+def dotted_name(path: str) -> tuple[str, Path]:
+    """The module name of a ``.py`` file path, and the folder it is importable from.
+
+    Under the current directory (which ``run`` puts on sys.path): the path below it, so namespace
+    packages count. Elsewhere: up through the folders that hold an ``__init__.py``.
+    """
+    file = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    stem = [] if file.stem == "__init__" else [file.stem]
+    if file.is_relative_to(cwd):
+        parts = [*file.parent.relative_to(cwd).parts, *stem]
+        return ".".join(parts) or file.parent.name, cwd
+    root, parts = file.parent, stem
+    while (root / "__init__.py").is_file() and root.parent != root:
+        root, parts = root.parent, [root.name, *parts]
+    return ".".join(parts) or file.parent.name, root
+
+
+def _import_target(spec: str) -> Any:
+    module_name, attr = parse_target(spec)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise LoadError(f"module {module_name!r} not found (is it on sys.path? cwd is added)") from None
         if exc.name in OPTIONAL_PAYLOAD_LIBRARIES:
             # A module of typed handlers whose payload library is missing: say how to get it.
             raise LoadError(
                 f"module {module_name!r} needs {exc.name}, which is not installed: pip install 'eventbus[{exc.name}]'"
             ) from None
-        raise LoadError(f"module {module_name!r} failed to import: {exc}") from exc
+        raise LoadError(f"module {module_name!r} failed to import: {_describe_error(exc)}") from exc
     except Exception as exc:
-        raise LoadError(f"module {module_name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise LoadError(f"module {module_name!r} failed to import: {_describe_error(exc)}") from exc
     if not attr:
         return module
     try:
         return getattr(module, attr)
     except AttributeError:
         raise LoadError(f"module {module_name!r} does not define {attr!r}") from None
+
+
+def raised_at(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised, past the import machinery's own frames.
+
+    A missing import three modules deep names the module whose ``import`` failed, not the target;
+    a SyntaxError, the line that does not parse. When it was raised in a library (called at import
+    time), the application's own line that called it comes first.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_shown(exc.filename)}:{exc.lineno}"
+    frames = [
+        f"{_shown(f.filename)}:{f.lineno}"
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<frozen ") and not f.filename.startswith(_IMPORTLIB)
+    ]
+    local = [
+        f"{_shown(f.filename)}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__) if _is_local(f.filename)
+    ]
+    if not frames:
+        return "<unknown>"
+    if not local or local[-1] == frames[-1]:
+        return frames[-1]
+    return f"{local[-1]} (raised in {frames[-1]})"
+
+
+def _describe_error(exc: BaseException) -> str:
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    return f"{raised_at(exc)}: {type(exc).__name__}: {message}"
+
+
+_IMPORTLIB = os.path.dirname(importlib.__file__)
+_THIS_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_local(filename: str) -> bool:
+    """The application's own code: under the current directory, not an installed package, not us."""
+    path = os.path.abspath(filename)
+    if path.startswith(_THIS_PACKAGE) or {"site-packages", "dist-packages"} & set(Path(path).parts):
+        return False
+    return not os.path.relpath(path, Path.cwd()).startswith("..")
+
+
+def _shown(filename: str) -> str:
+    relative = os.path.relpath(os.path.abspath(filename), Path.cwd())
+    return filename if relative.startswith("..") else relative
 
 
 def _default_name(func: Callable[..., Any]) -> str:

@@ -49,6 +49,17 @@ log = logging.getLogger("eventbus")
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run gracefully: SIGINT, SIGTERM and SIGHUP.
+
+    SIGHUP is a closed terminal or a dropped ssh session: its default action would kill the process
+    with no drain, no shutdown hooks, and an embedded Redis left behind. Unless it is ignored when
+    we start (``nohup``): then the user asked to outlive the terminal, and it stays ignored.
+    """
+    hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a :class:`Runner` can be told, in one record (the CLI's options map onto it).
@@ -342,13 +353,13 @@ class Runner:
     # -- running ------------------------------------------------------------------------------
 
     async def serve(self, *, handle_signals: bool = True) -> None:
-        """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM), then stop gracefully."""
+        """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM/SIGHUP), then stop gracefully."""
         loop = asyncio.get_running_loop()
-        if handle_signals:
-            # Installed before starting: a signal while Redis is still being retried (up to
-            # --connect-timeout) cancels the start, which undoes itself (embedded server included).
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+        signals = stop_signals() if handle_signals else ()
+        # Installed before starting: a signal while Redis is still being retried (up to
+        # --connect-timeout) cancels the start, which undoes itself (embedded server included).
+        for sig in signals:
+            loop.add_signal_handler(sig, self._on_signal, sig)
         self._starting = asyncio.create_task(self.start(), name="eventbus:start")
         try:
             await self._starting
@@ -356,14 +367,12 @@ class Runner:
             if self._signals == 0:
                 raise
             log.info("stopped before the start completed")
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             return
         except BaseException:
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             raise
         try:
             assert self._stop_requested is not None
@@ -373,9 +382,8 @@ class Runner:
             try:
                 await self.stop()
             finally:
-                if handle_signals:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
@@ -501,7 +509,7 @@ def summarize(stats: BusStats) -> str:
 
 
 def run(target: Any, *, loop: str = "auto", **options: Any) -> None:
-    """Run ``target``'s handlers until SIGINT/SIGTERM (blocking); options as for :class:`Runner`.
+    """Run ``target``'s handlers until SIGINT/SIGTERM/SIGHUP (blocking); options as for :class:`Runner`.
 
     ``loop``: the event loop to create, as ``--loop``: ``"auto"`` (uvloop when it is installed),
     ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``await Runner(...).serve()``.

@@ -4,66 +4,35 @@ Each worker is an ordinary ``python -m eventbus run MODULE ...`` child. Stream c
 share their entries between the workers (each entry goes to one of them); pub/sub and sharded
 pub/sub handlers run in every worker, so each of their messages is handled N times.
 
-The supervisor forwards the first SIGINT/SIGTERM to every worker as one SIGTERM (each drains its
-queued work within its grace period), then waits; a second signal kills the workers at once. A
-worker that dies on its own (a crash, ``kill -9``) is restarted with a growing delay, and the
-entries it held are claimed by the other workers of its groups. Children run in their own process
-group, so a Ctrl+C in the terminal reaches them once, through the supervisor, and on Linux they are
-sent SIGTERM if the supervisor itself is killed.
+The supervisor forwards the first SIGINT/SIGTERM/SIGHUP to every worker as one SIGTERM (each
+drains its queued work within its grace period), then waits; a second signal kills the workers at
+once. A worker that dies on its own (a crash, ``kill -9``) is restarted with a growing delay, and
+the entries it held are claimed by the other workers of its groups. Children run in their own
+process group, so a Ctrl+C in the terminal reaches them once, through the supervisor, and they are
+sent SIGTERM if the supervisor itself is killed (:mod:`eventbus.children`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from eventbus.logs import ENV_WORKER, ENV_WORKERS
+from eventbus.children import spawn
+from eventbus.runner import stop_signals
 
 log = logging.getLogger("eventbus.supervisor")
 
-PR_SET_PDEATHSIG = 1
 POLL_INTERVAL = 0.1
 RESTART_MAX_DELAY = 30.0
 USAGE_ERROR = 2  # the CLI's exit code for bad options and modules that cannot be loaded
 STABLE_AFTER = 10.0  # a worker that ran this long before dying restarts without delay
-
-
-def strip_option(argv: Sequence[str], name: str) -> list[str]:
-    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out
-
-
-def option_value(argv: Sequence[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _die_with_parent() -> None:
-    # Linux only: if the supervisor is SIGKILLed, its workers get SIGTERM instead of living on.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -86,7 +55,8 @@ class _Worker:
 class Supervisor:
     """Starts, watches, restarts and stops ``count`` worker processes.
 
-    ``command(i)`` is the argv of worker ``i`` (0-based).
+    ``command(i)`` is the argv of worker ``i`` (0-based); it must tell the worker that it is one
+    (the CLI's hidden ``--as-worker I/N``), so that it never supervises in turn.
     """
 
     def __init__(self, command: Callable[[int], list[str]], count: int, *, grace: float = 10.0) -> None:
@@ -99,7 +69,7 @@ class Supervisor:
         self.fatal: int | None = None  # set when a worker fails in a way a restart cannot fix
 
     def run(self) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in stop_signals()}
         try:
             for worker in self.workers:
                 self._spawn(worker)
@@ -120,12 +90,11 @@ class Supervisor:
             self._send(signal.SIGKILL)
 
     def _spawn(self, worker: _Worker) -> None:
-        env = dict(os.environ, **{ENV_WORKER: str(worker.index), ENV_WORKERS: str(len(self.workers))})
-        worker.process = subprocess.Popen(
+        # SIGTERM if the supervisor dies, even of SIGKILL; spawned from the main thread, which
+        # lives as long as the supervisor (eventbus.children).
+        worker.process = spawn(
             self.command(worker.index),
-            env=env,
             process_group=0,  # a terminal's Ctrl+C reaches the workers only through us
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # single-threaded: safe
         )
         worker.started = time.monotonic()
         worker.restart_at = None
@@ -183,7 +152,12 @@ class Supervisor:
                 log.error("worker %s (pid %d) did not stop in time: killing it", worker.label, worker.process.pid)
                 worker.process.kill()
                 code = worker.process.wait()
-            if code != 0:
+            if code == -signal.SIGTERM:
+                # Our SIGTERM came before the worker had installed its handlers (it was still
+                # starting, after a restart): it held no work, since a runner handles the signal
+                # before it reads anything. A clean stop, not a failure.
+                log.info("worker %s stopped while still starting", worker.label)
+            elif code != 0:
                 failed += 1
                 log.warning("worker %s exited with %s", worker.label, _describe_exit(code))
         log.info("all workers stopped")

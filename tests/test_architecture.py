@@ -21,6 +21,8 @@ LEAVES = {
     *("metrics", "health", "lag"),
     "speedups",  # which hot path is imported: decided before any other eventbus module loads
     "payloads",  # typed payloads: decoders and codecs (codec encodes through it)
+    "children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
+    "tables",  # terminal tables aligned by display width (routes, streams)
 }
 MODEL = {"subscription", "router", "context", "publisher", "deadletter", "deadletter_budget", "middleware"}
 ENGINE = {"dispatch", "worker", "streams", "keyed"}

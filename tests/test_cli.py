@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from eventbus.cli import main
-from tests.cli_process import ROOT, EventbusProcess
+from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children, wait_until
 from tests.redis_server import RedisServer, free_port, port_open
 
 
@@ -101,6 +106,9 @@ def test_second_signal_exits_at_once(
         ("tests.redis_server", "defines no handlers"),
         ("tests.sample_apps.orders:missing", "does not define 'missing'"),
         ("tests.sample_apps.duplicates", "duplicate handler name"),
+        ("tests/sample_apps/orders.py", "is a file path, not a module name: did you mean tests.sample_apps.orders?"),
+        ("tests/sample_apps/orders.py:router", "did you mean tests.sample_apps.orders:router?"),
+        ("tests.sample_apps.orders:", "invalid target 'tests.sample_apps.orders:': nothing after ':'"),
     ],
 )
 def test_load_errors_are_one_line_and_exit_2(target: str, message: str, subprocess_env: dict[str, str]) -> None:
@@ -218,3 +226,192 @@ def test_cli_workers_below_one_is_a_one_line_usage_error(capsys: pytest.CaptureF
     assert code == 2
     assert "Traceback" not in err
     assert "--workers" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "wrong", "suggestion"),
+    [
+        (["run", "tests.sample_apps.orders", "--work", "2"], "--work", "--workers"),  # argparse took it before
+        (["run", "tests.sample_apps.orders", "--wrokers", "2"], "--wrokers", "--workers"),
+        (["run", "tests.sample_apps.orders", "--wrokers=2"], "--wrokers", "--workers"),
+        (["run", "tests.sample_apps.orders", "--metric-port", "9"], "--metric-port", "--metrics-port"),
+        (["publish", "news", "hi", "--shard"], "--shard", "--sharded"),
+        (["dead-letters", "list", "--cout", "3"], "--cout", "--count"),
+    ],
+)
+def test_a_misspelled_or_abbreviated_option_is_one_line_naming_the_closest(
+    args: list[str], wrong: str, suggestion: str, subprocess_env: dict[str, str]
+) -> None:
+    result = eventbus(args, subprocess_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"eventbus {args[0]}: error: unrecognized option {wrong}: did you mean {suggestion}?"
+    ], result.stderr
+
+
+def test_no_parser_accepts_abbreviations() -> None:
+    from eventbus.cli import build_parser
+
+    parser = build_parser()
+    subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    parsers = [parser, *subcommands[0].choices.values()]
+    assert len(parsers) > 5
+    assert all(not p.allow_abbrev for p in parsers)
+
+
+def test_an_unknown_option_without_a_close_one_points_to_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["routes", "tests.sample_apps.orders", "--zzzzzz"]) == 2
+    assert (
+        capsys.readouterr().err == "eventbus routes: error: unrecognized option --zzzzzz (see eventbus routes --help)\n"
+    )
+    assert main(["routes", "tests.sample_apps.orders", "extra"]) == 2
+    assert "unrecognized arguments: extra" in capsys.readouterr().err
+
+
+def test_version_is_one_line_on_a_narrow_terminal(subprocess_env: dict[str, str]) -> None:
+    result = eventbus(["--version"], {**subprocess_env, "COLUMNS": "30"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eventbus ") and "hot path" in lines[0], result.stdout
+
+
+WIDE = """
+from eventbus import on, on_pattern
+
+
+@on("注文")
+async def 受付(msg, ctx): ...
+
+
+@on("orders")
+async def plain(msg, ctx): ...
+
+
+@on_pattern("🎉*")
+async def party(msg, ctx): ...
+"""
+
+
+def test_routes_stay_aligned_with_wide_characters(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    from eventbus.tables import display_width
+
+    (tmp_path / "wide_app.py").write_text(WIDE, encoding="utf-8")
+    env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{subprocess_env['PYTHONPATH']}"}
+    result = eventbus(["routes", "wide_app"], env)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.startswith("KIND") and len(rows) == 3, result.stdout
+    # Each column starts at the same terminal column on every row, counting wide characters as 2.
+    handler_at = display_width(header[: header.index("HANDLER")])
+    options_at = display_width(header[: header.index("OPTIONS")])
+    for row, handler in zip(rows, ["plain", "受付", "party"], strict=True):
+        assert display_width(row[: row.index(handler)]) == handler_at, result.stdout
+        assert display_width(row[: row.index("payload=")]) == options_at, result.stdout
+
+
+@hangups_reach_children
+def test_sighup_drains_and_runs_the_shutdown_hooks(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    """A closed terminal or a dropped ssh session stops the runner like SIGTERM: drain, hooks, exit 0."""
+    proc = EventbusProcess(["run", "tests.sample_apps.slow", "--url", redis_server.url], subprocess_env)
+    processes.append(proc)
+    proc.wait_for("subscribed")
+    for i in range(3):
+        sync_redis.publish("slow", str(i))
+    proc.wait_for("slow handler started on 0")
+    proc.signal(signal.SIGHUP)
+    assert proc.wait() == 0, proc.output
+    assert sync_redis.lrange("slow:done", 0, -1) == [b"0", b"1", b"2"]  # queued work finished
+    assert sync_redis.lrange("slow:stopped", 0, -1) == [str(proc.process.pid).encode()]
+    assert "SIGHUP received: stopping" in proc.output
+    assert "all queued work finished" in proc.output
+
+
+@pytest.mark.skipif(shutil.which("nohup") is None, reason="needs nohup")
+def test_under_nohup_sighup_stays_ignored(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    """`nohup eventbus run ...` asked to outlive the terminal: a hang-up must not stop it."""
+    nohup = ["nohup", sys.executable, "-m", "eventbus"]
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url], subprocess_env, nohup)
+    processes.append(proc)
+    proc.wait_for("subscribed")
+    proc.signal(signal.SIGHUP)
+    assert sync_redis.publish("purchase_orders", "1") == 1
+    assert wait_until(lambda: sync_redis.get("orders_seen") == b"1")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output
+    assert "SIGTERM received: stopping" in proc.output and "SIGHUP" not in proc.output
+
+
+def _read_until(fd: int, text: bytes, timeout: float = 20.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {text!r} within {timeout}s:\n{seen.decode(errors='replace')}"
+        seen += os.read(fd, 65536)
+    return seen
+
+
+@hangups_reach_children
+@pytest.mark.skipif(sys.platform != "linux", reason="makes a pty the controlling terminal (Linux ioctl)")
+def test_closing_the_terminal_drains_and_runs_the_hooks(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    """The real thing behind SIGHUP: the runner's terminal goes away (a closed window, a dropped ssh)."""
+    import fcntl
+    import termios
+
+    def own_terminal() -> None:  # a new session whose controlling terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventbus", "run", "tests.sample_apps.slow", "--url", redis_server.url],
+        stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=subprocess_env, preexec_fn=own_terminal,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        _read_until(master, b"subscribed")
+        for i in range(3):
+            sync_redis.publish("slow", str(i))
+        _read_until(master, b"slow handler started on 0")
+        os.close(master)  # the terminal hangs up: the kernel sends SIGHUP; writes to it fail from now on
+        master = -1
+        assert proc.wait(30) == 0
+        assert sync_redis.lrange("slow:done", 0, -1) == [b"0", b"1", b"2"]
+        assert sync_redis.lrange("slow:stopped", 0, -1) == [str(proc.pid).encode()]
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+DEEP = {
+    "deep/__init__.py": "",
+    "deep/handlers.py": "from eventbus import on\n\nfrom deep import models\n",
+    "deep/models.py": '"""Models."""\n\nfrom deep.storage import save\n',
+    "deep/storage.py": "import os\n\nimport nosuchpkg_xyz\n\n\ndef save(): ...\n",
+}
+
+
+def test_a_missing_import_three_modules_deep_names_its_file_and_line(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    for name, text in DEEP.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "eventbus", "run", "deep.handlers"],
+        cwd=tmp_path, env=subprocess_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "eventbus: error: module 'deep.handlers' failed to import: "
+        f"{os.path.join('deep', 'storage.py')}:3: ModuleNotFoundError: No module named 'nosuchpkg_xyz'"
+    ]

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, Message, Reject, on
 from eventbus.stats import LATENCY_BUCKETS, HandlerStats
-from tests.cli_process import ROOT, EventbusProcess
+from tests.cli_process import NOT_LOCAL_ADDR, ROOT, EventbusProcess
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer, free_port
 
@@ -102,7 +102,10 @@ def test_cli_metrics_port_and_summary_line(redis_server: RedisServer, subprocess
         assert proc.wait() == 0
 
 
-def test_cli_metrics_port_in_use_is_one_line(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:
+def test_cli_metrics_port_in_use_is_one_line_and_exit_1(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    """Two runners given the same port: a runtime conflict (exit 1), not a usage error (2)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -112,6 +115,21 @@ def test_cli_metrics_port_in_use_is_one_line(redis_server: RedisServer, subproce
              "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
             capture_output=True, text=True, timeout=60, env=subprocess_env, cwd=ROOT,
         )  # fmt: skip
-    assert result.returncode == 2
-    assert f"eventbus: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"eventbus: error: cannot serve metrics on 127.0.0.1:{port}: port {port} is already in use by another "
+        "process (another runner? give each its own port, or 0 for a free one)"
+    )
     assert "Traceback" not in result.stderr
+
+
+def test_cli_metrics_address_not_local_is_a_usage_error(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventbus", "run", "tests.sample_apps.orders", "--url", redis_server.url,
+         "--metrics-port", "0", "--metrics-addr", NOT_LOCAL_ADDR],
+        capture_output=True, text=True, timeout=60, env=subprocess_env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"eventbus: error: cannot serve metrics on {NOT_LOCAL_ADDR}:0: " in result.stderr

@@ -12,7 +12,7 @@ import redis
 
 from eventbus.cli import main
 from eventbus.reload import child_arguments, watched_paths
-from tests.cli_process import EventbusProcess
+from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children
 from tests.redis_server import RedisServer
 
 HANDLERS = """
@@ -96,3 +96,30 @@ def test_reload_without_watchfiles_is_one_line(
     monkeypatch.setitem(sys.modules, "watchfiles", None)  # import fails as if not installed
     assert main(["run", "tests.sample_apps.orders", "--reload"]) == 2
     assert capsys.readouterr().err == ("eventbus: error: --reload needs watchfiles: pip install 'eventbus[reload]'\n")
+
+
+@hangups_reach_children
+def test_sighup_to_the_reload_parent_drains_the_runner(
+    tmp_path: Path, redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    """A closed terminal stops `run --reload` as SIGTERM would: the runner drains and runs its hooks."""
+    pytest.importorskip("watchfiles", reason="run --reload needs the eventbus[reload] extra")
+    package = tmp_path / "huppkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "handlers.py").write_text((ROOT / "tests" / "sample_apps" / "slow.py").read_text())
+    env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}:{subprocess_env['PYTHONPATH']}"}
+    proc = EventbusProcess(["run", "huppkg.handlers", "--reload", "--url", redis_server.url], env)
+    try:
+        proc.wait_for("subscribed to 1 channel")
+        with redis_server.client() as client:
+            client.publish("slow", "1")
+            proc.wait_for("slow handler started on 1")
+            proc.signal(signal.SIGHUP)
+            assert proc.wait() == 0, proc.output
+            assert client.lrange("slow:done", 0, -1) == [b"1"]
+            assert client.llen("slow:stopped") == 1
+        assert "SIGHUP received: stopping" in proc.output  # forwarded to the runner as it came
+        assert "all queued work finished" in proc.output
+    finally:
+        proc.kill()

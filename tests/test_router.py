@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 
 from eventbus import LoadError, Message, Router, on, on_pattern
 from eventbus.router import load_target
+from tests.cli_process import ROOT
 
 
 def test_loads_a_module_by_name() -> None:
@@ -81,3 +83,58 @@ def test_unmarked_function_in_a_list() -> None:
 def test_empty_list() -> None:
     with pytest.raises(LoadError, match="empty"):
         load_target([])
+
+
+@pytest.mark.parametrize(
+    ("target", "suggestion"),
+    [
+        ("apps/olympics/listeners.py", "apps.olympics.listeners"),
+        ("./apps/olympics/listeners.py:router", "apps.olympics.listeners:router"),
+        ("shop/__init__.py", "shop"),
+        ("listeners.py", "listeners"),
+    ],
+)
+def test_a_file_path_suggests_the_dotted_name(target: str, suggestion: str) -> None:
+    with pytest.raises(LoadError) as caught:
+        load_target(target)
+    assert str(caught.value) == f"{target!r} is a file path, not a module name: did you mean {suggestion}?"
+
+
+def test_a_file_path_outside_the_current_directory_says_where_to_run_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for init in ("pkg/__init__.py", "pkg/sub/__init__.py"):
+        (tmp_path / init).write_text("")
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(
+        LoadError, match=rf"did you mean pkg\.sub\.mod\? \(run from {tmp_path}, or put it on PYTHONPATH\)"
+    ):
+        load_target(str(tmp_path / "pkg" / "sub" / "mod.py"))
+
+
+def test_an_empty_attribute_is_refused() -> None:
+    with pytest.raises(LoadError, match=r"invalid target 'tests.sample_apps.orders:': nothing after ':'"):
+        load_target("tests.sample_apps.orders:")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "error"),
+    [
+        ("x = 1\n\nraise RuntimeError('no config')\n", 3, "RuntimeError: no config"),
+        ("def broken(:\n", 1, "SyntaxError: invalid syntax"),
+        ("import json\n\njson.loads('{')\n", 3, "JSONDecodeError: "),
+    ],
+)
+def test_an_import_error_names_the_file_and_line(
+    source: str, line: int, error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"broken_{abs(hash(source))}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LoadError) as caught:
+        load_target(name)
+    # A library's own frame (json's decoder) comes after the application's line that called it.
+    assert str(caught.value).startswith(f"module {name!r} failed to import: {name}.py:{line}"), caught.value
+    assert error in str(caught.value)

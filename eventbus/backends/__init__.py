@@ -99,7 +99,16 @@ async def start_embedded() -> EmbeddedRedis:
     """A private Redis server for this run (redis-server if installed, else fakeredis)."""
     from eventbus.backends.embedded import EmbeddedRedis
 
-    return await asyncio.to_thread(EmbeddedRedis().start)
+    embedded = EmbeddedRedis()
+    # Launched here, on the loop's thread, which lives as long as the run; a pool thread would
+    # take the redis-server child down with it when the pool retires it (eventbus.children).
+    embedded.launch()
+    try:
+        await asyncio.to_thread(embedded.wait_ready)
+    except BaseException:  # cancelled by a signal while waiting: the server must not outlive the start
+        embedded.stop()
+        raise
+    return embedded
 
 
 def command_client(url: str, *, max_connections: int = 64) -> Any:

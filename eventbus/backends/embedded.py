@@ -1,7 +1,8 @@
 """An embedded Redis for runs with nothing configured: try it out with no setup at all.
 
 A ``redis-server`` child on a free loopback port when the binary exists (real Redis semantics),
-else fakeredis's TCP server in a thread. Either lives exactly as long as the run.
+else fakeredis's TCP server in a thread. Either lives exactly as long as the run: the child is
+signalled when its runner dies, even of SIGKILL (:mod:`eventbus.children`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from eventbus.children import spawn
 
 log = logging.getLogger("eventbus.embedded")
 
@@ -69,33 +72,38 @@ class EmbeddedRedis:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     def start(self) -> EmbeddedRedis:
-        binary = shutil.which("redis-server")
-        if binary:
-            self._start_redis_server(binary)
-        else:
-            self._start_fakeredis()
+        """Launch and wait until it answers (blocking)."""
+        self.launch()
+        self.wait_ready()
         return self
 
-    def _start_redis_server(self, binary: str) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="eventbus-redis-")
-        self._process = subprocess.Popen(
-            redis_server_args(binary, self.port, self._dir.name, "--protected-mode", "yes", "--loglevel", "warning"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.kind = "redis-server"
-        self._wait_ready()
+    def launch(self) -> None:
+        """Start the server without waiting for it.
 
-    def _start_fakeredis(self) -> None:
+        Call it on a thread that lives as long as the run (the event loop's): on Linux the
+        ``redis-server`` child is signalled when the thread that started it exits.
+        """
+        binary = shutil.which("redis-server")
+        if binary:
+            self._dir = tempfile.TemporaryDirectory(prefix="eventbus-redis-")
+            self._process = spawn(
+                redis_server_args(
+                    binary, self.port, self._dir.name, "--protected-mode", "yes", "--loglevel", "warning"
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.kind = "redis-server"
+            return
         import fakeredis
 
         self._tcp_server = fakeredis.TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
         self._thread = threading.Thread(target=self._tcp_server.serve_forever, daemon=True, name="fakeredis")
         self._thread.start()
         self.kind = "fakeredis"
-        self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the server answers PING; stopped and RuntimeError if it does not."""
         try:
             wait_for_ping(self.port, self._process, timeout)
         except RuntimeError:

@@ -450,3 +450,18 @@ async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_se
         leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
         assert leftover == []
         assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]
+
+
+async def test_run_inside_a_running_loop_is_one_line_naming_the_runner(recwarn: pytest.WarningsRecorder) -> None:
+    import eventbus
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    with pytest.raises(RuntimeError) as caught:
+        eventbus.run([handler])
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "inside a running event loop" in text and "async with Runner(...)" in text
+    # Refused before a coroutine was made: no "coroutine ... was never awaited" warning follows.
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]

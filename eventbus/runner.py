@@ -497,6 +497,8 @@ def summarize(stats: BusStats) -> str:
         parts.append(f"dead_letters_trimmed={stats.dead_letters_trimmed}")
     if stats.reconnects:
         parts.append(f"reconnects={stats.reconnects} gap={stats.gap_seconds:.1f}s")
+    if stats.output_buffer_closes:
+        parts.append(f"output_buffer_closes={stats.output_buffer_closes}")
     return " ".join(parts)
 
 

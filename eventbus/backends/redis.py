@@ -106,6 +106,10 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self.last_read = time.monotonic()
         self.lost_at: float | None = None
         self.reading_paused = False
+        self.closing = False  # we closed it (stop, ping deadline, a failover): not the server
+        self.closed_by_server = False  # the connection ended without our asking (EOF, reset)
+        # Evidence that Redis dropped us for its output-buffer limit, in words for the log (None: none).
+        self.overflow_evidence: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # create_connection/create_unix_connection always hand a protocol a stream transport (the
@@ -168,6 +172,7 @@ class _SubscriptionProtocol(asyncio.Protocol):
         return future
 
     def close(self, exc: Exception | None = None) -> None:
+        self.closing = True
         self.gate.detach(self)
         if self.transport is not None:
             self.transport.abort()
@@ -175,11 +180,23 @@ class _SubscriptionProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gate.detach(self)
-        if self.reading_paused:
+        self.closed_by_server = not self.closing
+        if self.closing:
+            self.lost_at = time.monotonic()
+        elif self.reading_paused:
             # Dropped while we did not read (overflow="pause"), most likely past the server's
             # output-buffer limit: what Redis held for us since our last read is lost too.
             self.lost_at = self.last_read
+            self.overflow_evidence = "while reading was paused"
             exc = ConnectionError(f"closed while reading was paused (output-buffer limit?): {exc or 'EOF'}")
+        elif self.reader.has_data():
+            # Cut off in the middle of a reply: Redis closes a connection without finishing what it
+            # was writing when it frees the client for passing its output-buffer limit (with a reset
+            # rather than an EOF when a PING of ours was still unread).
+            received = self.reader.len()
+            self.lost_at = self.last_read
+            self.overflow_evidence = f"while a message was arriving ({received} bytes of it received)"
+            exc = ConnectionError(f"by the server {self.overflow_evidence}: {exc or 'EOF'}")
         else:
             self.lost_at = time.monotonic()
         self._fail_pending(exc or ConnectionError("connection closed by the server"))
@@ -378,18 +395,40 @@ class RedisSubscriber:
             self.safe_url,
             reason,
         )
-        await self._reconnect()
+        attempts = await self._reconnect()
+        evidence = protocol.overflow_evidence
+        if evidence is None and protocol.closed_by_server and attempts == 1:
+            # Closed by a server that answered again at once: not a restart nor a network failure.
+            # Redis 7.0 says nothing to the client it drops for its output-buffer limit (not a byte
+            # of the message that passed it is written) and keeps no statistic of it, so this is
+            # the evidence there is; an operator's CLIENT KILL looks the same.
+            evidence = "and answered again at once"
+        if evidence is not None:
+            # What Redis dropped with the connection was queued since our last read: the gap
+            # starts there, so the message that passed the limit is inside it.
+            lost_at = min(lost_at, protocol.last_read)
+            self.stats.output_buffer_closes += 1
         gap = time.monotonic() - lost_at
         self.stats.reconnects += 1
         self.stats.gap_seconds += gap
         log.warning(
-            "reconnected to %s after a gap of %.1fs (messages published in it are lost); "
+            "reconnected to %s after a gap of %.1fs (messages published in it are lost%s); "
             "resubscribed %d channel(s) and %d pattern(s)",
             self.safe_url,
             gap,
+            ", counted from the last read: it includes what Redis dropped with the connection" if evidence else "",
             len(self.channels),
             len(self.patterns),
         )
+        if evidence is not None:
+            log.warning(
+                "Redis at %s closed the subscription connection %s: most likely its client-output-buffer-limit "
+                "pubsub, which by default drops a subscriber with more than 32 MB waiting (one message that "
+                "large, or a backlog); keep payloads small (store a large body in a key and publish its id) "
+                "or raise the limit on the server; an operator's CLIENT KILL looks the same",
+                self.safe_url,
+                evidence,
+            )
 
     async def _watch(self, protocol: _SubscriptionProtocol) -> tuple[str, float]:
         """Why the connection must be replaced (closed, or silent past the ping deadline), and since when."""
@@ -423,14 +462,15 @@ class RedisSubscriber:
             except (ConnectionError, OSError) as exc:
                 return f"closed: {exc}", protocol.lost_at or time.monotonic()
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self) -> int:
+        """Reconnect and resubscribe, retrying with backoff; returns how many attempts it took."""
         backoff = Backoff(0.1, self.reconnect_max_delay)
         attempt = 0
         while True:
             attempt += 1
             try:
                 await self._connect_and_subscribe()
-                return
+                return attempt
             except SubscribeError as exc:
                 log.error("resubscribe failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is to try again later

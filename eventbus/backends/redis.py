@@ -26,6 +26,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from eventbus.backends.base import ConnectionSettings, Consume
 from eventbus.backends.resp import chunks, pack_command
+from eventbus.backends.tls import handshake_hint, speaks_tls, ssl_context, tls_url
 from eventbus.backoff import Backoff
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
@@ -211,22 +212,6 @@ class _SubscriptionProtocol(asyncio.Protocol):
                 pending.future.exception()  # mark retrieved: the caller may be gone
 
 
-def _ssl_context(params: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
-    if params.get("ssl_certfile"):
-        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
-    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
-    if reqs == "none":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif reqs == "optional":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_OPTIONAL
-    elif str(params.get("ssl_check_hostname", "true")).lower() in ("false", "0", "no"):
-        context.check_hostname = False
-    return context
-
-
 class RedisSubscriber:
     """Keeps one subscription connection alive: connect, subscribe, ping, reconnect, resubscribe."""
 
@@ -303,7 +288,7 @@ class RedisSubscriber:
                     factory,
                     host,
                     params.get("port", 6379),
-                    ssl=_ssl_context(params) if use_tls else None,
+                    ssl=ssl_context(params) if use_tls else None,
                     server_hostname=host if use_tls else None,
                 )
         try:
@@ -530,6 +515,18 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return "[SSL:" in str(exc) and "CERTIFICATE" in str(exc).upper()
 
 
+def _cut_off(exc: BaseException) -> bool:
+    """The server closed or reset the connection (rather than refusing it, or timing out)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # what it wraps, a few levels down (a chain may loop)
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionResetError) or "closed by server" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
     # No client-level retries: this loop is the retry policy, and it logs each attempt.
@@ -538,6 +535,7 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
     deadline = time.monotonic() + timeout
     delay = 0.1
     attempt = 0
+    asked_tls = False
     try:
         while True:
             attempt += 1
@@ -557,7 +555,19 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 if _is_certificate_error(exc):
                     # A certificate problem is configuration, not an outage: retrying cannot help.
-                    raise ConnectError(f"TLS handshake with Redis at {redact_url(url)} failed: {exc}") from None
+                    raise ConnectError(
+                        f"TLS handshake with Redis at {redact_url(url)} failed: {str(exc).rstrip('.')}; "
+                        f"{handshake_hint(exc, url)}"
+                    ) from None
+                if not asked_tls and _cut_off(exc) and url.startswith("redis://"):
+                    # A TLS port resets a client that speaks plain RESP to it: ask the port once.
+                    asked_tls = True
+                    params = parse_url(url)
+                    if await speaks_tls(params.get("host", "localhost"), params.get("port", 6379)):
+                        raise ConnectError(
+                            f"Redis at {redact_url(url)} speaks TLS on that port: use {tls_url(url)} "
+                            "(with ?ssl_ca_certs=/path/to/ca.crt unless a public CA signed its certificate)"
+                        ) from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ConnectError(

@@ -109,7 +109,8 @@ class Dispatcher:
         # Refused before any handler decodes it; the workers dead-letter a truncated copy.
         self.stats.oversized += 1
         log.warning(
-            "message on %r is %d bytes, over the %d-byte cap: not delivered to %d handler(s)",
+            "message on %r is %d bytes, over the %d-byte cap: not delivered to %d handler(s) "
+            "(raise the cap with --max-payload, or Runner(max_payload=...))",
             msg.channel,
             len(msg.data),
             self.max_payload,

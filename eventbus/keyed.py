@@ -40,6 +40,7 @@ class KeyedWorker(Protocol):
     inbox: deque[Message]
     queued_bytes: int
     _holding_gate: bool
+    _stopping: bool
 
     def _release_if_drained(self) -> None: ...
     async def _wait_for_work(self) -> None: ...
@@ -98,6 +99,8 @@ class KeyedScheduler:
             if not inbox:
                 worker._release_if_drained()
                 await worker._wait_for_work()
+                if worker._stopping:
+                    return
                 yielded = clock()
                 continue
             msg = inbox.popleft()

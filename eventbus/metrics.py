@@ -107,6 +107,12 @@ class StatsCollector(Collector):
             "eventbus_reconnects", "Reconnections of the subscription connection.", stats.reconnects
         )
         yield CounterMetricFamily(
+            "eventbus_output_buffer_closes",
+            "Reconnections most likely caused by Redis's client-output-buffer-limit pubsub (a message or "
+            "backlog over 32 MB by default); each lost at least the message that passed it.",
+            stats.output_buffer_closes,
+        )
+        yield CounterMetricFamily(
             "eventbus_gap_seconds",
             "Seconds without a subscription connection (pub/sub messages of that time are lost).",
             stats.gap_seconds,

@@ -68,6 +68,9 @@ class Router:
         """Add a marked handler or hook; anything else is a load error."""
         hook = getattr(func, HOOK_MARK, None)
         if hook is not None:
+            if inspect.isclass(func):
+                raise LoadError(f"{_describe(func)} is a class: @on_{hook} decorates a function `(ctx)`")
+            _check_call(func, ("ctx",), f"{hook} hook {_default_name(func)}")
             hooks = self.startup if hook == "startup" else self.shutdown
             if func not in hooks:
                 hooks.append(func)
@@ -75,6 +78,11 @@ class Router:
         spec = spec_of(func)
         if spec is None:
             raise LoadError(f"{_describe(func)} is not a handler: decorate it with @on or @on_pattern")
+        if inspect.isclass(func):
+            # Calling a class with (msg, ctx) would build an instance per message and run nothing.
+            raise LoadError(
+                f"{_describe(func)} is a class: @on/@on_pattern decorate a function (or method) `(msg, ctx)`"
+            )
         if any(h.func is func for h in self.handlers):
             return
         name = spec.options.name or _default_name(func)
@@ -84,6 +92,10 @@ class Router:
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
         chain = (*self.middleware, *spec.options.middleware)
         payload = plan_call(func, self._decoders, name)
+        call = (
+            ("msg", "ctx") if payload is None else ("payload", "ctx", "msg") if payload.envelope else ("payload", "ctx")
+        )
+        _check_call(func, call, f"handler {name}")
         handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain, payload)
         self._add_handler(handler)
 
@@ -282,6 +294,27 @@ def _is_local(filename: str) -> bool:
 def _shown(filename: str) -> str:
     relative = os.path.relpath(os.path.abspath(filename), Path.cwd())
     return filename if relative.startswith("..") else relative
+
+
+def _check_call(func: Callable[..., Any], args: tuple[str, ...], what: str) -> None:
+    """Refuse, at load time, a function that cannot be called the way the runner will call it.
+
+    Otherwise each message would fail with a TypeError (and be dead-lettered) instead of the
+    module failing once, before anything connects.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): the first call will tell
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        params = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+        takes = signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+        raise LoadError(
+            f"{what}{takes} cannot be called as ({', '.join(args)}): {exc}; handlers take (msg, ctx), "
+            "typed ones (payload: T, ctx) with an optional third `msg: Message`; hooks take (ctx)"
+        ) from None
 
 
 def _default_name(func: Callable[..., Any]) -> str:

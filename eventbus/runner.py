@@ -505,6 +505,8 @@ def summarize(stats: BusStats) -> str:
         parts.append(f"dead_letters_trimmed={stats.dead_letters_trimmed}")
     if stats.reconnects:
         parts.append(f"reconnects={stats.reconnects} gap={stats.gap_seconds:.1f}s")
+    if stats.output_buffer_closes:
+        parts.append(f"output_buffer_closes={stats.output_buffer_closes}")
     return " ".join(parts)
 
 
@@ -512,9 +514,25 @@ def run(target: Any, *, loop: str = "auto", **options: Any) -> None:
     """Run ``target``'s handlers until SIGINT/SIGTERM/SIGHUP (blocking); options as for :class:`Runner`.
 
     ``loop``: the event loop to create, as ``--loop``: ``"auto"`` (uvloop when it is installed),
-    ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``await Runner(...).serve()``.
+    ``"asyncio"`` or ``"uvloop"``. Already inside a loop, use ``async with Runner(...)`` (or
+    ``await Runner(...).serve()`` to run until a signal): this raises a RuntimeError that says so.
     """
+    if _loop_running():
+        # Checked before anything is built: asyncio.run's own error would come with an un-awaited
+        # coroutine warning and no word about what to use instead.
+        raise RuntimeError(
+            "eventbus.run() cannot be called inside a running event loop (it starts its own): "
+            "use `async with Runner(...)` instead, or `await Runner(...).serve()` to run until SIGINT/SIGTERM"
+        )
     run_on_loop(Runner(target, **options).serve(), loop)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def connect(url: str | None = None, *, max_connections: int = 64) -> Publisher:

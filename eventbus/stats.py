@@ -73,6 +73,9 @@ class BusStats:
     unrouted: int = 0  # messages no handler subscribed to (e.g. after an unsubscribe race)
     oversized: int = 0
     reconnects: int = 0
+    # Reconnects that Redis's client-output-buffer-limit most likely caused (a heuristic: see
+    # eventbus.backends.redis); each lost at least the message that passed the limit.
+    output_buffer_closes: int = 0
     gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
     dead_letters_trimmed: int = 0  # oldest entries this process removed to keep the dead-letter stream in budget
     handlers: dict[str, HandlerStats] = field(default_factory=dict)
@@ -83,6 +86,7 @@ class BusStats:
             "unrouted": self.unrouted,
             "oversized": self.oversized,
             "reconnects": self.reconnects,
+            "output_buffer_closes": self.output_buffer_closes,
             "gap_seconds": round(self.gap_seconds, 3),
             "dead_letters_trimmed": self.dead_letters_trimmed,
             "handlers": {name: s.as_dict() for name, s in self.handlers.items()},

@@ -218,7 +218,9 @@ async def test_pause_past_the_server_buffer_limit_is_a_logged_gap(
         stats = runner.stats.handlers["stuck"]
         assert stats.dropped == 0
         assert runner.stats.gap_seconds > 0
+        assert runner.stats.output_buffer_closes >= 1  # named and counted as the output-buffer limit
     assert "reading paused" in caplog.text
+    assert "while reading was paused: most likely its client-output-buffer-limit pubsub" in caplog.text
     assert "reconnected to" in caplog.text and "after a gap of" in caplog.text
 
 

@@ -78,6 +78,7 @@ async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) ->
     assert value("eventbus_messages_total") == 5  # one read, routed to three handlers
     assert value("eventbus_reconnects_total") == 0
     assert value("eventbus_gap_seconds_total") == 0
+    assert value("eventbus_output_buffer_closes_total") == 0
     assert value("eventbus_connected") == 1
 
 

@@ -213,8 +213,12 @@ def test_naming_a_factory_instead_of_calling_it_says_so() -> None:
 
     with pytest.raises(ConfigError, match=r"must be called: timeout\(5\)"):
         on("c", middleware=[timeout])
+
+    @on("c")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
     with pytest.raises(ConfigError, match="is not a middleware"):
-        Runner([on("c")(recorder("x", []))], middleware=[timeout])
+        Runner([handler], middleware=[timeout])
 
 
 def test_load_middleware_from_the_command_line_spelling() -> None:

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +143,95 @@ def test_an_import_error_names_the_file_and_line(
     # A library's own frame (json's decoder) comes after the application's line that called it.
     assert str(caught.value).startswith(f"module {name!r} failed to import: {name}.py:{line}"), caught.value
     assert error in str(caught.value)
+
+
+# -- signatures, checked at load ----------------------------------------------------------------
+
+
+async def no_parameters() -> None: ...
+
+
+async def three_required(msg: Message, ctx: object, extra: object) -> None: ...
+
+
+async def keyword_required(msg: Message, ctx: object, *, tenant: str) -> None: ...
+
+
+async def typed_four(order: int, ctx: object, msg: Message, extra: object) -> None: ...
+
+
+class Handler:
+    async def __call__(self, msg: Message, ctx: object) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (no_parameters, r"handler no_parameters\(\) cannot be called as \(msg, ctx\): too many positional arguments"),
+        (three_required, r"three_required\(msg, ctx, extra\) cannot be called as \(msg, ctx\): missing .*'extra'"),
+        (keyword_required, r"keyword_required\(msg, ctx, \*, tenant\) .*missing .*'tenant'"),
+        (typed_four, r"typed_four\(order, ctx, msg, extra\) cannot be called as \(payload, ctx, msg\)"),
+        (Handler, r"'Handler' is a class: @on/@on_pattern decorate a function"),
+    ],
+)
+def test_a_handler_that_cannot_take_msg_and_ctx_is_a_load_error(func: Callable[..., Any], message: str) -> None:
+    with pytest.raises(LoadError, match=message) as caught:
+        Router([on("x")(func)])
+    assert "\n" not in str(caught.value)
+
+
+def test_legal_signatures_load() -> None:
+    async def raw(msg, ctx):  # type: ignore[no-untyped-def]  # unannotated is legal
+        ...
+
+    async def defaults(msg: Message, ctx: object, extra: int = 0, *rest: object, **options: object) -> None: ...
+
+    async def typed(order: int, ctx: object) -> None: ...
+
+    async def envelope(order: int, ctx: object, msg: Message) -> None: ...
+
+    def plain(msg: Message, ctx: object) -> None: ...
+
+    handlers = [on("x")(f) for f in (raw, defaults, typed, envelope, plain)]
+    handlers.append(on("x", name="instance")(Handler()))  # an instance whose __call__ takes (msg, ctx)
+    assert len(Router(handlers).handlers) == 6
+
+
+def test_a_hook_that_cannot_take_ctx_is_a_load_error() -> None:
+    from eventbus import on_startup
+
+    async def opened() -> None: ...
+
+    with pytest.raises(LoadError, match=r"startup hook opened\(\) cannot be called as \(ctx\)"):
+        Router([on_startup(opened), on("x")(raw_ok)])
+
+
+async def raw_ok(msg: Message, ctx: object) -> None: ...
+
+
+@pytest.mark.parametrize("command", ["run", "routes"])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("@on('x')\nclass Orders:\n    pass\n", "'Orders' is a class"),
+        ("@on('x')\nasync def tick():\n    pass\n", "handler tick() cannot be called as (msg, ctx)"),
+    ],
+)
+def test_cli_refuses_a_bad_signature_with_one_line_and_exit_2(
+    command: str, source: str, message: str, tmp_path: Path
+) -> None:
+    (tmp_path / "badsig.py").write_text("from eventbus import on\n\n" + source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    env.pop("EVENTBUS_URL", None)
+    args = ["--url", "redis://127.0.0.1:1"] if command == "run" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "eventbus", command, "badsig", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -4,9 +4,12 @@ on both event loops (asyncio's own and uvloop)."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
 from eventbus.deadletter import DeadLetterStore
 from tests.buses import publish, running
+from tests.conftest import ROOT
 from tests.redis_server import RedisServer
 
 Start = Callable[..., AbstractAsyncContextManager[Runner]]
@@ -450,3 +454,42 @@ async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_se
         leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
         assert leftover == []
         assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]
+
+
+async def test_run_inside_a_running_loop_is_one_line_naming_the_runner(recwarn: pytest.WarningsRecorder) -> None:
+    import eventbus
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    with pytest.raises(RuntimeError) as caught:
+        eventbus.run([handler])
+    text = str(caught.value)
+    assert "\n" not in text
+    assert "inside a running event loop" in text and "async with Runner(...)" in text
+    # Refused before a coroutine was made: no "coroutine ... was never awaited" warning follows.
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_the_documented_asyncio_program_exits_0_on_ctrl_c(
+    redis_server: RedisServer, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/guide.md's worker.py (asyncio.run(main()) around Runner.serve): SIGINT ends it with 0, no traceback."""
+    from tests.cli_process import EventbusProcess
+    from tests.test_readme import blocks
+
+    files = {b.path: b.code for b in blocks(ROOT / "docs" / "guide.md") if b.path in ("service.py", "worker.py")}
+    assert set(files) == {"service.py", "worker.py"}
+    for name, code in files.items():
+        (tmp_path / name).write_text(code)
+    env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}:{ROOT}", "EVENTBUS_URL": redis_server.url}
+    process = EventbusProcess(["worker.py"], env, command=[sys.executable], cwd=tmp_path)
+    try:
+        process.wait_for(r"subscribed to 1 channel")
+        process.signal(signal.SIGINT)
+        assert process.wait(30) == 0, process.output
+    finally:
+        process.kill()
+    assert "SIGINT received: stopping" in process.output
+    assert "stopped: all queued work finished" in process.output
+    assert "Traceback" not in process.output and "KeyboardInterrupt" not in process.output

@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from eventbus import ConnectError, Context, Message, Runner, SubscribeError, on, on_pattern
+import eventbus
+from eventbus import ConfigError, ConnectError, Context, Message, Runner, SubscribeError, on, on_pattern
 from tests.conftest import ROOT
 from tests.fault.helpers import FAST, eventually, publish_all, running, wait_reconnected
 from tests.redis_server import RedisServer, free_port
@@ -139,12 +141,95 @@ async def test_rediss_refuses_an_unknown_ca(tls_server: tuple[RedisServer, int, 
     async def handler(msg: Message, ctx: Context) -> None: ...
 
     # A certificate problem is configuration, not an outage: it fails at once, without retrying for
-    # the whole connect timeout, and says what went wrong.
-    with pytest.raises(ConnectError, match=r"TLS handshake .* failed: .*certificate verify failed"):
+    # the whole connect timeout, and says what went wrong and which option fixes it.
+    with pytest.raises(ConnectError, match=r"TLS handshake .* failed: .*certificate verify failed") as caught:
         await Runner([handler], url=url, **{**FAST, "connect_timeout": 30.0}).start()
+    assert f"the CA in ?ssl_ca_certs={other / 'ca.crt'} did not sign the server's certificate" in str(caught.value)
+    no_ca = f"rediss://127.0.0.1:{tls_port}/0?ssl_certfile={certs / 'client.crt'}&ssl_keyfile={certs / 'client.key'}"
+    with pytest.raises(ConnectError, match=r"certificate verify failed") as caught:
+        await Runner([handler], url=no_ca, **{**FAST, "connect_timeout": 30.0}).start()
+    assert "give the CA that signed the server's certificate with ?ssl_ca_certs=" in str(caught.value)
+    assert "\n" not in str(caught.value)
     no_client_cert = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certs / 'ca.crt'}"
-    with pytest.raises(ConnectError, match=r"(?i)TLS handshake .* failed: .*certificate required"):
+    with pytest.raises(ConnectError, match=r"(?i)TLS handshake .* failed: .*certificate required") as caught:
         await Runner([handler], url=no_client_cert, **{**FAST, "connect_timeout": 30.0}).start()
+    assert "give ?ssl_certfile=...&ssl_keyfile=..." in str(caught.value)
+
+
+@pytest.mark.both_loops
+async def test_an_unverified_server_is_warned_about_once(
+    tls_server: tuple[RedisServer, int, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, tls_port, certs = tls_server
+    url = (
+        f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none"
+        f"&ssl_certfile={certs / 'client.crt'}&ssl_keyfile={certs / 'client.key'}"
+    )
+    caplog.set_level(logging.INFO, "eventbus")
+    seen: list[bytes] = []
+
+    @on("plain", name="plain")
+    async def plain(msg: Message, ctx: Context) -> None:
+        seen.append(msg.data)
+
+    async with running([plain], url) as runner:
+        with tls_server[0].client() as admin:
+            admin.client_kill_filter(_type="pubsub")
+        await wait_reconnected(runner)  # a new handshake, no new warning
+        async with eventbus.connect(url) as publisher:  # nor for a publisher to the same server
+            await publisher.publish("plain", b"a")
+        await eventually(lambda: seen == [b"a"], what="a message over unverified TLS")
+    warnings = [r.getMessage() for r in caplog.records if "does not verify the server" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "ssl_cert_reqs=none" in warnings[0] and "?ssl_ca_certs=" in warnings[0]
+
+
+async def test_redis_url_on_a_tls_port_says_use_rediss(tls_server: tuple[RedisServer, int, Path]) -> None:
+    _, tls_port, _ = tls_server
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match=rf"speaks TLS on that port: use rediss://127\.0\.0\.1:{tls_port}/0"):
+        await Runner([handler], url=f"redis://127.0.0.1:{tls_port}/0", **{**FAST, "connect_timeout": 30.0}).start()
+    assert time.monotonic() - started < 10  # at once, not after the connect timeout
+
+
+@pytest.mark.parametrize("option", ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile"])
+async def test_a_certificate_file_that_cannot_be_read_fails_at_once_naming_it(
+    option: str, tls_server: tuple[RedisServer, int, Path]
+) -> None:
+    _, tls_port, certs = tls_server
+    files = {
+        "ssl_ca_certs": certs / "ca.crt",
+        "ssl_certfile": certs / "client.crt",
+        "ssl_keyfile": certs / "client.key",
+    }
+
+    @on("x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    for bad, why in (("/nonexistent", "No such file or directory"), (str(certs), "Is a directory")):
+        query = "&".join(f"{k}={bad if k == option else v}" for k, v in files.items())
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as caught:
+            await Runner(
+                [handler], url=f"rediss://127.0.0.1:{tls_port}/0?{query}", **{**FAST, "connect_timeout": 30.0}
+            ).start()
+        assert str(caught.value) == f"?{option}={bad}: cannot read the file: {why}"
+        assert time.monotonic() - started < 5
+    with pytest.raises(ConfigError, match=r"\?ssl_ca_certs=/nonexistent: cannot read the file"):
+        eventbus.connect(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs=/nonexistent")  # a publisher too
+
+
+def test_cli_certificate_file_error_is_one_line_exit_2(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    url = f"rediss://127.0.0.1:{free_port()}/0?ssl_ca_certs=/nonexistent/ca.crt"
+    result = run_cli(["run", "tests.sample_apps.orders", "--url", url], subprocess_env, ROOT)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "eventbus: error: ?ssl_ca_certs=/nonexistent/ca.crt: cannot read the file: No such file or directory"
+    ], result.stderr
 
 
 # -- credentials and ACLs ----------------------------------------------------------------------

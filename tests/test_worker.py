@@ -145,3 +145,26 @@ async def test_a_failure_being_handled_does_not_leak_into_other_tasks() -> None:
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.02)  # the worker is in its backoff sleep
         assert sys.exc_info() == (None, None, None)
+
+
+async def test_idle_workers_stop_without_being_cancelled(recwarn: pytest.WarningsRecorder) -> None:
+    """Parked workers are woken to return, not cancelled: a cancellation passing through the compiled
+    worker reaches what it awaits through throw()'s three-argument form, which Python 3.12+ warns
+    about once per worker task (thousands in a test suite, in users' too)."""
+    handlers = []
+    for i in range(20):
+
+        async def handle(msg: Message, ctx: Context) -> None: ...
+
+        handlers.append(on("idle", name=f"idle{i}", concurrency=2)(handle))
+
+    @on("keyed", key=lambda payload: payload)
+    async def keyed(value: int, ctx: Context) -> None: ...
+
+    async with TestBus([*handlers, keyed]) as bus:
+        await bus.publish("idle", "1")
+        await bus.publish("keyed", 1)
+        await bus.drain()
+        tasks = [task for worker in bus.runner.workers for task in worker._tasks]
+    assert tasks and all(task.done() and not task.cancelled() for task in tasks)
+    assert not [w for w in recwarn if "signature of throw() is deprecated" in str(w.message)]

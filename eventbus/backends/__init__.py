@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from eventbus.backends.base import Backend, ConnectionSettings
+from eventbus.backends.tls import check_tls
 from eventbus.config import SOURCE_CODE, is_cluster_url, is_sentinel_url, redact_url, resolve_url
 from eventbus.errors import ConnectError
 
@@ -51,6 +52,7 @@ async def open_backend(
 
         return MemoryBackend(settings, broker)
     resolved = resolve_url(url, source)
+    check_tls(resolved.url)  # a certificate file that cannot be read fails now, not as "not answering"
     if resolved.explicit or not settings.embedded:
         log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
         if is_sentinel_url(resolved.url):
@@ -113,6 +115,7 @@ async def start_embedded() -> EmbeddedRedis:
 
 def command_client(url: str, *, max_connections: int = 64) -> Any:
     """A command client for ``url`` (a redis.asyncio-compatible one), for producers."""
+    check_tls(url)
     if is_cluster_url(url):
         from eventbus.backends.cluster import cluster_client
 

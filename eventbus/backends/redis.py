@@ -26,6 +26,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
 from eventbus.backends.base import ConnectionSettings, Consume
 from eventbus.backends.resp import chunks, pack_command
+from eventbus.backends.tls import handshake_hint, speaks_tls, ssl_context, tls_url
 from eventbus.backoff import Backoff
 from eventbus.config import redact_url
 from eventbus.errors import ConnectError, SubscribeError
@@ -106,6 +107,10 @@ class _SubscriptionProtocol(asyncio.Protocol):
         self.last_read = time.monotonic()
         self.lost_at: float | None = None
         self.reading_paused = False
+        self.closing = False  # we closed it (stop, ping deadline, a failover): not the server
+        self.closed_by_server = False  # the connection ended without our asking (EOF, reset)
+        # Evidence that Redis dropped us for its output-buffer limit, in words for the log (None: none).
+        self.overflow_evidence: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # create_connection/create_unix_connection always hand a protocol a stream transport (the
@@ -168,6 +173,7 @@ class _SubscriptionProtocol(asyncio.Protocol):
         return future
 
     def close(self, exc: Exception | None = None) -> None:
+        self.closing = True
         self.gate.detach(self)
         if self.transport is not None:
             self.transport.abort()
@@ -175,11 +181,23 @@ class _SubscriptionProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gate.detach(self)
-        if self.reading_paused:
+        self.closed_by_server = not self.closing
+        if self.closing:
+            self.lost_at = time.monotonic()
+        elif self.reading_paused:
             # Dropped while we did not read (overflow="pause"), most likely past the server's
             # output-buffer limit: what Redis held for us since our last read is lost too.
             self.lost_at = self.last_read
+            self.overflow_evidence = "while reading was paused"
             exc = ConnectionError(f"closed while reading was paused (output-buffer limit?): {exc or 'EOF'}")
+        elif self.reader.has_data():
+            # Cut off in the middle of a reply: Redis closes a connection without finishing what it
+            # was writing when it frees the client for passing its output-buffer limit (with a reset
+            # rather than an EOF when a PING of ours was still unread).
+            received = self.reader.len()
+            self.lost_at = self.last_read
+            self.overflow_evidence = f"while a message was arriving ({received} bytes of it received)"
+            exc = ConnectionError(f"by the server {self.overflow_evidence}: {exc or 'EOF'}")
         else:
             self.lost_at = time.monotonic()
         self._fail_pending(exc or ConnectionError("connection closed by the server"))
@@ -192,22 +210,6 @@ class _SubscriptionProtocol(asyncio.Protocol):
             if not pending.future.done():
                 pending.future.set_exception(exc)
                 pending.future.exception()  # mark retrieved: the caller may be gone
-
-
-def _ssl_context(params: dict[str, Any]) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
-    if params.get("ssl_certfile"):
-        context.load_cert_chain(params["ssl_certfile"], params.get("ssl_keyfile"))
-    reqs = str(params.get("ssl_cert_reqs", "required")).lower()
-    if reqs == "none":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif reqs == "optional":
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_OPTIONAL
-    elif str(params.get("ssl_check_hostname", "true")).lower() in ("false", "0", "no"):
-        context.check_hostname = False
-    return context
 
 
 class RedisSubscriber:
@@ -286,7 +288,7 @@ class RedisSubscriber:
                     factory,
                     host,
                     params.get("port", 6379),
-                    ssl=_ssl_context(params) if use_tls else None,
+                    ssl=ssl_context(params) if use_tls else None,
                     server_hostname=host if use_tls else None,
                 )
         try:
@@ -378,18 +380,40 @@ class RedisSubscriber:
             self.safe_url,
             reason,
         )
-        await self._reconnect()
+        attempts = await self._reconnect()
+        evidence = protocol.overflow_evidence
+        if evidence is None and protocol.closed_by_server and attempts == 1:
+            # Closed by a server that answered again at once: not a restart nor a network failure.
+            # Redis 7.0 says nothing to the client it drops for its output-buffer limit (not a byte
+            # of the message that passed it is written) and keeps no statistic of it, so this is
+            # the evidence there is; an operator's CLIENT KILL looks the same.
+            evidence = "and answered again at once"
+        if evidence is not None:
+            # What Redis dropped with the connection was queued since our last read: the gap
+            # starts there, so the message that passed the limit is inside it.
+            lost_at = min(lost_at, protocol.last_read)
+            self.stats.output_buffer_closes += 1
         gap = time.monotonic() - lost_at
         self.stats.reconnects += 1
         self.stats.gap_seconds += gap
         log.warning(
-            "reconnected to %s after a gap of %.1fs (messages published in it are lost); "
+            "reconnected to %s after a gap of %.1fs (messages published in it are lost%s); "
             "resubscribed %d channel(s) and %d pattern(s)",
             self.safe_url,
             gap,
+            ", counted from the last read: it includes what Redis dropped with the connection" if evidence else "",
             len(self.channels),
             len(self.patterns),
         )
+        if evidence is not None:
+            log.warning(
+                "Redis at %s closed the subscription connection %s: most likely its client-output-buffer-limit "
+                "pubsub, which by default drops a subscriber with more than 32 MB waiting (one message that "
+                "large, or a backlog); keep payloads small (store a large body in a key and publish its id) "
+                "or raise the limit on the server; an operator's CLIENT KILL looks the same",
+                self.safe_url,
+                evidence,
+            )
 
     async def _watch(self, protocol: _SubscriptionProtocol) -> tuple[str, float]:
         """Why the connection must be replaced (closed, or silent past the ping deadline), and since when."""
@@ -423,14 +447,15 @@ class RedisSubscriber:
             except (ConnectionError, OSError) as exc:
                 return f"closed: {exc}", protocol.lost_at or time.monotonic()
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self) -> int:
+        """Reconnect and resubscribe, retrying with backoff; returns how many attempts it took."""
         backoff = Backoff(0.1, self.reconnect_max_delay)
         attempt = 0
         while True:
             attempt += 1
             try:
                 await self._connect_and_subscribe()
-                return
+                return attempt
             except SubscribeError as exc:
                 log.error("resubscribe failed: %s", exc)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is to try again later
@@ -490,6 +515,18 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return "[SSL:" in str(exc) and "CERTIFICATE" in str(exc).upper()
 
 
+def _cut_off(exc: BaseException) -> bool:
+    """The server closed or reset the connection (rather than refusing it, or timing out)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # what it wraps, a few levels down (a chain may loop)
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionResetError) or "closed by server" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
     # No client-level retries: this loop is the retry policy, and it logs each attempt.
@@ -498,6 +535,7 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
     deadline = time.monotonic() + timeout
     delay = 0.1
     attempt = 0
+    asked_tls = False
     try:
         while True:
             attempt += 1
@@ -517,7 +555,19 @@ async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
                 if _is_certificate_error(exc):
                     # A certificate problem is configuration, not an outage: retrying cannot help.
-                    raise ConnectError(f"TLS handshake with Redis at {redact_url(url)} failed: {exc}") from None
+                    raise ConnectError(
+                        f"TLS handshake with Redis at {redact_url(url)} failed: {str(exc).rstrip('.')}; "
+                        f"{handshake_hint(exc, url)}"
+                    ) from None
+                if not asked_tls and _cut_off(exc) and url.startswith("redis://"):
+                    # A TLS port resets a client that speaks plain RESP to it: ask the port once.
+                    asked_tls = True
+                    params = parse_url(url)
+                    if await speaks_tls(params.get("host", "localhost"), params.get("port", 6379)):
+                        raise ConnectError(
+                            f"Redis at {redact_url(url)} speaks TLS on that port: use {tls_url(url)} "
+                            "(with ?ssl_ca_certs=/path/to/ca.crt unless a public CA signed its certificate)"
+                        ) from None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ConnectError(

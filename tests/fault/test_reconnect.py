@@ -207,3 +207,69 @@ async def test_repeated_reconnects_leak_nothing(own_redis_server: RedisServer) -
         subscriber = runner.subscriber
         assert len(subscriber._protocol.pending) <= 1  # type: ignore[union-attr]  # at most one PING
         assert runner.stats.reconnects == 10
+
+
+async def test_a_message_past_the_output_buffer_limit_is_named_counted_and_survived(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One message over 32 MB: Redis (default config) drops the subscriber without a word."""
+    from tests.test_metrics import scrape
+
+    caplog.set_level(logging.INFO, "eventbus")
+    sizes: list[int] = []
+
+    @on("big")
+    async def big(msg: Message, ctx: Context) -> None:
+        sizes.append(len(msg.data))
+
+    with own_redis_server.client() as admin:
+        limit = admin.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
+    assert "pubsub 33554432 8388608 60" in limit  # the default: nothing configured for this test
+    async with running([big], own_redis_server.url, metrics_port=0, metrics_addr="127.0.0.1") as runner:
+        await publish_all(runner, "big", [b"small"])
+        await eventually(lambda: sizes == [5], what="a small message first")
+
+        def publish_huge() -> int:
+            with own_redis_server.client() as client:
+                return int(client.publish("big", b"x" * (33 * 2**20)))
+
+        assert await asyncio.to_thread(publish_huge) == 1
+        await wait_reconnected(runner)
+        assert runner.stats.output_buffer_closes == 1
+        await publish_all(runner, "big", [b"after"])
+        await eventually(lambda: sizes == [5, 5], what="a message after the reconnect")
+        assert runner.metrics is not None
+        samples = await asyncio.to_thread(scrape, runner.metrics.url)
+        assert samples[("eventbus_output_buffer_closes_total", ())] == 1
+    [cause] = [r.getMessage() for r in caplog.records if "client-output-buffer-limit" in r.getMessage()]
+    assert "closed the subscription connection" in cause and "32 MB" in cause
+    assert "store a large body in a key and publish its id" in cause
+    assert "it includes what Redis dropped with the connection" in caplog.text  # the gap report
+    assert "output_buffer_closes=1" in caplog.text  # the summary line at shutdown
+
+
+async def test_a_backlog_past_the_output_buffer_limit_cuts_a_message_short(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backlog: while the loop is held (CPU-bound code on it), two 20 MiB messages pass 32 MB.
+
+    Redis has written part of the first into the socket when the second makes it drop the
+    connection: the reader is cut off in the middle of a message.
+    """
+    caplog.set_level(logging.INFO, "eventbus")
+    sizes: list[int] = []
+
+    @on("big")
+    async def big(msg: Message, ctx: Context) -> None:
+        sizes.append(len(msg.data))
+
+    # No PING in flight: Redis would answer the close with a reset, which may discard what it wrote.
+    async with running([big], own_redis_server.url, ping_interval=60.0) as runner:
+        with own_redis_server.client() as client:  # blocking calls: the loop does not read meanwhile
+            assert [client.publish("big", b"x" * (20 * 2**20)) for _ in range(2)] == [1, 1]
+        await wait_reconnected(runner)
+        assert runner.stats.output_buffer_closes == 1
+        await publish_all(runner, "big", [b"after"])
+        await eventually(lambda: sizes == [5], what="a message after the reconnect")
+    assert "while a message was arriving" in caplog.text
+    assert "most likely its client-output-buffer-limit" in caplog.text

@@ -74,12 +74,14 @@ LINE_WINDOW = 60.0  # seconds; a window starts at its first line
 
 
 class _Window:
-    __slots__ = ("level", "logged", "start", "suppressed", "timer")
+    __slots__ = ("end", "left", "level", "on", "start", "suppressed", "timer")
 
-    def __init__(self, start: float, level: int) -> None:
+    def __init__(self, start: float, end: float, level: int, burst: int, on: bool) -> None:
         self.start = start
+        self.end = end
         self.level = level
-        self.logged = 0
+        self.on = on  # the logger writes this level (looked up once per window, not per line)
+        self.left = burst if on else 0  # lines still to be logged whole in this window
         self.suppressed = 0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -108,22 +110,28 @@ class LineLimit:
         self._windows: dict[str, _Window] = {}
 
     def allow(self, reason: str, level: int = logging.WARNING) -> bool:
-        """True: log this line of ``reason`` whole. False: it was counted for the window's summary."""
-        if not self.logger.isEnabledFor(level):
-            return False
+        """True: log this line of ``reason`` whole. False: it was counted for the window's summary
+        (or the logger does not write ``level``)."""
         now = time.monotonic()
         window = self._windows.get(reason)
-        if window is None or now - window.start >= self.window:
-            if window is not None:
-                self._close(reason, window)
-            window = self._windows[reason] = _Window(now, level)
-        if window.logged < self.burst:
-            window.logged += 1
+        if window is None or now >= window.end:
+            window = self._open(reason, level, now)
+        if window.left:
+            window.left -= 1
             return True
-        window.suppressed += 1
-        if window.timer is None:
-            window.timer = _call_later(window.start + self.window - now, self._close, reason, window)
+        if window.on:
+            window.suppressed += 1
+            if window.timer is None:
+                window.timer = _call_later(window.end - now, self._close, reason, window)
         return False
+
+    def _open(self, reason: str, level: int, now: float) -> _Window:
+        ended = self._windows.get(reason)
+        if ended is not None:
+            self._close(reason, ended)
+        window = _Window(now, now + self.window, level, self.burst, self.logger.isEnabledFor(level))
+        self._windows[reason] = window
+        return window
 
     def flush(self) -> None:
         """Write the summary of every window that held lines back, now."""

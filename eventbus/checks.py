@@ -47,7 +47,7 @@ async def check(
     router = load_target(module) if module is not None else None  # a typo fails before any wait
     resolved = resolve_url(url).url
     started = time.monotonic()
-    # PING (and AUTH) only: all a least-privilege user may be allowed (README "Security"); nothing
+    # PING (and AUTH) only: all a least-privilege user may be allowed (docs/security.md); nothing
     # else is attempted, not even INFO for the version, so the ACL LOG stays empty.
     await wait_until_reachable(resolved, connect_timeout, quiet=True)
     answered_ms = (time.monotonic() - started) * 1000

@@ -68,7 +68,7 @@ def configure(level: str | int = "info") -> bool:
 
 # The rule for lines that a single message can cause (a refusal, a failure and its traceback, a
 # retry, a drop, a dead letter that could not be written): whoever can publish can repeat them once
-# per message, so they are rate-limited per handler and reason. README.md "Logs" states the rule.
+# per message, so they are rate-limited per handler and reason. docs/cli.md "Logs" states the rule.
 LINE_BURST = 5  # lines logged whole per handler and reason in each window
 LINE_WINDOW = 60.0  # seconds; a window starts at its first line
 

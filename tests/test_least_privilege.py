@@ -1,4 +1,4 @@
-"""The README's ACL table, row by row: a real Redis user with exactly that rule runs the role's real
+"""The ACL table of docs/security.md, row by row: a real Redis user with exactly that rule runs the role's real
 work, which succeeds, and attempts nothing the rule denies (the server's ACL LOG stays empty).
 """
 
@@ -25,9 +25,9 @@ PASSWORD = "pw-least"
 
 
 def documented_rules() -> dict[str, str]:
-    """Role -> ACL rule, as the table under "Least privilege" in README.md gives them."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Least privilege", 1)[1].split("\n#", 1)[0]
+    """Role -> ACL rule, as the table under "Least privilege" in docs/security.md gives them."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    section = text.split("## Least privilege", 1)[1].split("\n#", 1)[0]
     rules: dict[str, str] = {}
     for line in section.splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
@@ -129,7 +129,7 @@ async def test_runner(acl: Acl) -> None:
 
 
 async def test_runner_with_sharded_channels(acl: Acl) -> None:
-    url = acl.user("runner", "+cluster|slots")  # the README's addition for sharded handlers
+    url = acl.user("runner", "+cluster|slots")  # docs/security.md's addition for sharded handlers
     seen: list[bytes] = []
 
     @on("orders", sharded=True, name="store")

@@ -46,7 +46,7 @@ def no_client_setinfo() -> dict[str, Any]:
     """redis-py keyword arguments that keep its connections from sending ``CLIENT SETINFO``.
 
     redis-py names itself on every new connection; Redis 7.2+ checks that against the ACL, so a
-    least-privilege user (README "Security") is denied it and the ACL LOG gains an entry per
+    least-privilege user (docs/security.md) is denied it and the ACL LOG gains an entry per
     connection, and a 7.0 server cannot even grant it (``+client|setinfo`` is an unknown command
     there). eventbus names only its subscription connection, with ``CLIENT SETNAME``.
     """

@@ -19,7 +19,15 @@ from redis.exceptions import RedisError
 from eventbus import __version__
 from eventbus.backends import reachable, wait_until_reachable
 from eventbus.codec import encode_name
-from eventbus.config import ENV_URL_SOURCE, SOURCE_EMBEDDED, SOURCE_OPTION, redact_url, resolve_url
+from eventbus.config import (
+    ENV_URL_SOURCE,
+    SOURCE_EMBEDDED,
+    SOURCE_FILE_OPTION,
+    SOURCE_OPTION,
+    read_url_file,
+    redact_url,
+    resolve_url,
+)
 from eventbus.deadletter import DEFAULT_STREAM, ENV_MAX_BYTES, parse_size
 from eventbus.errors import ConfigError, EventbusError, LoadError
 from eventbus.logs import ENV_WORKER, ENV_WORKERS, LEVELS, parse_level
@@ -82,7 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:
-        p.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument(
+            "--url", help="Redis URL (default: $EVENTBUS_URL or $EVENTBUS_URL_FILE, else redis://localhost:6379/0)"
+        )
+        where.add_argument(
+            "--url-file",
+            metavar="PATH",
+            help="read the Redis URL from this file (a mounted secret): keeps the password out of the process list",
+        )
         p.add_argument(
             "--connect-timeout",
             type=float,
@@ -284,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(unrecognized(parser, args.command, extras), file=sys.stderr)
         return 2
     try:
+        _read_url_option(args)
         if getattr(args, "loop", None):
             loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
         if args.command == "run" and args.as_worker is not None:
@@ -325,10 +342,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _read_url_option(args: argparse.Namespace) -> None:
+    """``args.url`` from ``--url-file`` if given, and checked now: a malformed URL is one line, exit 2.
+
+    ``args.url_source`` says where it came from, for the startup log.
+    """
+    args.url_source = SOURCE_OPTION
+    path = getattr(args, "url_file", None)
+    if path is not None:
+        args.url_source = f"{SOURCE_FILE_OPTION} {path}"
+        args.url = read_url_file(path, args.url_source)
+    if getattr(args, "url", None):
+        resolve_url(args.url, args.url_source)
+
+
 def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """The ``run --workers N`` command: validate once, share one Redis URL, supervise N workers."""
     configure_logging(args.log_level)
     count = args.workers
+    resolved = resolve_url(args.url)  # a malformed URL (or $EVENTBUS_URL) fails before anything else
     ensure_cwd_on_path()
     router = load_target(args.target)  # fail here, once, not in N children
     broadcast = [s.name for s, _ in router.routes() if s.kind != "stream"]
@@ -344,7 +376,6 @@ def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from eventbus.backends.embedded import EmbeddedRedis  # only --workers needs it: keep `run` quick to start
 
     embedded: EmbeddedRedis | None = None
-    resolved = resolve_url(args.url)
     if not resolved.explicit and not args.no_embedded and not reachable(resolved.url):
         # One embedded Redis for all the workers, or they would not share anything.
         embedded = EmbeddedRedis().start()
@@ -401,7 +432,7 @@ def _run(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
         # A worker of `--workers N` may have been handed the supervisor's embedded Redis as --url.
-        url_source=os.environ.get(ENV_URL_SOURCE, SOURCE_OPTION),
+        url_source=os.environ.get(ENV_URL_SOURCE, args.url_source),
         log_level=None,  # configured above
     )
     run_on_loop(runner.serve(), args.loop)

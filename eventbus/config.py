@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from redis.asyncio.connection import parse_url
 
 from eventbus.errors import ConfigError
 
 ENV_URL = "EVENTBUS_URL"
+# A file holding the URL, as container secrets are mounted: the password stays out of argv and env.
+ENV_URL_FILE = "EVENTBUS_URL_FILE"
 # Where to look when nothing is configured, before falling back to an embedded Redis. The
 # override exists for machines (and tests) where something else owns localhost:6379.
 ENV_DEFAULT_URL = "EVENTBUS_DEFAULT_URL"
@@ -21,6 +24,8 @@ SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+
 # Where a URL came from, as the log names it.
 SOURCE_OPTION = "--url"
 SOURCE_ENV = f"${ENV_URL}"
+SOURCE_FILE_OPTION = "--url-file"  # named with the file's path: "--url-file /run/secrets/redis"
+SOURCE_ENV_FILE = f"${ENV_URL_FILE}"
 SOURCE_CODE = "code"
 SOURCE_DEFAULT = "default"
 SOURCE_EMBEDDED = "embedded"
@@ -32,16 +37,24 @@ ENV_URL_SOURCE = "EVENTBUS_URL_SOURCE"
 class ResolvedURL:
     url: str
     explicit: bool  # given by --url / EVENTBUS_URL / code; the default may fall back to an embedded Redis
-    source: str  # "--url", "$EVENTBUS_URL", "code", "default" (or "$EVENTBUS_DEFAULT_URL")
+    # "--url", "--url-file PATH", "$EVENTBUS_URL", "$EVENTBUS_URL_FILE PATH", "code", "default"
+    # (or "$EVENTBUS_DEFAULT_URL")
+    source: str
 
 
 def resolve_url(url: str | None, source: str = SOURCE_OPTION) -> ResolvedURL:
-    """The URL to use: the argument (from ``source``), else $EVENTBUS_URL, else the local default."""
+    """The URL to use: the argument (from ``source``), else $EVENTBUS_URL or the file that
+    $EVENTBUS_URL_FILE names (not both), else the local default."""
     if url:
-        return ResolvedURL(validate_url(url), True, source)
-    env = os.environ.get(ENV_URL)
+        return ResolvedURL(validate_url(url, source, reveal=not from_file(source)), True, source)
+    env, env_file = os.environ.get(ENV_URL), os.environ.get(ENV_URL_FILE)
+    if env and env_file:
+        raise ConfigError(f"both ${ENV_URL} and ${ENV_URL_FILE} are set: set one (they are two ways to give one URL)")
     if env:
-        return ResolvedURL(validate_url(env, f"${ENV_URL}"), True, SOURCE_ENV)
+        return ResolvedURL(validate_url(env, SOURCE_ENV), True, SOURCE_ENV)
+    if env_file:
+        where = f"{SOURCE_ENV_FILE} {env_file}"
+        return ResolvedURL(validate_url(read_url_file(env_file, where), where, reveal=False), True, where)
     if os.environ.get(ENV_DEFAULT_URL):
         return ResolvedURL(default_url(), False, f"${ENV_DEFAULT_URL}")
     return ResolvedURL(default_url(), False, SOURCE_DEFAULT)
@@ -52,16 +65,54 @@ def default_url() -> str:
     return validate_url(configured, f"${ENV_DEFAULT_URL}") if configured else DEFAULT_URL
 
 
-def validate_url(url: str, where: str = "") -> str:
+def from_file(source: str) -> bool:
+    """Whether a URL of this source was read from a file (whose content an error never shows)."""
+    return source.startswith((SOURCE_FILE_OPTION, SOURCE_ENV_FILE))
+
+
+MAX_URL_FILE = 64 * 1024  # a URL is a line; a bigger file is the wrong file
+
+
+def read_url_file(path: str, where: str) -> str:
+    """The Redis URL kept in the file at ``path``, surrounding whitespace (the trailing newline) ignored.
+
+    :class:`ConfigError` naming ``where`` (the option or variable, and the path) if the file cannot be
+    read, is empty or holds more than one line; never with the content, which holds the password.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_URL_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the Redis URL from {where}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read the Redis URL from {where}: not UTF-8 text") from None
+    url = text.strip()
+    if not url:
+        raise ConfigError(f"{where} is empty: expected the Redis URL on one line")
+    if len(text) > MAX_URL_FILE or "\n" in url:
+        raise ConfigError(f"{where} holds more than a URL: expected the Redis URL alone, on one line")
+    return url
+
+
+def validate_url(url: str, where: str = "", *, reveal: bool = True) -> str:
     """``url`` if it is a well-formed Redis URL, else :class:`ConfigError` naming the bad part.
 
     redis-py fills in defaults for what it cannot read (``redis:/host`` or ``redis:///0`` means
     localhost, ``/abc`` means db 0, ``unix://tmp/x.sock`` means ``/x.sock``), so a typo would
     silently connect somewhere else than the URL that the log shows: refuse it instead.
+    ``where`` names the source; ``reveal=False`` (a URL read from a secret file) keeps even the
+    masked URL out of the message, and so does a string without a scheme (likely a bare password).
     """
-    shown = redact_url(url)
-    intro = f"invalid Redis URL {shown}" + (f" (from {where})" if where else "")
     scheme, sep, _ = url.partition("://")
+    reveal = reveal and bool(sep or url.partition(":")[0] in SCHEMES)
+    control = next((i for i, c in enumerate(url) if not c.isprintable()), None)
+    if control is not None:
+        # Not shown: a line break in a log or error message is a line someone else could have written.
+        raise ConfigError(
+            f"{_intro('', where, False)}: an unprintable character ({url[control]!r}) at position {control + 1}"
+            + (" (a trailing newline?)" if url[control:].strip() == "" else "")
+        )
+    intro = _intro(url, where, reveal)
     if not sep:
         if url.partition(":")[0] in SCHEMES:
             raise ConfigError(f"{intro}: expected {url.partition(':')[0]}:// (two slashes) after the scheme")
@@ -73,11 +124,12 @@ def validate_url(url: str, where: str = "") -> str:
         )
     if scheme.endswith("+cluster"):
         parse_cluster_url(url)  # raises ConfigError on a malformed seed list
+        _check_options(url, where, reveal, CLUSTER_SCHEMES[scheme])
         return url
     if scheme.endswith("+sentinel"):
         parse_sentinel_url(url)  # raises ConfigError naming the bad part
         return url
-    parts = urlsplit(url)
+    parts = _split(url, intro)
     if scheme == "unix":
         if parts.hostname:
             raise ConfigError(
@@ -102,6 +154,7 @@ def validate_url(url: str, where: str = "") -> str:
         db = parts.path.strip("/")
         if db and not db.isdigit():
             raise ConfigError(f"{intro}: invalid database number {db!r} in the path; expected /0, /1, ...")
+    _check_options(url, where, reveal, scheme)
     try:
         parse_url(url)  # the query string's options (db=, socket_timeout=, ...) as redis-py reads them
     except ValueError as exc:
@@ -109,13 +162,62 @@ def validate_url(url: str, where: str = "") -> str:
     return url
 
 
+def _intro(url: str, where: str, reveal: bool) -> str:
+    intro = f"invalid Redis URL {redact_url(url)}" if reveal else "invalid Redis URL"
+    return intro + (f" (from {where})" if where else "")
+
+
+def _split(url: str, intro: str) -> SplitResult:
+    """``urlsplit``, with its ValueError (an IPv6 host's brackets, mostly) as one line naming the host."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        host = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+        if host.count("[") != host.count("]"):
+            raise ConfigError(
+                f"{intro}: unbalanced brackets in the host {host!r}; an IPv6 host is written [::1]:6379"
+            ) from None
+        raise ConfigError(f"{intro}: invalid host {host!r}: {exc}") from None
+
+
+# The query options a URL may set, as redis-py reads them: its connection settings (the TLS ones for
+# rediss:// only). Anything else is a typo to refuse: redis-py would pass it on as a keyword and fail
+# at the first connection with a TypeError, or ignore it.
+URL_OPTIONS = (
+    "db", "username", "password", "client_name", "socket_timeout", "socket_connect_timeout",
+    "socket_keepalive", "socket_read_size", "retry_on_timeout", "health_check_interval", "max_connections",
+    "timeout",
+)  # fmt: skip
+TLS_OPTIONS = (
+    "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_ca_path",
+    "ssl_check_hostname", "ssl_password", "ssl_min_version", "ssl_ciphers",
+)  # fmt: skip
+
+
+def _check_options(url: str, where: str, reveal: bool, scheme: str) -> None:
+    """:class:`ConfigError` for a query option redis-py does not take for ``scheme`` (redis or rediss)."""
+    allowed = URL_OPTIONS + (TLS_OPTIONS if scheme == "rediss" else ())
+    base, _, query = url.partition("?")
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name in allowed:
+            continue
+        # Named without its value, and shown without the query string: the value of a misspelt
+        # ?pasword= is still a password.
+        intro = _intro(base, where, reveal)
+        if name in TLS_OPTIONS:
+            raise ConfigError(f"{intro}: option {name!r} needs a TLS URL (rediss://)")
+        close = difflib.get_close_matches(name, allowed, n=1)
+        expected = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(allowed)}"
+        raise ConfigError(f"{intro}: unknown option {name!r} in the query string; {expected}")
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, for logs and error messages.
 
     redis-py also reads ``?password=`` from the query string, so secrets there are masked too.
     """
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return _redact_unparsed(url)
@@ -221,7 +323,7 @@ def parse_cluster_url(url: str) -> ClusterURL:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in CLUSTER_SCHEMES:
         raise ConfigError(f"not a cluster URL: {redact_url(url)} (expected redis+cluster://host:port,...)")
-    parts = urlsplit(f"redis://{rest}")
+    parts = _split(f"redis://{rest}", f"invalid cluster URL {redact_url(url)}")
     netloc = parts.netloc
     username, password, hosts = _split_credentials(netloc)
     if parts.path not in ("", "/", "/0"):

@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 from eventbus.codec import encode_name
 from eventbus.deadletter_budget import ByteBudget, describe_bytes, describe_error, entry_size, refusal
 from eventbus.errors import ConfigError
-from eventbus.logs import Every, worker_tag
+from eventbus.logs import LineLimit, worker_tag
 from eventbus.message import Message
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ SHOWN_BYTES = 1024
 SHOWN_FIELDS = 64
 REQUIRED = ("handler", "channel", "payload", "error", "attempts", "ts")
 log = logging.getLogger("eventbus.deadletter")
-_LOST_EVERY = Every(5.0)
 
 # list() without payloads: XRANGE on the server, returning each entry's fields with the payload's
 # value left out and every value cut to ARGV[3] bytes, plus each value's full length, so listing
@@ -169,6 +168,8 @@ class DeadLetterStore:
         self.stats = stats
         self.origin = dict(origin) if origin is not None else process_identity()
         self.budget = ByteBudget(resolve_max_bytes(max_bytes), maxlen, self._count_trim)
+        # A lost dead letter is logged within the rate limit of each handler's lines (eventbus.logs).
+        self._lines: dict[str, LineLimit] = {}
 
     @property
     def stream(self) -> str:
@@ -214,15 +215,15 @@ class DeadLetterStore:
         try:
             await self.redis.xadd(self.stream, fields, maxlen=budget.xadd_maxlen(), approximate=True)
         except Exception as exc:  # noqa: BLE001 - the message is already lost; say so loudly
-            if count := _LOST_EVERY.due((handler, self.stream)):
+            lines = self._lines.get(handler) or self._lines.setdefault(handler, LineLimit(log, f"handler {handler}"))
+            if lines.allow("dead letter not written", logging.ERROR):
                 log.error(
-                    "could not dead-letter a message of handler %s on %r to %r (%s): %s (%d such since the last line)",
+                    "could not dead-letter a message of handler %s on %r to %r (%s): %s",
                     handler,
                     msg.channel,
                     self.stream,
                     type(exc).__name__,
                     exc,
-                    count,
                 )
             return False
         try:
@@ -269,8 +270,11 @@ class DeadLetterStore:
         return problems
 
     def close(self) -> None:
-        """Stop the timer of a pending size check (the runner calls it before closing the client)."""
+        """Stop the timer of a pending size check (the runner calls it before closing the client),
+        and log what the rate limit held back."""
         self.budget.close()
+        for lines in self._lines.values():
+            lines.flush()
 
     # -- reading -------------------------------------------------------------------------------
 

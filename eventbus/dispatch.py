@@ -7,7 +7,6 @@ A message matching a channel and a pattern subscription arrives twice and is rou
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,9 +15,6 @@ from eventbus.message import Message
 from eventbus.stats import BusStats
 from eventbus.subscription import Subscription
 from eventbus.worker import HandlerWorker
-
-log = logging.getLogger("eventbus.dispatch")
-
 
 Route = tuple[str, tuple[HandlerWorker, ...]]
 
@@ -106,15 +102,8 @@ class Dispatcher:
         return others
 
     def _oversized(self, msg: Message, workers: tuple[HandlerWorker, ...]) -> None:
-        # Refused before any handler decodes it; the workers dead-letter a truncated copy.
+        # Refused before any handler decodes it; the workers dead-letter a truncated copy and log
+        # it within their rate limit (one line here per message would be a flood).
         self.stats.oversized += 1
-        log.warning(
-            "message on %r is %d bytes, over the %d-byte cap: not delivered to %d handler(s) "
-            "(raise the cap with --max-payload, or Runner(max_payload=...))",
-            msg.channel,
-            len(msg.data),
-            self.max_payload,
-            len(workers),
-        )
         for worker in workers:
             worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {self.max_payload}")

@@ -7,10 +7,13 @@ helpers here only decide where the lines go when the application has not decided
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LEVELS = ("debug", "info", "warning", "error")
@@ -63,25 +66,101 @@ def configure(level: str | int = "info") -> bool:
     return True
 
 
-class Every:
-    """Rate limit for log lines that could flood: at most one per ``interval`` seconds per key.
+# The rule for lines that a single message can cause (a refusal, a failure and its traceback, a
+# retry, a drop, a dead letter that could not be written): whoever can publish can repeat them once
+# per message, so they are rate-limited per handler and reason. docs/cli.md "Logs" states the rule.
+LINE_BURST = 5  # lines logged whole per handler and reason in each window
+LINE_WINDOW = 60.0  # seconds; a window starts at its first line
 
-    ``due(key)`` returns the number of events since the last line (0: stay quiet), so the line
-    that is written can say how many it stands for.
+
+class _Window:
+    __slots__ = ("end", "left", "level", "on", "start", "suppressed", "timer")
+
+    def __init__(self, start: float, end: float, level: int, burst: int, on: bool) -> None:
+        self.start = start
+        self.end = end
+        self.level = level
+        self.on = on  # the logger writes this level (looked up once per window, not per line)
+        self.left = burst if on else 0  # lines still to be logged whole in this window
+        self.suppressed = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class LineLimit:
+    """Rate limit for one subject's (a handler's) lines, per reason: a flood costs a few lines.
+
+    The first ``burst`` lines of a reason in a ``window`` are logged whole (tracebacks included);
+    the rest are only counted, and when the window ends one summary line names the subject and the
+    reason and says how many were not logged, at the level of the lines it stands for. The window
+    ends ``window`` seconds after its first line: a timer on the running loop writes the summary
+    then (without a loop, the next line of that reason does), and :meth:`flush` writes any pending
+    one at once (at shutdown).
+
+    ``allow`` is called before anything is formatted: a line held back costs a dict lookup, a
+    clock read and a counter increment.
     """
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last: dict[object, float] = {}
-        self._count: dict[object, int] = {}
+    def __init__(
+        self, logger: logging.Logger, subject: str, burst: int = LINE_BURST, window: float = LINE_WINDOW
+    ) -> None:
+        self.logger = logger
+        self.subject = subject
+        self.burst = burst
+        self.window = window
+        self._windows: dict[str, _Window] = {}
 
-    def due(self, key: object = None) -> int:
-        count = self._count.get(key, 0) + 1
+    def allow(self, reason: str, level: int = logging.WARNING) -> bool:
+        """True: log this line of ``reason`` whole. False: it was counted for the window's summary
+        (or the logger does not write ``level``)."""
         now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._count[key] = count
-            return 0
-        self._last[key] = now
-        self._count[key] = 0
-        return count
+        window = self._windows.get(reason)
+        if window is None or now >= window.end:
+            window = self._open(reason, level, now)
+        if window.left:
+            window.left -= 1
+            return True
+        if window.on:
+            window.suppressed += 1
+            if window.timer is None:
+                window.timer = _call_later(window.end - now, self._close, reason, window)
+        return False
+
+    def _open(self, reason: str, level: int, now: float) -> _Window:
+        ended = self._windows.get(reason)
+        if ended is not None:
+            self._close(reason, ended)
+        window = _Window(now, now + self.window, level, self.burst, self.logger.isEnabledFor(level))
+        self._windows[reason] = window
+        return window
+
+    def flush(self) -> None:
+        """Write the summary of every window that held lines back, now."""
+        for reason, window in list(self._windows.items()):
+            self._close(reason, window)
+
+    def _close(self, reason: str, window: _Window) -> None:
+        if self._windows.get(reason) is window:
+            del self._windows[reason]
+        if window.timer is not None:
+            window.timer.cancel()
+            window.timer = None
+        if window.suppressed:
+            self.logger.log(
+                window.level,
+                "%s: %d %r line(s) not logged in the last %.1fs (rate limit: the first %d per %gs are logged whole)",
+                self.subject,
+                window.suppressed,
+                reason,
+                time.monotonic() - window.start,
+                self.burst,
+                self.window,
+            )
+            window.suppressed = 0
+
+
+def _call_later(delay: float, callback: Callable[[str, _Window], None], *args: Any) -> asyncio.TimerHandle | None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no loop (a plain thread): the next line of that reason closes the window
+        return None
+    return loop.call_later(delay, callback, *args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import TracebackType
 from typing import Any
 
-from eventbus.backends import command_client, open_backend
+from eventbus.backends import MEMORY_URL, command_client, open_backend
 from eventbus.backends.base import Backend, ConnectionSettings, Source, Subscriber, Subscription, client_publish
 from eventbus.backends.memory import MemoryBroker
 from eventbus.config import SOURCE_CODE, redact_url, resolve_url
@@ -131,6 +131,8 @@ class Runner:
         self, target: Any, settings: Settings | None = None, *, broker: MemoryBroker | None = None, **options: Any
     ) -> None:
         self.settings = settings = settings_from(settings, **options)
+        if settings.url and settings.url != MEMORY_URL and broker is None:
+            resolve_url(settings.url, settings.url_source)  # a malformed URL fails here, before start()
         if settings.log_level is not None:
             configure_logging(settings.log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
@@ -540,5 +542,5 @@ def connect(url: str | None = None, *, max_connections: int = 64) -> Publisher:
 
     Use it as an async context manager so its connections are closed.
     """
-    client = command_client(resolve_url(url).url, max_connections=max_connections)
+    client = command_client(resolve_url(url, SOURCE_CODE).url, max_connections=max_connections)
     return Publisher(client_publish(client), client, client.aclose)

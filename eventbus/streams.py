@@ -135,16 +135,17 @@ class StreamWorker(HandlerWorker):
         final = error.startswith("rejected:") or msg.deliveries >= consumer.options.max_deliveries
         msg.settled = True
         if not final:
-            log.warning(
-                "entry %s of stream %r (group %r) stays pending after delivery %d of %d; "
-                "it is redelivered once idle for %.1fs",
-                msg.id,
-                msg.channel,
-                msg.group,
-                msg.deliveries,
-                consumer.options.max_deliveries,
-                consumer.options.claim_idle,
-            )
+            if self.lines.allow("left pending"):
+                log.warning(
+                    "entry %s of stream %r (group %r) stays pending after delivery %d of %d; "
+                    "it is redelivered once idle for %.1fs",
+                    msg.id,
+                    msg.channel,
+                    msg.group,
+                    msg.deliveries,
+                    consumer.options.max_deliveries,
+                    consumer.options.claim_idle,
+                )
             consumer.release(msg.id)
             return
         extra = {"stream": msg.channel, "group": msg.group, "entry_id": msg.id, "deliveries": msg.deliveries}

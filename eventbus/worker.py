@@ -30,7 +30,7 @@ from eventbus.deadletter import DeadLetterStore
 from eventbus.errors import PayloadError, Reject
 from eventbus.flow import ReadGate
 from eventbus.keyed import KeyedScheduler
-from eventbus.logs import Every
+from eventbus.logs import LineLimit
 from eventbus.message import Message
 from eventbus.middleware import compose
 from eventbus.payloads import build_invoke
@@ -44,16 +44,12 @@ log = logging.getLogger("eventbus.worker")
 # count, so that fast handlers drain big bursts in long runs and slow ones still yield often.
 # (Final: the compiled worker inlines these constants instead of looking them up per message.)
 FAIRNESS_SLICE: Final = 0.002
-DROP_LOG_INTERVAL: Final = 5.0
 MAX_PENDING_REFUSALS: Final = 1000
 MESSAGE_OVERHEAD: Final = 100  # bytes a queued message costs besides its payload (see the module docstring)
 MIB: Final = 1024 * 1024
 # The hot loop reads the clock once per run of up to this many messages (HandlerWorker._timed).
 MAX_RUN: Final = 64
 FASTEST_BUCKET: Final = LATENCY_BUCKETS[0]
-# Debug lines about single messages (retry outcomes, dead letters): at most one a second per
-# handler and kind, each saying how many it stands for, so debug stays readable under a flood.
-_DEBUG_EVERY = Every(1.0)
 
 
 def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
@@ -128,8 +124,8 @@ class HandlerWorker:
         self._stopping = False  # set by stop(): parked worker tasks return instead of waiting
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
-        self._drops_unreported = 0
-        self._last_drop_log = 0.0
+        # Every line a single message can cause goes through here: rate-limited per reason.
+        self.lines = LineLimit(log, f"handler {self.name}")
         self._retries = options.retries
         self._keyed: KeyedScheduler | None = None  # set by start() for handlers with a key
         self._backoff = options.backoff
@@ -205,12 +201,21 @@ class HandlerWorker:
             self.gate.release(self.name)
 
     def refuse(self, msg: Message, reason: str) -> None:
-        """Count and dead-letter a message the reader would not deliver (e.g. over the size cap)."""
+        """Count and dead-letter a message the reader would not deliver: over the size cap."""
         self.stats.rejected += 1
-        if len(self._background) >= MAX_PENDING_REFUSALS:
-            # A flood of oversized messages must not become a flood of tasks: past this many
-            # unfinished dead-letter writes, refusals are counted and logged but not stored.
-            log.warning("handler %s: not dead-lettering a refused message on %r: %s", self.name, msg.channel, reason)
+        # A flood of oversized messages must not become a flood of tasks: past this many
+        # unfinished dead-letter writes, refusals are counted and logged but not stored.
+        stored = len(self._background) < MAX_PENDING_REFUSALS
+        if self.lines.allow("refused"):
+            log.warning(
+                "handler %s refused a message on %r: %s (raise the cap with --max-payload, or "
+                "Runner(max_payload=...)); %s",
+                self.name,
+                msg.channel,
+                reason,
+                "dead-lettering its first 1 KiB" if stored else "not dead-lettered (too many writes pending)",
+            )
+        if not stored:
             self.stats.dead_letter_failed += 1
             return
         # Keep only a prefix: the point is to show what arrived, not to store a flood.
@@ -221,23 +226,18 @@ class HandlerWorker:
 
     def _dropped(self) -> None:
         self.stats.dropped += 1
-        self._drops_unreported += 1
-        now = time.monotonic()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+        if self.lines.allow("dropped"):
             log.warning(
-                "inbox of handler %s is full (%d messages, %.1f of %.1f MiB%s): dropped %d message(s) since "
-                "the last report (policy %s, %d dropped in total)",
+                "inbox of handler %s is full (%d messages, %.1f of %.1f MiB%s): dropped a message "
+                "(policy %s, %d dropped in total)",
                 self.name,
                 len(self.inbox),
                 self.queued_bytes / MIB,
                 self.budget / MIB,
                 "" if self.max_messages == sys.maxsize else f", cap {self.max_messages} messages",
-                self._drops_unreported,
                 self.overflow,
                 self.stats.dropped,
             )
-            self._drops_unreported = 0
-            self._last_drop_log = now
 
     # -- the workers' side -------------------------------------------------------------------
 
@@ -415,37 +415,40 @@ class HandlerWorker:
             if isinstance(exc, (Reject, PayloadError)):
                 # Retrying cannot fix a refused or undecodable payload: dead-letter it at once.
                 reason = exc.reason if isinstance(exc, Reject) else f"invalid payload: {exc}"
-                log.warning("handler %s rejected a message on %r: %s", self.name, msg.channel, reason)
+                if self.lines.allow("rejected" if isinstance(exc, Reject) else "invalid payload"):
+                    log.warning("handler %s rejected a message on %r: %s", self.name, msg.channel, reason)
                 await self._dead_letter(msg, f"rejected: {reason}", attempt)
                 # Counted once the dead letter is written: until then the message is in flight, and
                 # one cut short by the grace period is counted as abandoned, not as both.
                 stats.rejected += 1
                 return
             if attempt > self._retries:
-                log.error(
-                    "handler %s failed on %r after %d attempt(s): %s: %s",
-                    self.name,
-                    msg.channel,
-                    attempt,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=exc,
-                )
+                if self.lines.allow("failed", logging.ERROR):
+                    log.error(
+                        "handler %s failed on %r after %d attempt(s): %s: %s",
+                        self.name,
+                        msg.channel,
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                        exc_info=exc,
+                    )
                 await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
                 stats.failed += 1  # after the dead letter, as for rejected above
                 return
             stats.retried += 1
             delay = self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            log.warning(
-                "handler %s failed on %r (attempt %d of %d), retrying in %.2fs: %s: %s",
-                self.name,
-                msg.channel,
-                attempt,
-                self._retries + 1,
-                delay,
-                type(exc).__name__,
-                exc,
-            )
+            if self.lines.allow("retrying"):
+                log.warning(
+                    "handler %s failed on %r (attempt %d of %d), retrying in %.2fs: %s: %s",
+                    self.name,
+                    msg.channel,
+                    attempt,
+                    self._retries + 1,
+                    delay,
+                    type(exc).__name__,
+                    exc,
+                )
             await asyncio.sleep(delay)
             attempt += 1
             started = time.perf_counter()
@@ -455,14 +458,8 @@ class HandlerWorker:
                 exc = failure
                 continue
             stats.observe(time.perf_counter() - started)
-            if count := _DEBUG_EVERY.due((self.name, "retried")):
-                log.debug(
-                    "handler %s succeeded on %r at attempt %d (%d retried message(s) succeeded since the last line)",
-                    self.name,
-                    msg.channel,
-                    attempt,
-                    count,
-                )
+            if self.lines.allow("retry succeeded", logging.DEBUG):
+                log.debug("handler %s succeeded on %r at attempt %d", self.name, msg.channel, attempt)
             return
 
     async def _run_in_thread(self, msg: Message, ctx: Context) -> Any:
@@ -474,13 +471,9 @@ class HandlerWorker:
             self.stats.dead_letter_failed += 1  # lost: the store logged why
         else:
             self.stats.dead_lettered += 1
-            if count := _DEBUG_EVERY.due((self.name, "dead-lettered")):
+            if self.lines.allow("dead-lettered", logging.DEBUG):
                 log.debug(
-                    "handler %s: message on %r dead-lettered after %d attempt(s) (%d since the last line)",
-                    self.name,
-                    msg.channel,
-                    attempts,
-                    count,
+                    "handler %s: message on %r dead-lettered after %d attempt(s)", self.name, msg.channel, attempts
                 )
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -516,4 +509,5 @@ class HandlerWorker:
             for task in late:
                 task.cancel()
         self.stats.abandoned += abandoned
+        self.lines.flush()  # what the rate limit held back is counted in the log before the end
         return abandoned

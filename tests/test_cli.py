@@ -415,3 +415,105 @@ def test_a_missing_import_three_modules_deep_names_its_file_and_line(
         "eventbus: error: module 'deep.handlers' failed to import: "
         f"{os.path.join('deep', 'storage.py')}:3: ModuleNotFoundError: No module named 'nosuchpkg_xyz'"
     ]
+
+
+# -- the URL: every mistake is one line and exit 2; a file keeps the password out of argv ---------
+
+URL_COMMANDS = {
+    "run": ["run", "tests.sample_apps.orders"],
+    "publish": ["publish", "orders", "x"],
+    "check": ["check"],
+    "streams": ["streams", "tests.sample_apps.ledger"],
+    "dead-letters": ["dead-letters", "list"],
+}
+URL_MISTAKES = [
+    ("redis://u:pw-s3cret@[::1/0", "unbalanced brackets in the host '[::1'"),
+    ("redis://u:pw-s3cret@127.0.0.1:1/0?option=1", "unknown option 'option' in the query string"),
+]
+
+
+@pytest.mark.parametrize("command", URL_COMMANDS.values(), ids=URL_COMMANDS.keys())
+def test_every_url_mistake_is_one_line_and_exit_2_from_every_command(
+    command: list[str],
+    subprocess_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url_file = tmp_path / "redis-url"
+    for url, named in URL_MISTAKES:
+        # As a user runs it: a process of its own, nothing but the one line on standard error.
+        result = eventbus([*command, "--url", url], subprocess_env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "(from --url)" in result.stderr, result.stderr
+        assert named in result.stderr and "s3cret" not in result.stderr, result.stderr
+        # The other ways to give it, in process (quicker; an exception would fail the test).
+        url_file.write_text(url + "\n")
+        for where, option, env in (
+            ("$EVENTBUS_URL", [], {"EVENTBUS_URL": url}),
+            (f"--url-file {url_file}", ["--url-file", str(url_file)], {}),
+            (f"$EVENTBUS_URL_FILE {url_file}", [], {"EVENTBUS_URL_FILE": str(url_file)}),
+        ):
+            with monkeypatch.context() as patched:
+                patched.delenv("EVENTBUS_URL", raising=False)
+                for name, value in env.items():
+                    patched.setenv(name, value)
+                assert main([*command, *option]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"(from {where})" in err and named in err, err
+            assert "s3cret" not in err if "file" not in where else "pw-" not in err, err  # a file's content: never
+
+
+@pytest.fixture
+def acl_url_file(own_redis_server: RedisServer, tmp_path: Path) -> tuple[RedisServer, Path]:
+    """A user with a password, and its URL in a file as a container secret is mounted (newline included)."""
+    with own_redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "svc", "on", ">pw-s3cret", "~*", "&*", "+@all")
+    secret = tmp_path / "redis-url"
+    secret.write_text(f"redis://svc:pw-s3cret@127.0.0.1:{own_redis_server.port}/0\n")
+    return own_redis_server, secret
+
+
+def test_the_url_from_a_file_keeps_the_password_out_of_argv_and_the_log(
+    acl_url_file: tuple[RedisServer, Path], subprocess_env: dict[str, str], processes: list[EventbusProcess]
+) -> None:
+    server, secret = acl_url_file
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url-file", str(secret)], subprocess_env)
+    processes.append(proc)
+    proc.wait_for("subscribed to 2 channel")
+    assert "s3cret" not in " ".join(proc.process.args)  # type: ignore[arg-type]  # what ps shows
+    with server.client() as admin:
+        assert [c["user"] for c in admin.client_list() if c["name"].startswith("eventbus-sub")] == ["svc"]
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output
+    assert f"connecting to Redis at redis://svc:***@127.0.0.1:{server.port}/0 (from --url-file {secret})" in proc.output
+    assert "s3cret" not in proc.output
+
+    env = {**subprocess_env, "EVENTBUS_URL_FILE": str(secret)}
+    published = eventbus(["publish", "orders", "x"], env)
+    assert published.returncode == 0 and "published 1 message(s)" in published.stdout, published.stderr
+    checked = eventbus(["check", "--url-file", str(secret)], subprocess_env)
+    assert checked.returncode == 0 and "svc:***@" in checked.stdout, checked.stderr
+    assert "s3cret" not in published.stdout + published.stderr + checked.stdout + checked.stderr
+
+
+def test_an_unusable_url_file_is_one_line_naming_the_file(
+    acl_url_file: tuple[RedisServer, Path], subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    _, secret = acl_url_file
+    missing = tmp_path / "nowhere"
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for path, error in ((missing, "No such file or directory"), (empty, "is empty")):
+        for option, env in (
+            (["--url-file", str(path)], subprocess_env),
+            ([], {**subprocess_env, "EVENTBUS_URL_FILE": str(path)}),
+        ):
+            result = eventbus(["publish", "orders", "x", *option], env)
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+            assert str(path) in result.stderr and error in result.stderr, result.stderr
+    both = eventbus(["check"], {**subprocess_env, "EVENTBUS_URL": "redis://h/0", "EVENTBUS_URL_FILE": str(secret)})
+    assert both.returncode == 2 and "both $EVENTBUS_URL and $EVENTBUS_URL_FILE are set" in both.stderr
+    given_twice = eventbus(["check", "--url", "redis://h/0", "--url-file", str(secret)], subprocess_env)
+    assert given_twice.returncode == 2 and "not allowed with argument --url" in given_twice.stderr
+    assert "s3cret" not in both.stderr + given_twice.stderr

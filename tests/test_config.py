@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventbus import ConfigError
-from eventbus.config import DEFAULT_URL, redact_url, resolve_url
+from eventbus.config import DEFAULT_URL, ResolvedURL, read_url_file, redact_url, resolve_url, validate_url
 
 
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVENTBUS_URL", raising=False)
     monkeypatch.delenv("EVENTBUS_DEFAULT_URL", raising=False)
+    monkeypatch.delenv("EVENTBUS_URL_FILE", raising=False)
 
 
 def test_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,6 +80,17 @@ def test_redact_url(url: str, shown: str) -> None:
         ("redis://localhost/0?db=x", "'db'"),
         ("redis:///0", "no host"),
         ("unix://tmp/redis.sock", "unix:///tmp/redis.sock"),
+        ("redis://u:s3cret@[::1/0", "unbalanced brackets in the host '[::1'"),
+        ("redis://u:s3cret@::1]:6379/0", "unbalanced brackets in the host '::1]:6379'"),
+        ("redis://u:s3cret@[zz]:6379/0", "invalid host '[zz]:6379'"),
+        ("redis+cluster://u:s3cret@[::1:7000,h:7001", "unbalanced brackets"),
+        ("redis://u:s3cret@h:6379/0?option=1", "unknown option 'option' in the query string; expected one of db,"),
+        ("redis://h:6379/0?pasword=s3cret", "unknown option 'pasword' in the query string; did you mean 'password'?"),
+        ("rediss://h:6379/0?ssl_ca_cert=/ca.pem", "did you mean 'ssl_ca_certs'?"),
+        ("redis://h:6379/0?ssl_ca_certs=/ca.pem", "option 'ssl_ca_certs' needs a TLS URL (rediss://)"),
+        ("unix:///tmp/r.sock?nope=1", "unknown option 'nope'"),
+        ("redis+cluster://h:7000,h:7001?socket_timout=1", "did you mean 'socket_timeout'?"),
+        ("s3cret", "no scheme"),
     ],
 )
 def test_a_malformed_url_names_the_bad_part_and_never_the_password(url: str, named: str) -> None:
@@ -82,7 +99,7 @@ def test_a_malformed_url_names_the_bad_part_and_never_the_password(url: str, nam
         resolve_url(url)
     message = str(caught.value)
     assert named in message and "\n" not in message
-    assert "s3cret" not in message
+    assert "s3cret" not in message  # a password, or the value of a misspelt option that holds one
 
 
 @pytest.mark.parametrize(
@@ -108,3 +125,96 @@ def test_a_malformed_environment_url_says_where_it_came_from(monkeypatch: pytest
     monkeypatch.setenv("EVENTBUS_URL", "redis://localhost:abc")
     with pytest.raises(ConfigError, match=r"from \$EVENTBUS_URL"):
         resolve_url(None)
+
+
+# -- every URL mistake is one line: brackets, options, anything urlsplit refuses -------------------
+
+
+def test_the_documented_options_are_accepted() -> None:
+    url = "rediss://u:p@h:6380/1?socket_timeout=2&ssl_ca_certs=/ca.pem&ssl_cert_reqs=required&client_name=x"
+    assert resolve_url(url).url == url
+
+
+URL_PIECES = st.sampled_from([*"[]:@/?=&%#,.; ab1\t\n\x00\u2028é", "::1", "[::1]", "u:p@", "?db=", "ssl_", "h:6379"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(URL_PIECES, max_size=15).map("".join))
+def test_whatever_follows_the_scheme_is_a_url_or_a_one_line_config_error(rest: str) -> None:
+    for scheme in ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://"):
+        try:
+            validate_url(scheme + rest)
+        except ConfigError as exc:
+            assert len(str(exc).splitlines()) == 1, str(exc)
+
+
+def test_a_line_break_in_a_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTBUS_URL", "redis://u:s3cret@h:6379/0\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve_url(None)
+    assert str(caught.value) == (
+        "invalid Redis URL (from $EVENTBUS_URL): an unprintable character ('\\n') at position 26 (a trailing newline?)"
+    )
+
+
+# -- the URL from a file (a mounted secret) -----------------------------------------------------
+
+
+def test_a_url_file_is_read_without_its_trailing_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "redis-url"
+    secret.write_text("redis://u:s3cret@h:6379/2\n")
+    monkeypatch.setenv("EVENTBUS_URL_FILE", str(secret))
+    resolved = resolve_url(None)
+    assert resolved == ResolvedURL("redis://u:s3cret@h:6379/2", True, f"$EVENTBUS_URL_FILE {secret}")
+    assert resolve_url("redis://arg/0").url == "redis://arg/0"  # the command line beats the environment
+
+
+def test_url_and_url_file_in_the_environment_at_once_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "url").write_text("redis://h/0")
+    monkeypatch.setenv("EVENTBUS_URL", "redis://h/1")
+    monkeypatch.setenv("EVENTBUS_URL_FILE", str(tmp_path / "url"))
+    with pytest.raises(ConfigError, match=r"both \$EVENTBUS_URL and \$EVENTBUS_URL_FILE are set"):
+        resolve_url(None)
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (None, "cannot read the Redis URL from --url-file {path}: No such file or directory"),
+        ("dir", "cannot read the Redis URL from --url-file {path}: Is a directory"),
+        ("", "--url-file {path} is empty"),
+        ("\n  \n", "--url-file {path} is empty"),
+        ("redis://u:s3cret@h/0\nredis://other/0\n", "--url-file {path} holds more than a URL"),
+        (b"\xffs3cret", "cannot read the Redis URL from --url-file {path}: not UTF-8 text"),
+        ("s3cret\n", "invalid Redis URL (from --url-file {path}): no scheme"),
+        ("redis://u:s3cret@h:port/0", "invalid Redis URL (from --url-file {path}): invalid port"),
+    ],
+)
+def test_a_url_file_that_cannot_be_used_is_one_line_naming_the_file_never_its_content(
+    tmp_path: Path, content: str | bytes | None, error: str
+) -> None:
+    path = tmp_path / "redis-url"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    where = f"--url-file {path}"
+    with pytest.raises(ConfigError) as caught:
+        resolve_url(read_url_file(str(path), where), where)
+    message = str(caught.value)
+    assert message.startswith(error.format(path=path)) and "\n" not in message, message
+    assert "s3cret" not in message and "redis://u" not in message
+
+
+def test_an_unreadable_url_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "redis-url"
+    path.write_text("redis://u:s3cret@h/0\n")
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("running as root: every file is readable")
+    with pytest.raises(ConfigError, match=rf"^cannot read the Redis URL from --url-file {path}: Permission denied$"):
+        read_url_file(str(path), f"--url-file {path}")

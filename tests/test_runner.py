@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
+import eventbus
+from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
 from eventbus.deadletter import DeadLetterStore
 from tests.buses import publish, running
 from tests.conftest import ROOT
@@ -493,3 +494,21 @@ def test_the_documented_asyncio_program_exits_0_on_ctrl_c(
     assert "SIGINT received: stopping" in process.output
     assert "stopped: all queued work finished" in process.output
     assert "Traceback" not in process.output and "KeyboardInterrupt" not in process.output
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis://u:s3cret@[::1/0", "unbalanced brackets in the host '[::1'"),
+        ("redis://u:s3cret@127.0.0.1:6379/0?option=1", "unknown option 'option'"),
+    ],
+)
+def test_a_malformed_url_from_code_is_a_config_error_before_anything_starts(url: str, named: str) -> None:
+    @on("orders")
+    async def orders(msg: Message, ctx: Context) -> None: ...
+
+    for attempt in (lambda: Runner([orders], url=url), lambda: eventbus.connect(url)):
+        with pytest.raises(ConfigError) as caught:
+            attempt()
+        assert named in str(caught.value) and "(from code)" in str(caught.value)
+        assert "s3cret" not in str(caught.value)

@@ -42,6 +42,21 @@ COMMAND_RETRY_BASE = 0.05
 COMMAND_RETRY_CAP = 1.0
 
 
+def no_client_setinfo() -> dict[str, Any]:
+    """redis-py keyword arguments that keep its connections from sending ``CLIENT SETINFO``.
+
+    redis-py names itself on every new connection; Redis 7.2+ checks that against the ACL, so a
+    least-privilege user (docs/security.md) is denied it and the ACL LOG gains an entry per
+    connection, and a 7.0 server cannot even grant it (``+client|setinfo`` is an unknown command
+    there). eventbus names only its subscription connection, with ``CLIENT SETNAME``.
+    """
+    try:
+        import redis.driver_info  # noqa: F401 - redis-py 7.1+: lib_name/lib_version are deprecated there
+    except ImportError:
+        return {"lib_name": None, "lib_version": None}
+    return {"driver_info": None}
+
+
 def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     """A shared redis.asyncio client whose pool waits for a free connection instead of failing.
 
@@ -63,6 +78,7 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         max_connections=max_connections,
         retry=Retry(ExponentialWithJitterBackoff(cap=COMMAND_RETRY_CAP, base=COMMAND_RETRY_BASE), COMMAND_RETRIES),
         retry_on_error=[OSError],
+        **no_client_setinfo(),
     )
 
 
@@ -530,7 +546,9 @@ def _cut_off(exc: BaseException) -> bool:
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """PING ``url`` until it answers or ``timeout`` passes (then :class:`ConnectError`)."""
     # No client-level retries: this loop is the retry policy, and it logs each attempt.
-    client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0))
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 0), **no_client_setinfo()
+    )
     auth = _auth_args(url)
     deadline = time.monotonic() + timeout
     delay = 0.1

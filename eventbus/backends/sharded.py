@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from eventbus.backends.base import ConnectionSettings, Consume, Reader
-from eventbus.backends.redis import SUBSCRIBE_CHUNK, RedisSubscriber, _SubscriptionProtocol
+from eventbus.backends.redis import SUBSCRIBE_CHUNK, RedisSubscriber, _SubscriptionProtocol, no_client_setinfo
 from eventbus.backends.resp import chunks
 from eventbus.codec import decode_name, encode_name
 from eventbus.config import redact_url
@@ -67,7 +67,7 @@ async def fetch_slot_map(candidates: Sequence[str], node_url: NodeURL) -> SlotMa
     """
     errors = []
     for url in dict.fromkeys(candidates):
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0, **no_client_setinfo())
         try:
             reply = await client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         except aioredis.ResponseError as exc:

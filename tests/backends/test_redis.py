@@ -7,6 +7,7 @@ import asyncio
 import redis
 
 from eventbus import Context, Message, Runner, on, on_pattern
+from eventbus.backends.redis import command_client
 from tests.redis_server import RedisServer
 
 
@@ -74,3 +75,11 @@ async def test_subscriber_connection_is_separate_from_the_command_client(
         await asyncio.sleep(0.1)
         assert await runner.drain(5)
     assert sync_redis.get("x") == b"1"
+
+
+def test_no_connection_sends_client_setinfo() -> None:
+    """Redis 7.2+ checks CLIENT SETINFO against the ACL: a least-privilege user would be denied it at
+    every connect (README "Security"). A 7.0 server, as here, cannot show it: the settings can."""
+    client = command_client("redis://127.0.0.1:1/0")
+    connection = client.connection_pool.make_connection()
+    assert getattr(connection, "driver_info", None) is None and getattr(connection, "lib_name", None) is None

@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail instead of starting an embedded Redis when nothing answers at the default URL",
     )
     run.add_argument(
+        "--no-autopipeline",
+        action="store_true",
+        help="make ctx.redis a plain redis.asyncio client instead of the auto-pipelining one "
+        "(default: auto-pipelining, unless $EVENTBUS_AUTOPIPELINE is 0)",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -431,6 +437,7 @@ def _run(args: argparse.Namespace) -> int:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         embedded=not args.no_embedded,
+        autopipeline=False if args.no_autopipeline else None,
         # A worker of `--workers N` may have been handed the supervisor's embedded Redis as --url.
         url_source=os.environ.get(ENV_URL_SOURCE, args.url_source),
         log_level=None,  # configured above

@@ -1,4 +1,4 @@
-"""Where Redis is: URL resolution, and URLs made safe to log."""
+"""Where Redis is: URL resolution, and URLs made safe to log; whether ctx.redis auto-pipelines."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ SOURCE_DEFAULT = "default"
 SOURCE_EMBEDDED = "embedded"
 # Set by the --workers supervisor when the --url it hands its workers is its embedded Redis.
 ENV_URL_SOURCE = "EVENTBUS_URL_SOURCE"
+# 0 makes ctx.redis a plain redis.asyncio client wherever code or the CLI does not choose.
+ENV_AUTOPIPELINE = "EVENTBUS_AUTOPIPELINE"
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,3 +414,16 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         options.get("sentinel_username") or None,
         options.get("sentinel_password") or None,
     )
+
+
+def autopipeline_enabled(choice: bool | None = None) -> bool:
+    """Whether the command client auto-pipelines: ``choice`` when code or ``--no-autopipeline``
+    made one, else $EVENTBUS_AUTOPIPELINE (``0`` turns it off), else on."""
+    if choice is not None:
+        return choice
+    value = os.environ.get(ENV_AUTOPIPELINE, "").strip().lower()
+    if not value or value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ConfigError(f"${ENV_AUTOPIPELINE} must be 1 or 0 (on or off), not {value!r}")

@@ -537,10 +537,13 @@ def _loop_running() -> bool:
     return True
 
 
-def connect(url: str | None = None, *, max_connections: int = 64) -> Publisher:
+def connect(url: str | None = None, *, max_connections: int = 64, autopipeline: bool | None = None) -> Publisher:
     """A publisher on Redis at ``url`` (default: $EVENTBUS_URL, else redis://localhost:6379/0).
 
-    Use it as an async context manager so its connections are closed.
+    Use it as an async context manager so its connections are closed. ``autopipeline=False``
+    makes ``bus.redis`` a plain ``redis.asyncio.Redis`` (None: unless $EVENTBUS_AUTOPIPELINE is 0).
     """
-    client = command_client(resolve_url(url, SOURCE_CODE).url, max_connections=max_connections)
+    client = command_client(
+        resolve_url(url, SOURCE_CODE).url, max_connections=max_connections, autopipeline=autopipeline
+    )
     return Publisher(client_publish(client), client, client.aclose)

@@ -48,15 +48,25 @@ def eventbus(args: list[str], env: dict[str, str], stdin: bytes | None = None) -
     )
 
 
+@pytest.mark.parametrize(
+    ("options", "environment"),
+    [([], {}), (["--no-autopipeline"], {}), ([], {"EVENTBUS_AUTOPIPELINE": "0"})],
+    ids=["auto-pipelining", "--no-autopipeline", "EVENTBUS_AUTOPIPELINE=0"],
+)
 def test_run_handles_redis_cli_publishes_and_exits_0_on_sigterm(
+    options: list[str],
+    environment: dict[str, str],
     redis_server: RedisServer,
     sync_redis: redis.Redis,
     subprocess_env: dict[str, str],
     processes: list[EventbusProcess],
 ) -> None:
-    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url], subprocess_env)
+    env = {**subprocess_env, **environment}
+    proc = EventbusProcess(["run", "tests.sample_apps.orders", "--url", redis_server.url, *options], env)
     processes.append(proc)
     proc.wait_for("subscribed to 2 channel")
+    # ctx.redis is the plain client only when asked for: the log says so.
+    assert ("auto-pipelining is off" in proc.output) == bool(options or environment), proc.output
     assert redis_cli(redis_server.port, "PUBLISH", "purchase_orders", "42").strip() == "1"
     assert redis_cli(redis_server.port, "PUBLISH", "purchase_orders:Closing Ceremony", "7").strip() == "1"
     deadline = time.monotonic() + 10
@@ -68,6 +78,16 @@ def test_run_handles_redis_cli_publishes_and_exits_0_on_sigterm(
     assert sync_redis.lrange("ceremony", 0, -1) == [b"purchase_orders:Closing Ceremony|purchase_orders:* Ceremony|7"]
     assert sync_redis.get("sample:started") == b"1" and sync_redis.get("sample:stopped") == b"1"
     assert "all queued work finished" in proc.output
+
+
+def test_an_invalid_eventbus_autopipeline_is_a_one_line_usage_error(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    env = {**subprocess_env, "EVENTBUS_AUTOPIPELINE": "maybe"}
+    result = eventbus(["run", "tests.sample_apps.orders", "--url", redis_server.url], env)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "EVENTBUS_AUTOPIPELINE" in line]
+    assert len(errors) == 1 and "must be 1 or 0" in errors[0] and "Traceback" not in result.stderr
 
 
 def test_sigint_also_stops_cleanly(

@@ -1,4 +1,4 @@
-"""Where Redis is, and URLs made safe to log."""
+"""Where Redis is, URLs made safe to log, and whether ctx.redis auto-pipelines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventbus import ConfigError
-from eventbus.config import DEFAULT_URL, ResolvedURL, read_url_file, redact_url, resolve_url, validate_url
+from eventbus.config import (
+    DEFAULT_URL,
+    ResolvedURL,
+    autopipeline_enabled,
+    read_url_file,
+    redact_url,
+    resolve_url,
+    validate_url,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +26,7 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVENTBUS_URL", raising=False)
     monkeypatch.delenv("EVENTBUS_DEFAULT_URL", raising=False)
     monkeypatch.delenv("EVENTBUS_URL_FILE", raising=False)
+    monkeypatch.delenv("EVENTBUS_AUTOPIPELINE", raising=False)
 
 
 def test_argument_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,3 +227,26 @@ def test_an_unreadable_url_file_names_the_file(tmp_path: Path) -> None:
         pytest.skip("running as root: every file is readable")
     with pytest.raises(ConfigError, match=rf"^cannot read the Redis URL from --url-file {path}: Permission denied$"):
         read_url_file(str(path), f"--url-file {path}")
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"),
+    [
+        *[(None, True), ("", True), ("1", True), ("on", True), ("TRUE", True)],
+        *[("0", False), (" off ", False), ("no", False)],
+    ],
+)
+def test_autopipelining_is_on_unless_the_environment_turns_it_off(
+    value: str | None, enabled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("EVENTBUS_AUTOPIPELINE", value)
+    assert autopipeline_enabled() is enabled
+    # A choice made in code or on the command line wins over the environment.
+    assert autopipeline_enabled(False) is False and autopipeline_enabled(True) is True
+
+
+def test_an_invalid_eventbus_autopipeline_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTBUS_AUTOPIPELINE", "maybe")
+    with pytest.raises(ConfigError, match=r"\$EVENTBUS_AUTOPIPELINE must be 1 or 0 \(on or off\), not 'maybe'"):
+        autopipeline_enabled()

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 import eventbus
 from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
+from eventbus.backends.autopipeline import AutoPipelineRedis
 from eventbus.deadletter import DeadLetterStore
 from tests.buses import publish, running
 from tests.conftest import ROOT
@@ -512,3 +514,44 @@ def test_a_malformed_url_from_code_is_a_config_error_before_anything_starts(url:
             attempt()
         assert named in str(caught.value) and "(from code)" in str(caught.value)
         assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("autopipeline", "client_class"), [(None, AutoPipelineRedis), (False, aioredis.Redis)])
+async def test_autopipeline_false_gives_handlers_a_plain_redis_client(
+    autopipeline: bool | None, client_class: type, redis_server: RedisServer
+) -> None:
+    seen: list[type] = []
+
+    @on("kinds")
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(type(ctx.redis))
+        await ctx.redis.incr("kinds")
+
+    async with running("redis", [record], redis_server.url, autopipeline=autopipeline) as runner:
+        assert await publish(runner, "kinds", "1") == 1
+        await settle(runner)
+    assert seen == [client_class]
+
+
+async def test_a_module_of_handlers_runs_end_to_end_on_the_plain_client(redis_server: RedisServer) -> None:
+    with redis_server.client() as check:
+        async with running("redis", "tests.sample_apps.orders", redis_server.url, autopipeline=False) as runner:
+            assert type(runner.redis) is aioredis.Redis
+            for order in range(20):
+                await publish(runner, "purchase_orders", str(order))
+            await publish(runner, "purchase_orders:Opening Ceremony", "7")
+            await settle(runner)
+            assert runner.state["opening"] == ["7"]
+        assert check.get("orders_seen") == b"20"
+        assert check.lrange("orders", 0, -1) == [str(order).encode() for order in range(20)]
+        assert check.lrange("ceremony", 0, -1) == [b"purchase_orders:Opening Ceremony|purchase_orders:* Ceremony|7"]
+        assert check.get("sample:started") == b"1" and check.get("sample:stopped") == b"1"
+
+
+async def test_connect_without_autopipelining_gives_a_plain_client(redis_server: RedisServer) -> None:
+    async with eventbus.connect(redis_server.url, autopipeline=False) as bus:
+        assert type(bus.redis) is aioredis.Redis
+        assert await bus.redis.set("k", "v")
+    async with eventbus.connect(redis_server.url) as bus:
+        assert type(bus.redis) is AutoPipelineRedis
+        assert await bus.redis.get("k") == b"v"

@@ -113,8 +113,12 @@ async def start_embedded() -> EmbeddedRedis:
     return embedded
 
 
-def command_client(url: str, *, max_connections: int = 64) -> Any:
-    """A command client for ``url`` (a redis.asyncio-compatible one), for producers."""
+def command_client(url: str, *, max_connections: int = 64, autopipeline: bool | None = None) -> Any:
+    """A command client for ``url`` (a redis.asyncio-compatible one), for producers.
+
+    ``autopipeline``: for a single server (cluster and sentinel clients are redis-py's own, never
+    auto-pipelined); None follows $EVENTBUS_AUTOPIPELINE.
+    """
     check_tls(url)
     if is_cluster_url(url):
         from eventbus.backends.cluster import cluster_client
@@ -126,7 +130,7 @@ def command_client(url: str, *, max_connections: int = 64) -> Any:
         return sentinel_client(url, max_connections=max_connections)
     from eventbus.backends.redis import command_client as server_client
 
-    return server_client(url, max_connections=max_connections)
+    return server_client(url, max_connections=max_connections, autopipeline=autopipeline)
 
 
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:

@@ -30,6 +30,11 @@ is shared, so one command slower than that on the server fails the commands queu
 Commands not yet written wait for the next connection. Reconnection is lazy (the next command),
 with the pool's retry and backoff policy for the connect (command_client's rides out ~10 s).
 Memory is bounded: at most ``max_in_flight`` commands per lane, later callers wait in FIFO order.
+
+What this needs of redis-py beyond its public API (a connection's socket and parser, ``Pipeline``'s
+state, what ``parse_response`` does with a reply) is in :mod:`eventbus.backends.redispy_internals`,
+checked against the installed redis-py by its contract test. ``autopipeline=False`` gives a plain
+``redis.asyncio.Redis`` instead (see :func:`eventbus.backends.redis.command_client`).
 """
 
 from __future__ import annotations
@@ -42,20 +47,35 @@ import inspect
 import itertools
 import select
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.client import CaseInsensitiveDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# Options redis-py's command methods pass to execute_command (redis/utils.py, redis/client.py).
-NEVER_DECODE = "NEVER_DECODE"
-EMPTY_RESPONSE = "EMPTY_RESPONSE"
+from eventbus.backends.redispy_internals import (
+    CACHE_KEYS,
+    CALLBACK_TABLE,
+    EMPTY_RESPONSE,
+    FAST_TYPES,
+    NEVER_DECODE,
+    NOT_ENOUGH_DATA,
+    client_encoding,
+    command_packer,
+    execute_pipeline_on_lane,
+    forget_socket,
+    init_lane_pipeline,
+    new_connection,
+    own_pool,
+    parse_reply,
+    queue_pipeline_command,
+    take_socket,
+    wants_own_connection,
+)
 
 # Commands that block the connection or change its state: they need a connection of their own.
 DEDICATED_COMMANDS = frozenset(
@@ -117,17 +137,15 @@ KEYLESS_OR_READ_ONLY = frozenset(
 # nothing, or end all sharing.
 _SHARE, _WRITE_KEY, _NEUTRAL, _BARRIER = 0, 1, 2, 3
 
-_NOT_ENOUGH_DATA = object()
 # A command name's packed tokens ("CONFIG GET" is two), their count, whether it may share a
 # lane (True yes, False never, None depending on its arguments: XREAD ... BLOCK), what it does
 # to read sharing (_SHARE ... _BARRIER), whether hiredis may pack it (one token and a UTF-8
 # client), and whether the name is its own upper case (then a plain dict lookup finds its
 # response callback exactly as CaseInsensitiveDict.get would, without a Python frame).
 _Route = tuple[bytes, int, bool | None, int, bool, bool]
-_FAST_TYPES = frozenset({bytes, str, int})
 # All arguments of these types: hiredis's packer encodes them exactly as redis-py would. (A C-level
 # check over ``map(type, args)``: no Python loop per argument.)
-_all_fast_types = _FAST_TYPES.issuperset
+_all_fast_types = FAST_TYPES.issuperset
 _pack_command = hiredis.pack_command
 # Replies a response callback commonly returns; anything else is checked with inspect.isawaitable.
 _NOT_AWAITABLE = frozenset({bytes, str, int, float, bool, type(None), list, dict, set, tuple})
@@ -348,37 +366,26 @@ class _Lane:
 
     async def _connect(self) -> None:
         try:
-            pool = self.client.connection_pool
             # redis-py's Connection does the handshake (AUTH, SELECT, TLS, CLIENT SETINFO) and
             # retries it with the pool's backoff policy; then its socket becomes ours.
-            conn = pool.connection_class(**pool.connection_kwargs)
-            await conn.connect()  # type: ignore[no-untyped-call]  # redis-py is partly typed
+            conn = new_connection(self.client.connection_pool)
+            await conn.connect()  # type: ignore[no-untyped-call, unused-ignore]  # typed in some redis-py versions
+            taken = take_socket(conn)
             self._loop = loop = asyncio.get_running_loop()
             self._new_future = (
                 functools.partial(asyncio.Future, loop=loop)
                 if type(loop).create_future is asyncio.BaseEventLoop.create_future
                 else loop.create_future
             )
-            reader, writer = conn._reader, conn._writer
-            assert reader is not None and writer is not None
-            kwargs: dict[str, Any] = {
-                "protocolError": InvalidResponse,
-                "replyError": conn._parser.parse_error,
-                "notEnoughData": _NOT_ENOUGH_DATA,
-            }
-            if conn.encoder.decode_responses:
-                kwargs["encoding"] = conn.encoder.encoding
-                kwargs["errors"] = conn.encoder.encoding_errors
-            parser = hiredis.Reader(**kwargs)
             self._conn = conn
-            self._writer = writer
-            self._stream = reader
-            self._poller = _hangup_poller(writer.transport)
-            self._timeout = conn.socket_timeout
+            self._writer = taken.writer
+            self._stream = taken.reader
+            self._poller = _hangup_poller(taken.writer.transport)
+            self._timeout = taken.reply_timeout
             self.generation += 1
             self.connected = True
             self._reader_task = asyncio.create_task(
-                self._read_loop(reader, parser, self.generation), name="eventbus:autopipeline-reader"
+                self._read_loop(taken.reader, taken.parser, self.generation), name="eventbus:autopipeline-reader"
             )
             self._release(0)  # wake callers that queued while we were down
         finally:
@@ -405,7 +412,7 @@ class _Lane:
                     while pending:
                         future, raw = pending[0]
                         reply = parser.gets(False) if raw else parser.gets()
-                        if reply is _NOT_ENOUGH_DATA:
+                        if reply is NOT_ENOUGH_DATA:
                             break
                         pending.popleft()
                         done += 1
@@ -416,7 +423,7 @@ class _Lane:
                                 if not follower.done():
                                     follower.set_result(_copy_reply(reply))
                     else:
-                        if parser.gets() is not _NOT_ENOUGH_DATA:
+                        if parser.gets() is not NOT_ENOUGH_DATA:
                             raise InvalidResponse("a reply arrived for no pending command")
                     if done:
                         self._release(done)
@@ -449,7 +456,7 @@ class _Lane:
             self._stream = None
             self._poller = None
         if self._conn is not None:
-            self._conn._close()  # type: ignore[no-untyped-call]  # forget the aborted streams
+            forget_socket(self._conn)
             self._conn = None
         if self._reader_task is not None and self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
@@ -575,19 +582,15 @@ class AutoPipelineRedis(aioredis.Redis):
 
     def __init__(self, *args: Any, lanes: int = 1, max_in_flight: int = 4096, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.single_connection_client or self.connection_pool.connection_kwargs.get("protocol") in (3, "3"):
-            # One dedicated connection is what the caller asked for; RESP3 push messages would
-            # interleave with replies on a shared connection.
+        if wants_own_connection(self):
             lanes = 0
         self._lanes = [_Lane(self, max_in_flight) for _ in range(lanes)]
         self._next_lane: Callable[[], _Lane] | None = itertools.cycle(self._lanes).__next__ if lanes else None
-        encoder = self.connection_pool.get_encoder()  # type: ignore[no-untyped-call]
-        self._encoding: str = encoder.encoding
-        self._encoding_errors: str = encoder.encoding_errors
-        self._encode: Callable[[Any], Any] = encoder.encode
+        encoding = client_encoding(self)
+        self._pack = command_packer(encoding)
         self._command_names: dict[Any, _Route] = {}
         # hiredis encodes str as strict UTF-8, which is redis-py's default.
-        self._fast_pack_ok = codecs.lookup(self._encoding).name == "utf-8" and self._encoding_errors == "strict"
+        self._fast_pack_ok = codecs.lookup(encoding.encoding).name == "utf-8" and encoding.errors == "strict"
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         # The per-command hot path: every handler's command runs it, so it is kept to one frame
@@ -618,21 +621,17 @@ class AutoPipelineRedis(aioredis.Redis):
         if future is None:
             future = await lane.send(packed, raw)
         response = await future
-        if isinstance(response, ResponseError):
-            if EMPTY_RESPONSE in options:
-                return options[EMPTY_RESPONSE]
-            raise response
-        callbacks = self.response_callbacks
+        callbacks: Any = self.response_callbacks
+        if isinstance(response, Exception):
+            return parse_reply(callbacks, name, plain_name, response, options)  # raises, or EMPTY_RESPONSE
+        # parse_reply's usual case in this frame: a reply with no option but the cache keys.
         callback = (
-            _dict_get(callbacks, name) if plain_name and type(callbacks) is CaseInsensitiveDict else callbacks.get(name)
+            _dict_get(callbacks, name) if plain_name and type(callbacks) is CALLBACK_TABLE else callbacks.get(name)
         )
         if callback is None:
             return response
-        if options:
-            options.pop(NEVER_DECODE, None)
-            options.pop(EMPTY_RESPONSE, None)
-            options.pop("keys", None)
-            result = callback(response, **options)
+        if options and (len(options) > 1 or CACHE_KEYS not in options):
+            result = parse_reply(callbacks, name, plain_name, response, options)
         else:
             result = callback(response)
         if type(result) in _NOT_AWAITABLE:
@@ -657,9 +656,10 @@ class AutoPipelineRedis(aioredis.Redis):
         :class:`LanePipeline`), with it they get a pooled connection as in redis.asyncio."""
         if transaction or shard_hint is not None or self._next_lane is None:
             return super().pipeline(transaction, shard_hint)
-        return LanePipeline(self)
+        pipe: aioredis.client.Pipeline = LanePipeline(self)
+        return pipe
 
-    async def _execute_on_lane(self, stack: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any] | None:
+    async def run_on_lane(self, stack: Sequence[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any] | None:
         """Queue a pipeline's commands on one lane, in order, and collect their replies (errors
         as values). None if one of them needs a connection of its own."""
         # Everything is packed before anything is queued (as redis-py's pipelines do): a command
@@ -700,22 +700,30 @@ class AutoPipelineRedis(aioredis.Redis):
                 futures.append(future)
         replies: list[Any] = []
         callbacks: Any = self.response_callbacks
-        plain_lookup = type(callbacks) is CaseInsensitiveDict
+        plain_table = type(callbacks) is CALLBACK_TABLE
         for (args, options), future, plain_name in zip(stack, futures, plain_names, strict=True):
             response = await future
-            if isinstance(response, ResponseError):
-                replies.append(options.get(EMPTY_RESPONSE, response))
-                continue
-            name = args[0]
-            callback = _dict_get(callbacks, name) if plain_lookup and plain_name else callbacks.get(name)
-            if callback is not None:
-                if options:
-                    kept = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
-                    response = callback(response, **kept)
-                else:
+            if isinstance(response, Exception):
+                if isinstance(response, ResponseError):  # as in redis-py's pipelines: a value
+                    replies.append(options.get(EMPTY_RESPONSE, response))
+                    continue
+            else:
+                # parse_reply's usual case in this frame, as in execute_command.
+                name = args[0]
+                callback = _dict_get(callbacks, name) if plain_table and plain_name else callbacks.get(name)
+                if callback is None:
+                    replies.append(response)
+                    continue
+                if not options or (len(options) == 1 and CACHE_KEYS in options):
                     response = callback(response)
-                if type(response) not in _NOT_AWAITABLE and inspect.isawaitable(response):
-                    response = await response
+                    if type(response) not in _NOT_AWAITABLE and inspect.isawaitable(response):
+                        response = await response
+                    replies.append(response)
+                    continue
+            # A copy of the options: the stack stays as its caller queued it.
+            response = parse_reply(callbacks, args[0], plain_name, response, dict(options))
+            if type(response) not in _NOT_AWAITABLE and inspect.isawaitable(response):
+                response = await response
             replies.append(response)
         return replies
 
@@ -741,27 +749,6 @@ class AutoPipelineRedis(aioredis.Redis):
             self._command_names[name] = route
         return route
 
-    def _pack(self, head: bytes, ntokens: int, args: tuple[Any, ...]) -> bytes:
-        """RESP for ``args``, encoded exactly as redis-py's Encoder would (DataError included)."""
-        parts = [b"*%d\r\n" % (len(args) - 1 + ntokens), head]
-        append = parts.append
-        for arg in itertools.islice(args, 1, None):
-            kind = type(arg)
-            if kind is bytes:
-                data = arg
-            elif kind is str:
-                data = arg.encode(self._encoding, self._encoding_errors)
-            elif kind is int:
-                data = b"%d" % arg
-            elif kind is float:
-                data = repr(arg).encode()  # what redis-py's Encoder does with a float
-            else:
-                data = self._encode(arg)
-                if not isinstance(data, bytes):
-                    data = bytes(data)
-            append(b"$%d\r\n%s\r\n" % (len(data), data))
-        return b"".join(parts)
-
     @property
     def coalesced(self) -> int:
         """Reads answered by another caller's identical read in the same batch (see the module doc)."""
@@ -780,40 +767,11 @@ class LanePipeline(aioredis.client.Pipeline):
     runs scripts or holds a blocking command falls back to a pooled connection.
     """
 
-    def __init__(self, client: AutoPipelineRedis) -> None:
-        super().__init__(client.connection_pool, client.response_callbacks, False, None)
-        self._client = client
-
-    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        # redis.asyncio's Pipeline.execute_command in one frame instead of two (it is called once
-        # per queued command): the same test, then the stack append of pipeline_execute_command.
-        if (self.watching or args[0] == "WATCH") and not self.explicit_transaction:
-            return self.immediate_execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
-        self.command_stack.append((args, kwargs))
-        return self
-
-    async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        stack = self.command_stack
-        if self.watching or self.explicit_transaction or self.scripts or self.connection is not None:
-            return await super().execute(raise_on_error)
-        if not stack:
-            return []
-        try:
-            replies = await self._client._execute_on_lane(stack)
-            if replies is None:
-                return await super().execute(raise_on_error)
-        finally:
-            if self.connection is None and not self.watching:
-                # What reset() does for a pipeline that holds no connection and watches nothing,
-                # without a coroutine of its own.
-                self.command_stack = []
-                self.scripts = set()
-                self.explicit_transaction = False
-            else:
-                await self.reset()
-        if raise_on_error:
-            self.raise_first_error(stack, replies)
-        return replies
+    # redis-py's Pipeline internals, bound as the methods: they run once per pipeline or per
+    # queued command, where a frame of our own around them would cost.
+    __init__ = init_lane_pipeline
+    execute_command = queue_pipeline_command
+    execute = execute_pipeline_on_lane
 
 
 def _text_key(key: Any) -> str | None:
@@ -848,7 +806,7 @@ def autopipeline_client(
         url, max_connections=max_connections - lanes, timeout=None, **pool_kwargs
     )
     client = AutoPipelineRedis(connection_pool=pool, lanes=lanes, max_in_flight=max_in_flight)
-    client.auto_close_connection_pool = True  # as Redis.from_pool: the client owns its pool
+    own_pool(client)
     return client
 
 

@@ -67,6 +67,9 @@ class ConnectionSettings:
     reconnect_max_delay: float = 5.0
     connect_timeout: float = 15.0
     max_connections: int = 64
+    # ctx.redis auto-pipelines (None: unless $EVENTBUS_AUTOPIPELINE is 0); False: a plain
+    # redis.asyncio.Redis. Cluster and sentinel URLs always get redis-py's own clients.
+    autopipeline: bool | None = None
     # With nothing configured and nothing answering at the default URL, start an embedded Redis.
     embedded: bool = True
     gate: ReadGate = field(default_factory=ReadGate, compare=False)

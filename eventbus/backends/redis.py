@@ -28,7 +28,7 @@ from eventbus.backends.base import ConnectionSettings, Consume
 from eventbus.backends.resp import chunks, pack_command
 from eventbus.backends.tls import handshake_hint, speaks_tls, ssl_context, tls_url
 from eventbus.backoff import Backoff
-from eventbus.config import redact_url
+from eventbus.config import autopipeline_enabled, redact_url
 from eventbus.errors import ConnectError, SubscribeError
 from eventbus.flow import ReadGate
 from eventbus.stats import BusStats
@@ -57,7 +57,7 @@ def no_client_setinfo() -> dict[str, Any]:
     return {"driver_info": None}
 
 
-def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+def command_client(url: str, *, max_connections: int = 64, autopipeline: bool | None = None) -> aioredis.Redis:
     """A shared redis.asyncio client whose pool waits for a free connection instead of failing.
 
     A plain ConnectionPool raises "Too many connections" when thousands of handlers call at once;
@@ -70,16 +70,20 @@ def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
 
     Plain commands are auto-pipelined (eventbus.autopipeline): those issued in one loop turn share
     one write and one read on a multiplexed connection, which counts towards ``max_connections``.
+    ``autopipeline=False`` (None: :func:`~eventbus.config.autopipeline_enabled` decides) gives a
+    plain ``redis.asyncio.Redis`` instead, which uses no redis-py internals.
     """
+    options: dict[str, Any] = {
+        "retry": Retry(ExponentialWithJitterBackoff(cap=COMMAND_RETRY_CAP, base=COMMAND_RETRY_BASE), COMMAND_RETRIES),
+        "retry_on_error": [OSError],
+        **no_client_setinfo(),
+    }
+    if not autopipeline_enabled(autopipeline):
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=None, **options)
+        return aioredis.Redis.from_pool(pool)
     from eventbus.backends.autopipeline import autopipeline_client
 
-    return autopipeline_client(
-        url,
-        max_connections=max_connections,
-        retry=Retry(ExponentialWithJitterBackoff(cap=COMMAND_RETRY_CAP, base=COMMAND_RETRY_BASE), COMMAND_RETRIES),
-        retry_on_error=[OSError],
-        **no_client_setinfo(),
-    )
+    return autopipeline_client(url, max_connections=max_connections, **options)
 
 
 class StreamTransport(Protocol):

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
 from eventbus.backends.base import ConnectionSettings, Consume
@@ -39,6 +39,7 @@ from eventbus.backends.redis import (
     RedisSubscriber,
     wait_until_reachable,
 )
+from eventbus.backends.redispy_internals import close_sentinel, reresolve_master
 from eventbus.backends.server import RedisBackend
 from eventbus.backoff import Backoff
 from eventbus.config import SentinelURL, parse_sentinel_url, redact_url
@@ -119,7 +120,7 @@ async def wait_until_sentinel_reachable(url: str, timeout: float, *, quiet: bool
             log.info("sentinels at %s name %s as master %r", redact_url(url), redact_url(master), parsed.service)
             return master
     finally:
-        await sentinel.aclose()
+        await close_sentinel(sentinel)
 
 
 async def _nobody_knows(parsed: SentinelURL, sentinel: Sentinel) -> bool:
@@ -170,7 +171,7 @@ class SentinelSubscriber(RedisSubscriber):
             self._switches.cancel()
             await asyncio.gather(self._switches, return_exceptions=True)
         await super().stop()
-        await self.sentinel.aclose()
+        await close_sentinel(self.sentinel)
 
     async def _connect_and_subscribe(self) -> None:
         # A MasterNotFoundError (sentinels unreachable, or mid-failover) fails this attempt; the
@@ -257,8 +258,7 @@ class SentinelBackend(RedisBackend):
         # when the address changes); a command in flight finishes, or fails READONLY and retries.
         for client in self._clients:
             try:
-                pool = cast(SentinelConnectionPool, client.connection_pool)
-                await pool.get_master_address()  # type: ignore[no-untyped-call]
+                await reresolve_master(client)
             except Exception as exc:  # noqa: BLE001 - the next connect re-resolves anyway
                 log.info("could not re-resolve the master for a command client: %s", exc)
 
@@ -269,7 +269,7 @@ class SentinelBackend(RedisBackend):
 
     async def aclose(self) -> None:
         await super().aclose()
-        await self.sentinel.aclose()
+        await close_sentinel(self.sentinel)
 
 
 def sentinel_client(sentinel: Sentinel, service: str, *, max_connections: int = 64) -> aioredis.Redis:

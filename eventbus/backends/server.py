@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from eventbus.backends.base import ConnectionSettings, client_publish
 from eventbus.backends.redis import RedisSubscriber, command_client
 from eventbus.backends.sharded import ShardedSubscriber
+from eventbus.config import autopipeline_enabled
 from eventbus.stats import BusStats
 
 if TYPE_CHECKING:
     from eventbus.backends.embedded import EmbeddedRedis
+
+log = logging.getLogger("eventbus")
 
 
 class RedisBackend:
@@ -36,11 +40,14 @@ class RedisBackend:
         self.source = "embedded" if embedded is not None else source
         self.explicit = explicit and embedded is None
         self.owned = embedded is not None
+        self.autopipeline = autopipeline_enabled(settings.autopipeline)
+        if not self.autopipeline:
+            log.info("auto-pipelining is off: ctx.redis is redis-py's own client")
         self.redis: Any = self.command_client(settings.max_connections)
         self.publish = client_publish(self.redis)
 
     def command_client(self, max_connections: int) -> Any:
-        return command_client(self.url, max_connections=max_connections)
+        return command_client(self.url, max_connections=max_connections, autopipeline=self.autopipeline)
 
     def subscriber(self, stats: BusStats) -> RedisSubscriber:
         return RedisSubscriber(self.url, stats, self.settings)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 
 from eventbus import Context, Message, Runner, on, on_pattern
+from eventbus.backends.autopipeline import AutoPipelineRedis
 from eventbus.backends.redis import command_client
 from tests.redis_server import RedisServer
 
@@ -38,15 +42,16 @@ async def test_ten_thousand_channels_share_one_connection(redis_server: RedisSer
     assert seen == ["ch:9999", "other:x", "ch:0"]
 
 
+@pytest.mark.parametrize("autopipeline", [True, False], ids=["auto-pipelining", "plain"])
 async def test_thousands_of_handlers_using_ctx_redis_at_once(
-    redis_server: RedisServer, sync_redis: redis.Redis
+    autopipeline: bool, redis_server: RedisServer, sync_redis: redis.Redis
 ) -> None:
     @on("hits", concurrency=3000, inbox_size=20_000)
     async def count(msg: Message, ctx: Context) -> None:
         await ctx.redis.incr("hits")
         await ctx.redis.sadd("seen", msg.data)
 
-    async with Runner([count], url=redis_server.url, max_connections=16) as runner:
+    async with Runner([count], url=redis_server.url, max_connections=16, autopipeline=autopipeline) as runner:
         pipe = sync_redis.pipeline(transaction=False)
         for i in range(6000):
             pipe.publish("hits", i)
@@ -77,9 +82,35 @@ async def test_subscriber_connection_is_separate_from_the_command_client(
     assert sync_redis.get("x") == b"1"
 
 
-def test_no_connection_sends_client_setinfo() -> None:
+@pytest.mark.parametrize("autopipeline", [True, False], ids=["auto-pipelining", "plain"])
+def test_no_connection_sends_client_setinfo(autopipeline: bool) -> None:
     """Redis 7.2+ checks CLIENT SETINFO against the ACL: a least-privilege user would be denied it at
     every connect (README "Security"). A 7.0 server, as here, cannot show it: the settings can."""
-    client = command_client("redis://127.0.0.1:1/0")
+    client = command_client("redis://127.0.0.1:1/0", autopipeline=autopipeline)
     connection = client.connection_pool.make_connection()
     assert getattr(connection, "driver_info", None) is None and getattr(connection, "lib_name", None) is None
+
+
+async def test_without_autopipelining_the_command_client_is_plain_redis_asyncio(
+    redis_server: RedisServer, sync_redis: redis.Redis
+) -> None:
+    client = command_client(f"{redis_server.url}?client_name=plain-ctx-redis", max_connections=4, autopipeline=False)
+    assert type(client) is aioredis.Redis
+    # The same policy as the auto-pipelining client: a bounded pool that waits, retries, owns its pool.
+    pool = client.connection_pool
+    assert isinstance(pool, aioredis.BlockingConnectionPool) and pool.max_connections == 4
+    assert isinstance(pool.connection_kwargs.get("retry"), Retry)
+    assert await asyncio.gather(*(client.incr("n") for _ in range(50)))
+    assert sync_redis.get("n") == b"50"
+    await client.aclose()
+    assert not [c for c in sync_redis.client_list() if c["name"] == "plain-ctx-redis"]
+
+
+async def test_eventbus_autopipeline_0_makes_the_default_plain(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTBUS_AUTOPIPELINE", "0")
+    plain, chosen = command_client(redis_server.url), command_client(redis_server.url, autopipeline=True)
+    assert type(plain) is aioredis.Redis and type(chosen) is AutoPipelineRedis
+    await plain.aclose()
+    await chosen.aclose()

@@ -63,3 +63,11 @@ def test_build_requirements_are_bounded_above(name: str) -> None:
     # A new major of either can change what the build does; the range is what was built with.
     [requirement] = [Requirement(r) for r in PYPROJECT["build-system"]["requires"] if Requirement(r).name == name]
     assert any(spec.operator == "<" for spec in requirement.specifier), requirement
+
+
+def test_redis_py_is_bounded_below_its_next_major() -> None:
+    # ctx.redis rests on redis-py internals (eventbus/backends/redispy_internals.py, checked by its
+    # contract test): a new major may change them, so it is taken only once tested.
+    [requirement] = [Requirement(r) for r in PYPROJECT["project"]["dependencies"] if Requirement(r).name == "redis"]
+    uppers = [Version(spec.version) for spec in requirement.specifier if spec.operator == "<"]
+    assert uppers and all(upper.micro == 0 and upper.minor == 0 for upper in uppers), requirement

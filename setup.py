@@ -1,10 +1,10 @@
 """Builds eventbus with its hot path compiled by mypyc wherever that can be done.
 
 The metadata lives in pyproject.toml; this file only adds the optional extension modules.
-``eventbus/message.py``, ``dispatch.py`` and ``worker.py`` (routing a socket read, the inbox
+``eventbus/_message.py``, ``_dispatch.py`` and ``_worker.py`` (routing a socket read, the inbox
 hand-off, the ``Message`` type, the worker loop) are compiled unchanged from the same source:
 like hiredis for redis-py, the same behaviour, faster. The pure-Python modules stay the
-reference and are always installed beside the compiled ones; ``eventbus.speedups`` picks
+reference and are always installed beside the compiled ones; ``eventbus._hotpath`` picks
 which to import.
 
 Compilation is skipped, and the install goes on in pure Python with one line saying why, when
@@ -28,8 +28,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-HOT_MODULES = ("message", "dispatch", "worker")  # keep in step with eventbus/speedups.py
-# What the build did, for eventbus.speedups: when compiled, the hash of each source it was
+HOT_MODULES = ("_message", "_dispatch", "_worker")  # keep in step with eventbus/_hotpath.py
+# What the build did, for eventbus._hotpath: when compiled, the hash of each source it was
 # compiled from (so an edited source is never shadowed by a stale build); when not, why not, so
 # `python -m eventbus --version` can give the true reason (pip shows a build's output only with -v).
 MANIFEST = HERE / "eventbus" / "_build.json"

@@ -10,7 +10,7 @@ Reported: the median commands/s of ``--runs`` runs, and auto-pipelining's ratio 
 
 Contenders:
 - ``plain``: redis.asyncio on a BlockingConnectionPool of 64 (ctx.redis before auto-pipelining);
-- ``auto``: ``eventbus.backends.command_client()`` (the auto-pipelining client, 64 connections).
+- ``auto``: ``eventbus._backends.command_client()`` (the auto-pipelining client, 64 connections).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def make_client(kind: str, url: str) -> Any:
     if kind == "plain":
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=None)
         return aioredis.Redis(connection_pool=pool)
-    from eventbus.backends import command_client
+    from eventbus._backends import command_client
 
     return command_client(url, max_connections=64)
 

@@ -1,6 +1,6 @@
 """What middleware costs per message, in process: ``python -m benchmarks.middleware_cost``.
 
-A :class:`~eventbus.worker.HandlerWorker` drains a queued backlog through a handler that decodes
+A :class:`~eventbus._worker.HandlerWorker` drains a queued backlog through a handler that decodes
 the benchmark's 60-byte JSON, once per variant: no middleware, one no-op middleware, three,
 ``timeout(5)``, ``idempotent`` is left out (it is two Redis round trips, not CPU), and the tracing
 middleware on the OpenTelemetry API alone (no SDK: what an installed but unconfigured
@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 
 from eventbus import Context, Message, Router, on
-from eventbus.deadletter import DeadLetterStore
+from eventbus._deadletter import DeadLetterStore
+from eventbus._stats import HandlerStats
+from eventbus._worker import HandlerWorker
 from eventbus.middleware import Invoke
 from eventbus.middlewares import timeout
-from eventbus.stats import HandlerStats
-from eventbus.worker import HandlerWorker
 
 PAYLOAD = orjson.dumps({"id": 123456, "event": "Opening Ceremony", "qty": 2, "who": "Jim"}).ljust(60)
 

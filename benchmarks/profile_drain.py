@@ -35,13 +35,13 @@ import hiredis
 import orjson
 
 from eventbus import Context, Message, on
-from eventbus.backends.redis import _SubscriptionProtocol
-from eventbus.dispatch import Dispatcher
-from eventbus.flow import ReadGate
-from eventbus.router import Router
-from eventbus.stats import BusStats, HandlerStats
-from eventbus.subscription import Subscription
-from eventbus.worker import HandlerWorker
+from eventbus._backends.subscriber import _SubscriptionProtocol
+from eventbus._dispatch import Dispatcher
+from eventbus._flow import ReadGate
+from eventbus._router import Router
+from eventbus._stats import BusStats, HandlerStats
+from eventbus._subscription import Subscription
+from eventbus._worker import HandlerWorker
 
 CHANNEL = "bench"
 CHUNK = 64 * 1024

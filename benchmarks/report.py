@@ -134,7 +134,7 @@ def git_revision() -> str:
 def versions() -> dict[str, str]:
     out = {"eventbus commit": git_revision()}
     try:
-        from eventbus.speedups import describe  # the `eventbus` contender's hot path (issue 15)
+        from eventbus._hotpath import describe  # the `eventbus` contender's hot path (issue 15)
 
         out["eventbus hot path"] = describe()
     except ImportError:

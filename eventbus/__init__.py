@@ -9,11 +9,11 @@
 Run a module of handlers with ``python -m eventbus run mymod``.
 """
 
-# First of all: whether the compiled or the pure-Python hot path is imported (eventbus.speedups).
-import eventbus.speedups  # noqa: F401  # isort: split
-from eventbus.context import Context, ServerInfo
-from eventbus.deadletter import DeadLetter, DeadLetterStore
-from eventbus.errors import (
+# First of all: whether the compiled or the pure-Python hot path is imported (eventbus._hotpath).
+import eventbus._hotpath  # noqa: F401  # isort: split
+from eventbus._context import Context, ServerInfo
+from eventbus._deadletter import DeadLetter, DeadLetterStore
+from eventbus._errors import (
     ConfigError,
     ConnectError,
     EventbusError,
@@ -22,14 +22,14 @@ from eventbus.errors import (
     Reject,
     SubscribeError,
 )
-from eventbus.message import Message
-from eventbus.publisher import Publisher
-from eventbus.replay import ReplayReport, replay_dead_letters, replay_verdict
-from eventbus.router import Router
-from eventbus.runner import Runner, connect, run
-from eventbus.stats import BusStats, HandlerStats
-from eventbus.streams import StreamMessage
-from eventbus.subscription import on, on_pattern, on_shutdown, on_startup, on_stream
+from eventbus._message import Message
+from eventbus._publisher import Publisher
+from eventbus._replay import ReplayReport, replay_dead_letters, replay_verdict
+from eventbus._router import Router
+from eventbus._runner import Runner, connect, run
+from eventbus._stats import BusStats, HandlerStats
+from eventbus._streams import StreamMessage
+from eventbus._subscription import on, on_pattern, on_shutdown, on_startup, on_stream
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 import sys
 
-from eventbus.cli import main
+from eventbus._cli import main
 
 sys.exit(main())

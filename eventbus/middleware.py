@@ -25,9 +25,9 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
-from eventbus.context import Context
-from eventbus.errors import ConfigError, LoadError
-from eventbus.message import Message
+from eventbus._context import Context
+from eventbus._errors import ConfigError, LoadError
+from eventbus._message import Message
 
 Invoke = Callable[[Message, Context], Awaitable[Any]]
 Middleware = Callable[[Message, Context, Invoke], Awaitable[Any]]
@@ -83,7 +83,7 @@ def compose(invoke: Invoke, chain: Iterable[Middleware], handler: Any = None) ->
     """``invoke`` wrapped in ``chain`` (first = outermost); ``invoke`` itself when the chain is empty.
 
     A middleware object with a ``for_handler(handler)`` method is asked for the function to use
-    for this handler (a :class:`~eventbus.router.Handler`: name, options, subscriptions), so it
+    for this handler (a :class:`~eventbus._router.Handler`: name, options, subscriptions), so it
     can look at the handler's policy once here instead of on every message (tracing does).
     """
     call = invoke

@@ -21,12 +21,12 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from eventbus.backends.memory import MemoryBroker
-from eventbus.deadletter import DeadLetter
-from eventbus.message import Message
-from eventbus.payloads import build_decoder
-from eventbus.runner import Runner
-from eventbus.stats import BusStats, HandlerStats
+from eventbus._backends.memory import MemoryBroker
+from eventbus._deadletter import DeadLetter
+from eventbus._message import Message
+from eventbus._payloads import build_decoder
+from eventbus._runner import Runner
+from eventbus._stats import BusStats, HandlerStats
 
 __all__ = ["TestBus"]
 

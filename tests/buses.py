@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from eventbus import Runner
-from eventbus.backends.memory import MemoryBroker
+from eventbus._backends.memory import MemoryBroker
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventbus.loops import loop_factory
+from eventbus._loops import loop_factory
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from eventbus.backends.embedded import free_port, redis_server_args, wait_for_ping
+from eventbus._backends.embedded import free_port, redis_server_args, wait_for_ping
 
 __all__ = ["RedisServer", "acl_denials", "free_port", "port_open"]
 

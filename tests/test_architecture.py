@@ -14,37 +14,42 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "eventbus"
 
+# The public surface: what eventbus/__init__.py exports, and the modules the documentation names
+# (the API reference). Every other module is internal and says so by its leading underscore (as
+# httpx does), so `eventbus._worker` cannot be mistaken for an API to build on.
+PUBLIC = {"__init__", "__main__", "testing", "middleware", "middlewares"}
+
 # Each module's layer. A module may import its own layer and any layer below it, except that the
 # handler model and the engine never import a backend, and backends import only leaves.
 LEAVES = {
-    *("errors", "message", "codec", "backoff", "stats", "config", "flow", "logs", "loops", "stream_options"),
-    *("metrics", "health", "lag"),
-    "speedups",  # which hot path is imported: decided before any other eventbus module loads
-    "payloads",  # typed payloads: decoders and codecs (codec encodes through it)
-    "children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
-    "tables",  # terminal tables aligned by display width (routes, streams)
+    *("_errors", "_message", "_names", "_backoff", "_stats", "_urls", "_flow", "_logs", "_loops"),
+    *("_stream_options", "_metrics", "_health", "_lag"),
+    "_hotpath",  # which hot path is imported: decided before any other eventbus module loads
+    "_payloads",  # typed payloads: decoders, and encoding what is published
+    "_children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
+    "_tables",  # terminal tables aligned by display width (routes, streams)
 }
-MODEL = {"subscription", "router", "context", "publisher", "deadletter", "deadletter_budget", "middleware"}
-ENGINE = {"dispatch", "worker", "streams", "keyed"}
-RUNNER = {"runner"}
+MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed"}
+RUNNER = {"_runner"}
 TOP = {
-    "cli",
+    "_cli",
     "testing",
-    "supervisor",
-    "checks",
-    "reload",
+    "_supervisor",
+    "_checks",
+    "_reload",
     "__init__",
     "__main__",
-    "asyncapi",
-    "replay",
-    "deadletter_cli",
+    "_asyncapi",
+    "_replay",
+    "_deadletter_cli",
 }
 RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
 
 
 def layer(module: str) -> str:
-    """``module`` is dotted below the package: "worker", "backends.redis"."""
-    if module == "backends" or module.startswith("backends."):
+    """``module`` is dotted below the package: "_worker", "_backends.redis"."""
+    if module == "_backends" or module.startswith("_backends."):
         return "backends"
     if module == "middlewares" or module.startswith("middlewares."):
         return "model"  # the shipped middleware: user-level code over the handler model
@@ -91,7 +96,7 @@ def imports(path: Path, name: str) -> set[str]:
     known = modules()
     resolved = set()
     for target in out:
-        # "from eventbus.backends.base import Consume" names a module and an attribute: keep modules.
+        # "from eventbus._backends.base import Consume" names a module and an attribute: keep modules.
         while target and target not in known and target != "__init__":
             target = target.rpartition(".")[0]
         resolved.add(target or "__init__")
@@ -118,6 +123,13 @@ def allowed(importer: str, imported: str) -> bool:
 def test_every_module_has_a_layer() -> None:
     for name in modules():
         layer(name)
+
+
+def test_a_module_is_public_or_marked_internal() -> None:
+    top = {name.split(".")[0] for name in modules()}
+    unmarked = sorted(name for name in top if not name.startswith("_") and name not in PUBLIC)
+    assert not unmarked, f"modules neither public nor marked internal (a leading underscore): {unmarked}"
+    assert top >= PUBLIC, f"PUBLIC names modules that do not exist: {sorted(PUBLIC - top)}"
 
 
 @pytest.mark.parametrize("name", sorted(modules()))
@@ -153,5 +165,7 @@ def test_no_import_cycle() -> None:
 
 def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     source = tmp_path / "mod.py"
-    source.write_text("def f():\n    from eventbus.worker import HandlerWorker\n    import eventbus.backends.redis\n")
-    assert imports(source, "x") == {"worker", "backends.redis"}
+    source.write_text(
+        "def f():\n    from eventbus._worker import HandlerWorker\n    import eventbus._backends.subscriber\n"
+    )
+    assert imports(source, "x") == {"_worker", "_backends.subscriber"}

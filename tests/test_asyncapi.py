@@ -1,4 +1,4 @@
-"""The AsyncAPI document (eventbus.asyncapi, ``eventbus docs``), checked against the official schema.
+"""The AsyncAPI document (eventbus._asyncapi, ``eventbus docs``), checked against the official schema.
 
 The schema is the AsyncAPI Initiative's own (tests/asyncapi/README.md says where the copy comes
 from). The apps' documents kept in docs/asyncapi/ must match what the code generates now.
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from eventbus.asyncapi import document, render, server
-from eventbus.cli import main
-from eventbus.router import load_target
+from eventbus._asyncapi import document, render, server
+from eventbus._cli import main
+from eventbus._router import load_target
 from tests.cli_process import ROOT
 
 jsonschema = pytest.importorskip("jsonschema", reason="validating AsyncAPI documents needs jsonschema")
@@ -151,7 +151,7 @@ def test_docs_command_writes_each_format(fmt: str, tmp_path: Path, monkeypatch: 
 
 
 def test_yaml_without_pyyaml_is_one_line_exit_2(tmp_path: Path) -> None:
-    code = "import sys; sys.modules['yaml'] = None; from eventbus.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['yaml'] = None; from eventbus._cli import main; sys.exit(main(sys.argv[1:]))"
     result = subprocess.run(
         [sys.executable, "-c", code, "docs", "tests.sample_apps.typed_orders"],
         cwd=ROOT,

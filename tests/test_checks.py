@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from eventbus.cli import main
+from eventbus._cli import main
 from tests.redis_server import RedisServer, acl_denials, free_port
 
 

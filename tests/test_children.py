@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from eventbus import children as children_module
+from eventbus import _children as children_module
 from tests.cli_process import ROOT, children, gone, needs_proc, wait_until
 
 # A parent that starts `sleep 60` the way it is told, prints the child's pid, and waits to be killed.
 PARENT = """
 import sys, time
-from eventbus.children import spawn, spawn_watched
+from eventbus._children import spawn, spawn_watched
 child = (spawn_watched if sys.argv[1] == "watched" else spawn)(["sleep", "60"])
 print(child.pid, flush=True)
 if sys.argv[2] == "stop":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventbus.cli import main
+from eventbus._cli import main
 from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children, wait_until
 from tests.redis_server import RedisServer, free_port, port_open
 
@@ -270,7 +270,7 @@ def test_a_misspelled_or_abbreviated_option_is_one_line_naming_the_closest(
 
 
 def test_no_parser_accepts_abbreviations() -> None:
-    from eventbus.cli import build_parser
+    from eventbus._cli import build_parser
 
     parser = build_parser()
     subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -313,7 +313,7 @@ async def party(msg, ctx): ...
 
 
 def test_routes_stay_aligned_with_wide_characters(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    from eventbus.tables import display_width
+    from eventbus._tables import display_width
 
     (tmp_path / "wide_app.py").write_text(WIDE, encoding="utf-8")
     env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{subprocess_env['PYTHONPATH']}"}

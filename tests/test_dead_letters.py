@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventbus import Context, DeadLetterStore, Message, Reject, Router, connect, on, on_pattern, on_startup
-from eventbus.deadletter import DEFAULT_STREAM
-from eventbus.metrics import StatsCollector
-from eventbus.replay import replay_dead_letters
-from eventbus.runner import summarize
+from eventbus._deadletter import DEFAULT_STREAM
+from eventbus._metrics import StatsCollector
+from eventbus._replay import replay_dead_letters
+from eventbus._runner import summarize
 from tests.cli_process import run_eventbus
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer
@@ -190,7 +190,7 @@ async def test_a_dead_letter_that_cannot_be_written_is_warned_about_and_counted(
         registry = CollectorRegistry()
         registry.register(StatsCollector(runner.stats))
         assert registry.get_sample_value("eventbus_handler_dead_letter_failed_total", {"handler": "pay"}) == 8
-    # Rate-limited (eventbus.logs.LineLimit): the first 5 whole, then one line counting the rest.
+    # Rate-limited (eventbus._logs.LineLimit): the first 5 whole, then one line counting the rest.
     lost = [r for r in caplog.records if "could not dead-letter" in r.getMessage()]
     assert len(lost) == 5
     assert "handler pay: 3 'dead letter not written' line(s) not logged" in caplog.text

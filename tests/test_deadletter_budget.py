@@ -16,11 +16,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventbus import ConfigError, Context, DeadLetterStore, Message, Reject, Runner, connect, on
-from eventbus.deadletter import DEFAULT_MAX_BYTES, DEFAULT_STREAM, ENV_MAX_BYTES, parse_size, resolve_max_bytes
-from eventbus.deadletter_budget import CHECK_INTERVAL
-from eventbus.metrics import StatsCollector
-from eventbus.runner import summarize
-from eventbus.stats import BusStats
+from eventbus._deadletter import DEFAULT_MAX_BYTES, DEFAULT_STREAM, ENV_MAX_BYTES, parse_size, resolve_max_bytes
+from eventbus._deadletter_budget import CHECK_INTERVAL
+from eventbus._metrics import StatsCollector
+from eventbus._runner import summarize
+from eventbus._stats import BusStats
 from tests.conftest import ROOT
 from tests.fault.helpers import FAST, eventually
 from tests.redis_server import RedisServer, acl_denials

@@ -66,7 +66,7 @@ def test_build_requirements_are_bounded_above(name: str) -> None:
 
 
 def test_redis_py_is_bounded_below_its_next_major() -> None:
-    # ctx.redis rests on redis-py internals (eventbus/backends/redispy_internals.py, checked by its
+    # ctx.redis rests on redis-py internals (eventbus/_backends/redispy_internals.py, checked by its
     # contract test): a new major may change them, so it is taken only once tested.
     [requirement] = [Requirement(r) for r in PYPROJECT["project"]["dependencies"] if Requirement(r).name == "redis"]
     uppers = [Version(spec.version) for spec in requirement.specifier if spec.operator == "<"]

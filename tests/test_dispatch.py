@@ -12,12 +12,12 @@ from typing import Any
 import hiredis
 import pytest
 
-from eventbus.backends.resp import pack_command
-from eventbus.dispatch import Dispatcher
-from eventbus.message import Message
-from eventbus.stats import BusStats
-from eventbus.subscription import Subscription
-from eventbus.worker import HandlerWorker
+from eventbus._backends.resp import pack_command
+from eventbus._dispatch import Dispatcher
+from eventbus._message import Message
+from eventbus._stats import BusStats
+from eventbus._subscription import Subscription
+from eventbus._worker import HandlerWorker
 
 
 class Inbox(HandlerWorker):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from eventbus.speedups import HOT_MODULES, SHARED_LIBRARY
+from eventbus._hotpath import HOT_MODULES, SHARED_LIBRARY
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = os.environ.get("EVENTBUS_DIST_DIR")

@@ -125,5 +125,5 @@ def test_sphinx_roles_read_as_code_in_the_api_reference() -> None:
     plain = load_hook("sphinx_roles").plain
     assert plain("A :class:`~eventbus.Runner` and :func:`compose`.") == "A `Runner` and `compose`."
     assert (
-        plain(":mod:`eventbus.middleware`, :exc:`~eventbus.errors.LoadError`") == "`eventbus.middleware`, `LoadError`"
+        plain(":mod:`eventbus.middleware`, :exc:`~eventbus._errors.LoadError`") == "`eventbus.middleware`, `LoadError`"
     )

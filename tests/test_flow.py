@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from eventbus import Context, Message, on
-from eventbus.subscription import DEFAULT_INBOX_BYTES, HandlerOptions
-from eventbus.worker import MESSAGE_OVERHEAD
+from eventbus._subscription import DEFAULT_INBOX_BYTES, HandlerOptions
+from eventbus._worker import MESSAGE_OVERHEAD
 from tests.buses import running
 from tests.fault.helpers import eventually
 from tests.redis_server import RedisServer

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eventbus import Context, Message, on
-from eventbus.health import LoopUnresponsive, Probes, call_on_loop, runner_readiness
+from eventbus._health import LoopUnresponsive, Probes, call_on_loop, runner_readiness
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer
 

@@ -1,4 +1,4 @@
-"""Ordered per key, parallel across keys (eventbus.keyed), on TestBus and a real redis-server.
+"""Ordered per key, parallel across keys (eventbus._keyed), on TestBus and a real redis-server.
 
 The property: for any interleaving of keys, any handler delays and any first-attempt failures
 (retried), each key's messages are handled one at a time and in publish order, never more than
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventbus import ConfigError, Context, Message, Runner, on
-from eventbus.backends.memory import MemoryBroker
+from eventbus._backends.memory import MemoryBroker
 
 msgspec = pytest.importorskip("msgspec", reason="keyed tests use typed payloads (eventbus[msgspec])")
 

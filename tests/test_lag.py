@@ -14,8 +14,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, StreamMessage, on_stream
-from eventbus.backends import command_client
-from eventbus.lag import GroupLag, LagCollector, LagMonitor, count_after, group_lag
+from eventbus._backends import command_client
+from eventbus._lag import GroupLag, LagCollector, LagMonitor, count_after, group_lag
 from tests.cli_process import ROOT
 from tests.fault.helpers import eventually, running
 from tests.redis_server import RedisServer

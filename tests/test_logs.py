@@ -9,7 +9,7 @@ import re
 import pytest
 
 from eventbus import Context, Message, Reject, on
-from eventbus.logs import LOG_FORMAT, LineLimit, configure, log_format, parse_level, worker_tag
+from eventbus._logs import LOG_FORMAT, LineLimit, configure, log_format, parse_level, worker_tag
 from tests.fault.helpers import eventually, running
 from tests.redis_server import RedisServer
 
@@ -80,7 +80,7 @@ def test_a_window_that_ended_is_summed_up_by_the_next_line(
 ) -> None:
     caplog.set_level(logging.DEBUG, LIMITED.name)
     now = [100.0]
-    monkeypatch.setattr("eventbus.logs.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("eventbus._logs.time.monotonic", lambda: now[0])
     limit = LineLimit(LIMITED, "handler h", burst=1, window=60.0)
     assert limit.allow("dropped") and not limit.allow("dropped") and not limit.allow("dropped")
     now[0] += 59.0

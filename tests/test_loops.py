@@ -15,10 +15,10 @@ import redis
 
 import eventbus
 from eventbus import Context, Message, Runner, on
-from eventbus.cli import main
-from eventbus.errors import ConfigError
-from eventbus.loops import describe_loop, loop_factory
-from eventbus.loops import run as run_on_loop
+from eventbus._cli import main
+from eventbus._errors import ConfigError
+from eventbus._loops import describe_loop, loop_factory
+from eventbus._loops import run as run_on_loop
 from eventbus.testing import TestBus
 from tests.cli_process import ROOT, EventbusProcess
 from tests.fault.helpers import eventually, publish_all

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from eventbus import Message, PayloadError
-from eventbus.codec import encode_payload
+from eventbus._payloads import encode_payload
 
 
 def test_text_and_json() -> None:

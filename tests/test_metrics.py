@@ -11,7 +11,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, Message, Reject, on
-from eventbus.stats import LATENCY_BUCKETS, HandlerStats
+from eventbus._stats import LATENCY_BUCKETS, HandlerStats
 from tests.cli_process import NOT_LOCAL_ADDR, ROOT, EventbusProcess
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer, free_port

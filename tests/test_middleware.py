@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from eventbus import ConfigError, Context, LoadError, Message, Router, Runner, on
-from eventbus.deadletter import DeadLetterStore
+from eventbus._deadletter import DeadLetterStore
+from eventbus._stats import HandlerStats
+from eventbus._worker import HandlerWorker
 from eventbus.middleware import Invoke, compose, load_middleware
-from eventbus.stats import HandlerStats
-from eventbus.worker import HandlerWorker
 from tests.redis_server import RedisServer
 
 Calls = list[str]
@@ -249,7 +249,7 @@ def test_cli_run_with_a_bad_middleware_exits_2_with_one_line(subprocess_env: dic
 
 
 def test_routes_shows_each_handlers_chain(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from eventbus.cli import main
+    from eventbus._cli import main
     from eventbus.middlewares import timeout
 
     async def timing(msg: Message, ctx: Context, call_next: Invoke) -> Any:

@@ -1,4 +1,4 @@
-"""Typed handlers (eventbus.payloads): every supported payload type, on TestBus and a real redis-server.
+"""Typed handlers (eventbus._payloads): every supported payload type, on TestBus and a real redis-server.
 
 Each case publishes a typed object (encoded by the same codecs), a raw payload as another client
 would send it, and an invalid one: the invalid one is refused at once (never retried), counted,
@@ -20,8 +20,8 @@ from typing import Any, TypedDict
 import pytest
 
 from eventbus import Context, LoadError, Message, Router, Runner, on, on_stream
-from eventbus.deadletter import DeadLetterStore
-from eventbus.payloads import encode_json
+from eventbus._deadletter import DeadLetterStore
+from eventbus._payloads import encode_json
 from tests.buses import publish, running
 
 msgspec = pytest.importorskip("msgspec", reason="typed-handler tests need msgspec (eventbus[msgspec])")
@@ -318,7 +318,7 @@ def test_missing_payload_library_fails_at_load_with_one_line(tmp_path: Any) -> N
         "@on('x')\nasync def h(o: O, ctx):\n    pass\n"
     )
     # sys.modules["msgspec"] = None makes `import msgspec` fail as if it were not installed.
-    code = "import sys; sys.modules['msgspec'] = None; from eventbus.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['msgspec'] = None; from eventbus._cli import main; sys.exit(main(sys.argv[1:]))"
     result = subprocess.run(
         [sys.executable, "-c", code, "routes", "needs_msgspec"],
         cwd=tmp_path,

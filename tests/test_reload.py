@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventbus.cli import main
-from eventbus.reload import child_arguments, watched_paths
+from eventbus._cli import main
+from eventbus._reload import child_arguments, watched_paths
 from tests.cli_process import ROOT, EventbusProcess, hangups_reach_children
 from tests.redis_server import RedisServer
 

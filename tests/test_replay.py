@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from eventbus import DeadLetterStore, connect, on
-from eventbus.deadletter import DEFAULT_STREAM, parse_entry
-from eventbus.replay import Target, claimed_target, replay_dead_letters, replay_verdict
-from eventbus.router import Router, load_target
+from eventbus._deadletter import DEFAULT_STREAM, parse_entry
+from eventbus._replay import Target, claimed_target, replay_dead_letters, replay_verdict
+from eventbus._router import Router, load_target
 from tests.cli_process import run_eventbus
 from tests.redis_server import RedisServer, acl_denials
 

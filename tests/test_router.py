@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventbus import LoadError, Message, Router, on, on_pattern
-from eventbus.router import load_target
+from eventbus._router import load_target
 from tests.cli_process import ROOT
 
 

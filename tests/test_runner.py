@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 import eventbus
 from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
-from eventbus.backends.autopipeline import AutoPipelineRedis
-from eventbus.deadletter import DeadLetterStore
+from eventbus._backends.autopipeline import AutoPipelineRedis
+from eventbus._deadletter import DeadLetterStore
 from tests.buses import publish, running
 from tests.conftest import ROOT
 from tests.redis_server import RedisServer
@@ -358,7 +358,7 @@ async def test_ctx_server_says_where_redis_came_from(
     how: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Apps learn whether their URL was chosen on purpose, and whether the server is theirs."""
-    from eventbus.backends.memory import MemoryBroker
+    from eventbus._backends.memory import MemoryBroker
     from tests.redis_server import free_port
 
     seen: list[Any] = []

@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from eventbus import Context, LoadError, Runner, StreamMessage, connect, on_stream
-from eventbus.codec import stream_fields
-from eventbus.router import Router
+from eventbus._payloads import stream_fields
+from eventbus._router import Router
 from tests.redis_server import RedisServer
 
 

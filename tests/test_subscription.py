@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from eventbus import ConfigError, Message, on, on_pattern
-from eventbus.subscription import HandlerOptions, Subscription, spec_of
+from eventbus._subscription import HandlerOptions, Subscription, spec_of
 
 
 def test_decorators_only_mark_and_return_the_function() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from eventbus.supervisor import Supervisor
+from eventbus._supervisor import Supervisor
 
 # A worker still starting: no SIGTERM handler yet, so the signal's default action ends it.
 STARTING = [sys.executable, "-c", "import time; time.sleep(60)"]

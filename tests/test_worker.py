@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from eventbus import Context, Message, on
-from eventbus.deadletter import DeadLetterStore
-from eventbus.stats import LATENCY_BUCKETS, HandlerStats
+from eventbus._deadletter import DeadLetterStore
+from eventbus._stats import LATENCY_BUCKETS, HandlerStats
 from eventbus.testing import TestBus
 
 

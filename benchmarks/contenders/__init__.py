@@ -48,7 +48,7 @@ UVLOOP_SCENARIOS = frozenset({"drain", "burst"})
 CONTENDERS: list[Contender] = [
     Contender(EVENTBUS, "eventbus", "eventbus_app", "eventbus"),
     Contender(LIMIT, "Python limit (hiredis on a raw asyncio socket, inline await)", "limit", "hiredis"),
-    # Issue 15: the same eventbus on its pure-Python reference path (eventbus.speedups), where the
+    # Issue 15: the same eventbus on its pure-Python reference path (eventbus._hotpath), where the
     # hot path's cost shows: the drain, the fan-out and the many-handlers scenario.
     Contender(
         EVENTBUS_PURE,

@@ -40,7 +40,7 @@ from apps.olympics.listeners import OPTIONS, load_order
 from benchmarks.olympics import roundtrips
 from benchmarks.redisproc import RedisServer
 from eventbus import Context, Message, on, on_pattern
-from eventbus.backends.autopipeline import autopipeline_client
+from eventbus._backends.autopipeline import autopipeline_client
 
 VARIANTS = ("noop", "rawread", "read", "lean", "full")
 MICRO = ("sleep0", "hgetall", "sadd", "pipe1", "pipe3")

@@ -39,7 +39,7 @@ from typing import Any
 import eventbus
 from benchmarks.olympics import data
 from benchmarks.redisproc import RedisServer
-from eventbus.backends import autopipeline
+from eventbus._backends import autopipeline
 
 APP = "apps.olympics"
 
@@ -94,7 +94,7 @@ async def one_run(n: int, profile: cProfile.Profile | None = None, eager: bool =
             if s.kind == "channel":
                 expected += channels.count(s.name)
             else:
-                from eventbus.backends.glob import glob_match
+                from eventbus._backends.glob import glob_match
 
                 expected += sum(1 for c in channels if glob_match(s.name.encode(), c.encode()))
     done = asyncio.Event()

@@ -28,9 +28,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from eventbus.context import Context
-from eventbus.errors import ConfigError, EventbusError
-from eventbus.message import Message
+from eventbus._context import Context
+from eventbus._errors import ConfigError, EventbusError
+from eventbus._message import Message
 from eventbus.middleware import Invoke, Middleware
 
 DONE = b"done"

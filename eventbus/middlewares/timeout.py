@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from eventbus.context import Context
-from eventbus.errors import ConfigError, EventbusError
-from eventbus.message import Message
+from eventbus._context import Context
+from eventbus._errors import ConfigError, EventbusError
+from eventbus._message import Message
 from eventbus.middleware import Invoke, Middleware
 
 

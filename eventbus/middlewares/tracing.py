@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventbus.errors import LoadError
+from eventbus._errors import LoadError
 
 try:
     from opentelemetry import trace
@@ -42,10 +42,10 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test 
 
 import orjson
 
-import eventbus.publisher as _publisher
-from eventbus.context import Context
-from eventbus.errors import PayloadError, Reject
-from eventbus.message import Message
+import eventbus._publisher as _publisher
+from eventbus._context import Context
+from eventbus._errors import PayloadError, Reject
+from eventbus._message import Message
 from eventbus.middleware import Invoke, Middleware
 
 INSTRUMENTATION = "eventbus"

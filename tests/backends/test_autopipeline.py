@@ -17,8 +17,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from eventbus.backends import command_client
-from eventbus.backends.autopipeline import AutoPipelineRedis, autopipeline_client
+from eventbus._backends import command_client
+from eventbus._backends.autopipeline import AutoPipelineRedis, autopipeline_client
 from tests.redis_server import RedisServer, free_port
 
 Op = Callable[[aioredis.Redis], Awaitable[Any]]
@@ -318,7 +318,7 @@ async def test_tls_auth_and_database_from_the_url(tls_server: tuple[RedisServer,
 
 
 # -- read coalescing ------------------------------------------------------------------------------
-# The rule (eventbus.backends.autopipeline's module doc): an identical read-only command on one key joins
+# The rule (eventbus._backends.autopipeline's module doc): an identical read-only command on one key joins
 # an earlier one queued in the same unwritten batch, unless a command that may write that key was
 # queued in between. Counted on the server with INFO commandstats.
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from eventbus import Context, Message, Runner, on
-from eventbus.backends.embedded import EmbeddedRedis
+from eventbus._backends.embedded import EmbeddedRedis
 from tests.cli_process import EventbusProcess, children, gone, hangups_reach_children, needs_proc, wait_until
 from tests.redis_server import free_port, port_open
 
@@ -21,7 +21,7 @@ from tests.redis_server import free_port, port_open
 async def test_embedded_server_runs_handlers_and_stops(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if kind == "fakeredis":
         # A machine without the redis-server binary falls back to fakeredis's TCP server.
-        monkeypatch.setattr("eventbus.backends.embedded.shutil.which", lambda name: None)
+        monkeypatch.setattr("eventbus._backends.embedded.shutil.which", lambda name: None)
     embedded = EmbeddedRedis().start()
     assert embedded.kind == kind
     got: list[bytes] = []

@@ -1,4 +1,4 @@
-"""eventbus.backends.glob must agree with Redis itself, checked against a real server."""
+"""eventbus._backends.glob must agree with Redis itself, checked against a real server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import redis
 
-from eventbus.backends.glob import glob_match
+from eventbus._backends.glob import glob_match
 
 ALPHABET = b"ab*?[]^-\\c: x"
 

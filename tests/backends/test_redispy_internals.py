@@ -1,4 +1,4 @@
-"""The contract with redis-py: every internal that eventbus/backends/redispy_internals.py relies on,
+"""The contract with redis-py: every internal that eventbus/_backends/redispy_internals.py relies on,
 checked against the installed redis-py (and a real redis-server where behaviour matters).
 
 A failure names the redis-py version and the internal that changed. Until eventbus follows the
@@ -21,8 +21,8 @@ import redis.client
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import BusyLoadingError, DataError, NoScriptError, ResponseError
 
-from eventbus.backends.autopipeline import AutoPipelineRedis, LanePipeline, autopipeline_client
-from eventbus.backends.redispy_internals import (
+from eventbus._backends.autopipeline import AutoPipelineRedis, LanePipeline, autopipeline_client
+from eventbus._backends.redispy_internals import (
     EMPTY_RESPONSE,
     FAST_TYPES,
     NEVER_DECODE,
@@ -49,7 +49,7 @@ def changed(internal: str, detail: str) -> str:
     """The failure message: which redis-py, which internal, what to do meanwhile."""
     return (
         f"redis-py {VERSION} changed {internal}: {detail}. eventbus's auto-pipelining relies on it "
-        "(eventbus/backends/redispy_internals.py): until eventbus follows, pin redis-py below "
+        "(eventbus/_backends/redispy_internals.py): until eventbus follows, pin redis-py below "
         f"{VERSION} or turn auto-pipelining off (--no-autopipeline, EVENTBUS_AUTOPIPELINE=0)"
     )
 

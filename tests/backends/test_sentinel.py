@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from eventbus import Context, Message, Runner, on
-from eventbus.backends.embedded import wait_for_ping
-from eventbus.config import ConfigError, redact_url, validate_url
-from eventbus.errors import ConnectError
+from eventbus._backends.embedded import wait_for_ping
+from eventbus._errors import ConnectError
+from eventbus._urls import ConfigError, redact_url, validate_url
 from tests.redis_server import RedisServer, free_port
 
 SERVICE = "mymaster"

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from eventbus import ConfigError, Context, Message, Runner, on
-from eventbus.deadletter import DeadLetterStore
+from eventbus._deadletter import DeadLetterStore
 from eventbus.middlewares import HandlerTimeout, timeout
 from tests.redis_server import RedisServer
 

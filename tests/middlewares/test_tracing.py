@@ -204,7 +204,7 @@ def test_without_opentelemetry_the_middleware_fails_at_load_with_one_line(subpro
                 if name == "opentelemetry" or name.startswith("opentelemetry."):
                     raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         sys.meta_path.insert(0, Hide())
-        from eventbus.cli import main
+        from eventbus._cli import main
         sys.exit(main(sys.argv[1:]))
         """
     )

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from eventbus.cli import worker_argv
+from eventbus._cli import worker_argv
 from tests.cli_process import NOT_LOCAL_ADDR, EventbusProcess, children, descendants, hangups_reach_children, needs_proc
 from tests.redis_server import RedisServer
 

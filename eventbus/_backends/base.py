@@ -1,0 +1,125 @@
+"""The seam between the runner and a transport: what a backend provides, and its settings.
+
+A backend (``open_backend`` in :mod:`eventbus._backends`) gives the runner a command client, a
+publish function, and *sources*: objects that read messages from somewhere and hand them to a
+sink. Every source shares one lifecycle (:class:`Source`): ``start`` (subscribed when it
+returns), ``stop_reading`` (before the runner's grace drain) and ``close`` (after it).
+
+The sink (:data:`Consume`) is the engine's ``Dispatcher.consume``: it takes a hiredis-like
+reader, routes every complete message in it, and returns the other replies (subscribe
+confirmations, PONG, errors) for the connection to match with its pending commands. It is
+passed explicitly, so every source (pub/sub, sharded, in memory) takes the same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventbus._flow import ReadGate
+from eventbus._stats import BusStats
+
+
+class Reader(Protocol):
+    """What a sink reads replies from: hiredis.Reader, or :class:`OneReply`."""
+
+    def gets(self) -> Any: ...
+
+
+# Routes every message buffered in the reader; returns the replies that are not messages.
+Consume = Callable[[Reader], list[Any]]
+PublishFn = Callable[[str, bytes], Awaitable[int]]
+
+
+def client_publish(client: Any) -> PublishFn:
+    """PUBLISH through a redis.asyncio-compatible client: the one publish path of every backend."""
+
+    async def publish(channel: str, payload: bytes) -> int:
+        return int(await client.publish(channel, payload))
+
+    return publish
+
+
+class OneReply:
+    """A reader that yields one already-parsed reply: for sources that produce replies one by one."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: list[bytes]) -> None:
+        self.reply: list[bytes] | bool = reply
+
+    def gets(self) -> list[bytes] | bool:
+        reply, self.reply = self.reply, False
+        return reply
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """How a backend connects and keeps its connections alive (arq's ``RedisSettings``, in spirit).
+
+    ``gate`` is shared with the handlers' workers: ``overflow="pause"`` stops every subscription
+    connection through it.
+    """
+
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    reconnect_max_delay: float = 5.0
+    connect_timeout: float = 15.0
+    max_connections: int = 64
+    # ctx.redis auto-pipelines (None: unless $EVENTBUS_AUTOPIPELINE is 0); False: a plain
+    # redis.asyncio.Redis. Cluster and sentinel URLs always get redis-py's own clients.
+    autopipeline: bool | None = None
+    # With nothing configured and nothing answering at the default URL, start an embedded Redis.
+    embedded: bool = True
+    gate: ReadGate = field(default_factory=ReadGate, compare=False)
+
+
+class Source(Protocol):
+    """Something the runner reads messages from (a subscription connection, a stream consumer)."""
+
+    async def start(self) -> None: ...
+    async def stop_reading(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Subscriber(Protocol):
+    """A subscription connection (or set of them) that keeps itself subscribed."""
+
+    async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None: ...
+    async def stop(self) -> None: ...
+    def is_connected(self) -> bool: ...
+
+
+class SubscriberSource:
+    """A :class:`Subscriber` bound to its sink and names: a :class:`Source` for the runner."""
+
+    def __init__(self, subscriber: Subscriber, consume: Consume, channels: Sequence[str], patterns: Sequence[str]):
+        self.subscriber = subscriber
+        self._args = (consume, list(channels), list(patterns))
+
+    async def start(self) -> None:
+        await self.subscriber.start(*self._args)
+
+    async def stop_reading(self) -> None:
+        await self.subscriber.stop()
+
+    async def close(self) -> None:
+        """Nothing to acknowledge: pub/sub has no delivery state."""
+
+
+class Backend(Protocol):
+    """One transport, opened: what the runner uses of it."""
+
+    url: str  # where it is, for the log (redact it before showing)
+    source: str  # where the URL came from ("--url", "$EVENTBUS_URL", "embedded", "memory", ...)
+    explicit: bool  # configured, rather than the default
+    owned: bool  # started for this run (embedded, memory): it goes away with the run
+    redis: Any  # the command client: ``ctx.redis``
+    publish: PublishFn  # PUBLISH one payload; returns the number of receivers
+
+    def subscriber(self, stats: BusStats) -> Subscriber: ...
+    def sharded_subscriber(self, stats: BusStats) -> Subscriber: ...
+    def stream_client(self) -> Any: ...
+    async def aclose(self) -> None: ...
+    def kill(self) -> None: ...

@@ -1,0 +1,165 @@
+"""The in-memory backend: Redis Pub/Sub semantics without a server, for users' unit tests.
+
+Delivery follows Redis: PUBLISH returns the number of receptions; every subscriber to the exact
+channel gets a ``message``, then every matching pattern a ``pmessage`` (so one subscriber with a
+channel and a matching pattern receives the message twice), and patterns match with Redis's own
+glob rules. The command client is fakeredis, whose ``publish`` is routed through this broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import fakeredis
+
+from eventbus._backends.base import ConnectionSettings, Consume, OneReply, client_publish
+from eventbus._backends.glob import glob_match
+from eventbus._flow import ReadGate
+from eventbus._names import decode_name, encode_name
+from eventbus._stats import BusStats
+
+_key = encode_name
+
+
+class MemoryBroker:
+    """One in-process "server": subscribers, a fakeredis keyspace, and a publish that fans out."""
+
+    def __init__(self) -> None:
+        self.server = fakeredis.FakeServer()
+        self.subscribers: list[MemorySubscriber] = []
+        self.published = 0
+
+    def client(self) -> Any:
+        """A redis.asyncio-compatible client on this broker's keyspace."""
+        client = fakeredis.aioredis.FakeRedis(server=self.server)
+
+        async def publish(channel: str | bytes, message: Any, **_: Any) -> int:
+            data = message if isinstance(message, bytes) else str(message).encode()
+            return self.publish(channel if isinstance(channel, str) else decode_name(channel), data)
+
+        async def spublish(channel: str | bytes, message: Any, **_: Any) -> int:
+            data = message if isinstance(message, bytes) else str(message).encode()
+            return self.publish(channel if isinstance(channel, str) else decode_name(channel), data, sharded=True)
+
+        # ctx.redis.publish / spublish reach this broker's subscribers, not fakeredis's own.
+        client.publish = publish  # type: ignore[method-assign,assignment]
+        client.spublish = spublish  # type: ignore[method-assign,assignment]
+        return client
+
+    def publish(self, channel: str, payload: bytes, *, sharded: bool = False) -> int:
+        """PUBLISH (or SPUBLISH, whose channels are a namespace of their own); returns receptions."""
+        self.published += 1
+        key = _key(channel)
+        receivers = 0
+        if sharded:
+            for subscriber in self.subscribers:
+                if key in subscriber.sharded_keys:
+                    subscriber.deliver([b"smessage", key, payload])
+                    receivers += 1
+            return receivers
+        for subscriber in self.subscribers:
+            if key in subscriber.channel_keys:
+                subscriber.deliver([b"message", key, payload])
+                receivers += 1
+        for subscriber in self.subscribers:
+            for pattern in subscriber.pattern_keys:
+                if glob_match(pattern, key):
+                    subscriber.deliver([b"pmessage", pattern, key, payload])
+                    receivers += 1
+        return receivers
+
+    async def apublish(self, channel: str, payload: bytes) -> int:
+        return self.publish(channel, payload)
+
+
+class MemorySubscriber:
+    """The in-memory twin of :class:`~eventbus._backends.subscriber.RedisSubscriber`.
+
+    ``sharded``: subscribe the sharded namespace (SSUBSCRIBE) instead of the plain one.
+    """
+
+    def __init__(self, broker: MemoryBroker, gate: ReadGate | None = None, *, sharded: bool = False) -> None:
+        self.broker = broker
+        self.is_sharded = sharded
+        self.channel_keys: set[bytes] = set()
+        self.pattern_keys: list[bytes] = []
+        self.sharded_keys: set[bytes] = set()
+        self._consume: Consume | None = None
+        self.gate = gate if gate is not None else ReadGate()
+        # While paused (overflow="pause") replies wait here, as they would in Redis's output
+        # buffer for a connection nobody reads (without its limit: nothing is disconnected).
+        self._held: deque[list[bytes]] | None = None
+
+    async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        self._consume = consume
+        if self.is_sharded:
+            self.sharded_keys = {_key(c) for c in channels}
+        else:
+            self.channel_keys = {_key(c) for c in channels}
+            self.pattern_keys = list(dict.fromkeys(_key(p) for p in patterns))
+        self.broker.subscribers.append(self)
+        self.gate.attach(self)
+
+    def deliver(self, reply: list[bytes]) -> None:
+        if self._held is not None:
+            self._held.append(reply)
+        elif self._consume is not None:
+            self._consume(OneReply(reply))
+
+    def pause_reading(self) -> None:
+        if self._held is None:
+            self._held = deque()
+
+    def resume_reading(self) -> None:
+        held, self._held = self._held, None
+        while held:
+            if self._held is not None:  # paused again by what was just delivered
+                self._held.extendleft(reversed(held))
+                return
+            self.deliver(held.popleft())
+
+    async def stop(self) -> None:
+        self.gate.detach(self)
+        if self in self.broker.subscribers:
+            self.broker.subscribers.remove(self)
+        self._consume = None
+        self._held = None
+
+    def is_connected(self) -> bool:
+        return self._consume is not None
+
+
+class MemoryBackend:
+    """``memory://``: a :class:`MemoryBroker` (a new one unless given), for tests and trying things out."""
+
+    url = "memory://"
+    source = "memory"
+    explicit = False
+    owned = True
+
+    def __init__(self, settings: ConnectionSettings, broker: MemoryBroker | None = None) -> None:
+        self.settings = settings
+        self.broker = broker if broker is not None else MemoryBroker()
+        self.redis: Any = self.broker.client()
+        # The client's publish is the broker's: ctx.redis.publish and ctx.publish agree.
+        self.publish = client_publish(self.redis)
+
+    def subscriber(self, stats: BusStats) -> MemorySubscriber:
+        return MemorySubscriber(self.broker, self.settings.gate)
+
+    def sharded_subscriber(self, stats: BusStats) -> MemorySubscriber:
+        # In memory, sharded channels are one more namespace of the same broker.
+        return MemorySubscriber(self.broker, self.settings.gate, sharded=True)
+
+    def stream_client(self) -> Any:
+        return self.broker.client()
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    def kill(self) -> None:
+        """Nothing runs outside this process."""

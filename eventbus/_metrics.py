@@ -1,0 +1,153 @@
+"""Prometheus metrics, read from the runner's plain counters at scrape time.
+
+The hot path only bumps integers in :mod:`eventbus._stats`; this collector turns them into metric
+families when Prometheus asks, so a message costs no prometheus-client call at all. The endpoint
+is prometheus-client's own HTTP server (a daemon thread) on a private registry, so several
+runners in one process (tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from eventbus._health import Probes, serve
+from eventbus._stats import LATENCY_BUCKETS, BusStats
+
+log = logging.getLogger("eventbus.metrics")
+
+# HandlerStats field -> help text; each becomes eventbus_handler_<field>_total{handler="..."}.
+HANDLER_COUNTERS: Mapping[str, str] = {
+    "received": "Messages routed to the handler's inbox (or refused before it).",
+    "handled": "Messages the handler processed successfully.",
+    "failed": "Messages whose last attempt raised (then dead-lettered).",
+    "retried": "Retries after a handler failure.",
+    "dropped": "Messages refused by a full inbox (per the handler's overflow policy).",
+    "dead_lettered": "Messages written to the dead-letter stream.",
+    "dead_letter_failed": "Failed or rejected messages whose dead letter could not be written (lost, for pub/sub).",
+    "rejected": "Messages refused by Reject, an invalid payload, or the size cap.",
+    "abandoned": "Messages still queued or running when the shutdown grace period ran out.",
+}
+
+Depths = Callable[[], Mapping[str, int]]
+
+
+class StatsCollector(Collector):
+    """Exposes a :class:`BusStats` (and optionally inbox depths and connection state) to Prometheus."""
+
+    def __init__(
+        self,
+        stats: BusStats,
+        *,
+        inbox_depths: Depths | None = None,
+        inbox_bytes: Depths | None = None,
+        connected: Callable[[], bool] | None = None,
+        reading_paused: Callable[[], bool] | None = None,
+    ) -> None:
+        self.stats = stats
+        self.inbox_depths = inbox_depths
+        self.inbox_bytes = inbox_bytes
+        self.connected = connected
+        self.reading_paused = reading_paused
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.stats
+        # Runs in the HTTP server's thread while the loop mutates the counters: reading an int is
+        # atomic under the GIL, and a scrape a few messages stale is fine.
+        handlers = list(stats.handlers.items())
+        for field, doc in HANDLER_COUNTERS.items():
+            family = CounterMetricFamily(f"eventbus_handler_{field}", doc, labels=["handler"])
+            for name, handler_stats in handlers:
+                family.add_metric([name], getattr(handler_stats, field))
+            yield family
+        latency = HistogramMetricFamily(
+            "eventbus_handler_latency_seconds",
+            "Time spent in the handler for each successfully handled message.",
+            labels=["handler"],
+        )
+        bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
+        for name, handler_stats in handlers:
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, list(handler_stats.latency_buckets), strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([name], buckets, handler_stats.latency_total)
+        yield latency
+        if self.inbox_depths is not None:
+            depth = GaugeMetricFamily("eventbus_handler_inbox", "Messages waiting in the inbox.", labels=["handler"])
+            for name, value in self.inbox_depths().items():
+                depth.add_metric([name], value)
+            yield depth
+        if self.inbox_bytes is not None:
+            used = GaugeMetricFamily(
+                "eventbus_handler_inbox_bytes",
+                "Bytes the waiting messages count against the inbox's memory budget.",
+                labels=["handler"],
+            )
+            for name, value in self.inbox_bytes().items():
+                used.add_metric([name], value)
+            yield used
+        yield CounterMetricFamily(
+            "eventbus_messages", "Messages read from the subscription connection.", stats.messages
+        )
+        yield CounterMetricFamily("eventbus_unrouted", "Messages no handler was subscribed to.", stats.unrouted)
+        yield CounterMetricFamily("eventbus_oversized", "Messages over the payload size cap.", stats.oversized)
+        yield CounterMetricFamily(
+            "eventbus_dead_letters_trimmed",
+            "Oldest dead letters removed to keep the dead-letter stream within its byte budget and entry cap.",
+            stats.dead_letters_trimmed,
+        )
+        yield CounterMetricFamily(
+            "eventbus_reconnects", "Reconnections of the subscription connection.", stats.reconnects
+        )
+        yield CounterMetricFamily(
+            "eventbus_output_buffer_closes",
+            "Reconnections most likely caused by Redis's client-output-buffer-limit pubsub (a message or "
+            "backlog over 32 MB by default); each lost at least the message that passed it.",
+            stats.output_buffer_closes,
+        )
+        yield CounterMetricFamily(
+            "eventbus_gap_seconds",
+            "Seconds without a subscription connection (pub/sub messages of that time are lost).",
+            stats.gap_seconds,
+        )
+        if self.connected is not None:
+            yield GaugeMetricFamily(
+                "eventbus_connected", "1 while the subscription connection is up.", float(self.connected())
+            )
+        if self.reading_paused is not None:
+            yield GaugeMetricFamily(
+                "eventbus_reading_paused",
+                '1 while reading is paused because an overflow="pause" handler is over its budget.',
+                float(self.reading_paused()),
+            )
+
+
+class MetricsServer:
+    """The HTTP endpoint of one runner: ``/metrics``, and ``/healthz`` / ``/readyz`` given ``probes``."""
+
+    def __init__(
+        self, collector: StatsCollector, port: int, addr: str = "0.0.0.0", probes: Probes | None = None
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._server: WSGIServer
+        self._thread: Thread
+        self._server, self._thread = serve(self.registry, probes, port, addr)
+        self.addr = addr
+        self.port: int = self._server.server_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

@@ -1,0 +1,86 @@
+"""Publishing from producer code: ``async with eventbus.connect() as bus: await bus.publish(...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from eventbus._errors import ConfigError
+from eventbus._payloads import encode_payload, stream_fields
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+PublishFn = Callable[[str, bytes], Awaitable[int]]
+
+# Tracing of stream appends, off unless eventbus.middlewares.tracing.trace_publishing() is called:
+# given the stream and the entry's fields, it adds the trace context to the fields and returns the
+# producer span as a context manager, which yields a function to report the new entry's id.
+AppendTracer = Callable[[str, dict[str, Any]], AbstractContextManager[Callable[[str], None]]]
+_append_tracer: AppendTracer | None = None
+
+
+def set_append_tracer(tracer: AppendTracer | None) -> None:
+    """Install (or, with None, remove) the process-wide tracing of :meth:`Publisher.append`."""
+    global _append_tracer
+    _append_tracer = tracer
+
+
+class Publisher:
+    """Publishes messages through a backend; the same object backs ``ctx.publish`` in handlers.
+
+    ``redis`` is the backend's command client, for producers that also store data (the olympics
+    producer writes an order hash, then publishes its id).
+    """
+
+    def __init__(self, publish: PublishFn, redis: Redis, close: Callable[[], Awaitable[None]] | None = None):
+        self._publish = publish
+        self.redis: Redis = redis
+        self._close = close
+
+    async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
+        """Publish one message; returns how many subscribers received it.
+
+        ``sharded=True`` sends SPUBLISH, for ``@on(channel, sharded=True)`` subscribers.
+        """
+        if not isinstance(channel, str) or not channel:
+            raise ConfigError(f"channel must be a non-empty string, got {channel!r}")
+        if sharded:
+            return int(await self.redis.spublish(channel, encode_payload(data)))
+        return await self._publish(channel, encode_payload(data))
+
+    async def append(self, stream: str, data: Any, *, maxlen: int | None = None, approximate: bool = True) -> str:
+        """Append an entry to a stream (XADD) for ``@on_stream`` consumers; returns the entry id.
+
+        A dict of flat values (str, bytes, numbers) is stored as the entry's fields; any other
+        payload is encoded as :meth:`publish` does and stored in the field ``data``. ``maxlen`` caps
+        the stream's length (approximately, as ``MAXLEN ~``, unless ``approximate=False``).
+        """
+        if not isinstance(stream, str) or not stream:
+            raise ConfigError(f"stream must be a non-empty string, got {stream!r}")
+        fields: dict[Any, Any] = stream_fields(data)  # Any: redis-py's xadd wants an invariant union type
+        tracer = _append_tracer
+        if tracer is None:
+            entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
+            return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        with tracer(stream, fields) as sent:
+            entry_id = await self.redis.xadd(stream, fields, maxlen=maxlen, approximate=approximate)
+            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            sent(text)
+            return text
+
+    async def aclose(self) -> None:
+        """Close the client this publisher was given to close (``eventbus.connect()``'s); once."""
+        if self._close is not None:
+            close, self._close = self._close, None
+            await close()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,93 @@
+"""Per-handler counters: plain integers bumped on the hot path, read by reports and metrics."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the handler latency histogram's buckets; the last bucket is +Inf.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def _no_backlog() -> int:
+    return 0
+
+
+COUNTERS = (
+    *("received", "handled", "failed", "rejected", "retried", "dropped", "dead_lettered", "dead_letter_failed"),
+    "abandoned",
+)
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    """What happened to the messages routed to one handler.
+
+    Every received message ends up in exactly one of handled, failed, rejected, dropped or
+    abandoned, or is still queued or in flight (``backlog``, which the handler's worker reports).
+    So ``received`` is derived from them rather than counted: one update less per message.
+    """
+
+    failed: int = 0  # raised on the last attempt (then dead-lettered)
+    rejected: int = 0  # raised Reject / bad payload / over the size cap (then dead-lettered)
+    retried: int = 0
+    dropped: int = 0  # refused or evicted by a full inbox
+    dead_lettered: int = 0
+    # failed or rejected, but the dead letter could not be written (refused by an ACL, Redis down):
+    # lost for pub/sub; a stream entry stays pending instead
+    dead_letter_failed: int = 0
+    abandoned: int = 0  # still queued or running when the shutdown grace period ran out
+    latency_total: float = 0.0  # seconds spent in the handler, summed over handled messages
+    # Handled messages per latency bucket (not cumulative; index len(LATENCY_BUCKETS) is +Inf).
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    backlog: Callable[[], int] = field(default=_no_backlog, repr=False, compare=False)
+
+    @property
+    def handled(self) -> int:
+        # Each handled message is counted once, in its latency bucket.
+        return sum(self.latency_buckets)
+
+    @property
+    def received(self) -> int:
+        return self.handled + self.failed + self.rejected + self.dropped + self.abandoned + self.backlog()
+
+    def observe(self, seconds: float) -> None:
+        """Count one handled message that took ``seconds``."""
+        self.latency_total += seconds
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def as_dict(self) -> dict[str, float]:
+        counters: dict[str, float] = {name: getattr(self, name) for name in COUNTERS}
+        counters["latency_total"] = self.latency_total
+        return counters
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters of the whole runner, plus each handler's."""
+
+    messages: int = 0  # messages read from the subscription connection
+    unrouted: int = 0  # messages no handler subscribed to (e.g. after an unsubscribe race)
+    oversized: int = 0
+    reconnects: int = 0
+    # Reconnects that Redis's client-output-buffer-limit most likely caused (a heuristic: see
+    # eventbus._backends.subscriber); each lost at least the message that passed the limit.
+    output_buffer_closes: int = 0
+    gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
+    dead_letters_trimmed: int = 0  # oldest entries this process removed to keep the dead-letter stream in budget
+    handlers: dict[str, HandlerStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "messages": self.messages,
+            "unrouted": self.unrouted,
+            "oversized": self.oversized,
+            "reconnects": self.reconnects,
+            "output_buffer_closes": self.output_buffer_closes,
+            "gap_seconds": round(self.gap_seconds, 3),
+            "dead_letters_trimmed": self.dead_letters_trimmed,
+            "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
+        }

@@ -1,0 +1,397 @@
+"""Durable, load-shared processing on Redis Streams consumer groups.
+
+Where an entry goes: XREADGROUP (or XAUTOCLAIM, for entries a dead consumer left pending) ->
+:class:`StreamConsumer` -> the handler's :class:`StreamWorker` inbox (the same bounded inbox and
+retry loop as pub/sub handlers) -> the handler -> XACK. An entry is acknowledged only after its
+handler succeeded, so a process killed mid-work loses nothing: its pending entries are claimed by
+another consumer of the group once they have been idle for ``claim_idle`` seconds. Delivery is
+therefore at-least-once; handlers that must not double-count make their effect idempotent.
+
+A failing entry stays pending and is redelivered (after ``claim_idle``) until it has been delivered
+``max_deliveries`` times; then it is acknowledged and moved to the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from typing import Any
+
+import orjson
+
+from eventbus._backoff import Backoff
+from eventbus._context import Context
+from eventbus._deadletter import DeadLetterStore
+from eventbus._flow import ReadGate
+from eventbus._message import Message
+from eventbus._names import decode_name
+from eventbus._router import Handler
+from eventbus._stats import HandlerStats
+from eventbus._stream_options import StreamOptions
+from eventbus._worker import HandlerWorker
+
+log = logging.getLogger("eventbus.streams")
+
+DATA_FIELD = b"data"
+STOP_TIMEOUT = 5.0  # seconds stop_reading keeps cancelling a reader that does not stop
+# Fields the tracing of appends adds (W3C trace context): kept in ``fields``, left out of the JSON
+# view of an entry written as a dict, so a handler sees the same payload with tracing on or off.
+TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
+
+
+def default_consumer_name() -> str:
+    """Unique per process, and readable in XINFO CONSUMERS."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _text(value: Any) -> str:
+    return decode_name(value) if isinstance(value, bytes) else str(value)
+
+
+class StreamMessage(Message):
+    """One stream entry as a handler sees it.
+
+    ``data`` is the entry's ``data`` field (what :meth:`Publisher.append` stores for a payload),
+    or, for an entry written with other fields, those fields as a JSON object of strings, so
+    ``.json()`` works for both. ``fields`` has the raw fields, ``id`` the entry id, and
+    ``deliveries`` how many times the group has delivered it (1 the first time).
+    """
+
+    __slots__ = ("deliveries", "fields", "group", "id", "settled")
+
+    def __init__(self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int, group: str) -> None:
+        data = fields.get(DATA_FIELD)
+        if data is None:
+            data = orjson.dumps({_text(k): _text(v) for k, v in fields.items() if k not in TRACE_FIELDS})
+        super().__init__(stream, data)
+        self.id = entry_id
+        self.fields = fields
+        self.deliveries = deliveries
+        self.group = group
+        self.settled = False  # set once the worker decided not to acknowledge (left pending)
+
+    @property
+    def stream(self) -> str:
+        return self.channel
+
+    def __repr__(self) -> str:
+        return f"<StreamMessage {self.channel!r} {self.id} delivery {self.deliveries} {len(self.data)} bytes>"
+
+
+class StreamWorker(HandlerWorker):
+    """A :class:`HandlerWorker` that acknowledges stream entries after success.
+
+    It reuses the inbox, concurrency and in-process retries; what changes is the outcome of a
+    failure: below ``max_deliveries`` the entry is left pending for redelivery, at the limit (or on
+    :class:`~eventbus.Reject` / an invalid payload) it is dead-lettered and acknowledged.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        ctx: Context,
+        stats: HandlerStats,
+        dead_letters: DeadLetterStore,
+        gate: ReadGate | None = None,
+    ):
+        super().__init__(handler, ctx, stats, dead_letters, gate)
+        self.consumers: dict[str, StreamConsumer] = {}
+
+    # Its _process acknowledges entries: the plain worker's inlined loop would skip that.
+    inline_loop = False
+
+    def put(self, msg: Message) -> None:
+        if isinstance(msg, StreamMessage):
+            # The consumers' backpressure already bounds stream entries; dropping one would strand
+            # it, pending in our name, until this process exits.
+            self.enqueue(msg)
+            return
+        super().put(msg)
+
+    async def _process(self, msg: Message) -> None:
+        if not isinstance(msg, StreamMessage):
+            await super()._process(msg)
+            return
+        consumer = self.consumers[msg.channel]
+        if msg.deliveries > consumer.options.max_deliveries:
+            # Delivered that often without an ack or a recorded failure: it likely kills the process.
+            await self._dead_letter(msg, f"delivered {msg.deliveries} times without being acknowledged", 0)
+            self.stats.failed += 1  # after the dead letter: until then it is in flight (see HandlerWorker)
+            return
+        await super()._process(msg)
+        if not msg.settled:
+            consumer.ack(msg.id)
+
+    async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
+        if not isinstance(msg, StreamMessage):
+            await super()._dead_letter(msg, error, attempts)
+            return
+        consumer = self.consumers[msg.channel]
+        final = error.startswith("rejected:") or msg.deliveries >= consumer.options.max_deliveries
+        msg.settled = True
+        if not final:
+            if self.lines.allow("left pending"):
+                log.warning(
+                    "entry %s of stream %r (group %r) stays pending after delivery %d of %d; "
+                    "it is redelivered once idle for %.1fs",
+                    msg.id,
+                    msg.channel,
+                    msg.group,
+                    msg.deliveries,
+                    consumer.options.max_deliveries,
+                    consumer.options.claim_idle,
+                )
+            consumer.release(msg.id)
+            return
+        extra = {"stream": msg.channel, "group": msg.group, "entry_id": msg.id, "deliveries": msg.deliveries}
+        if await self.dead_letters.add(self.name, msg, error, attempts, extra):
+            self.stats.dead_lettered += 1
+            consumer.ack(msg.id)
+        else:
+            self.stats.dead_letter_failed += 1
+            consumer.release(msg.id)  # not kept anywhere yet: leave it pending, try again later
+
+
+class StreamConsumer:
+    """One consumer of one group on one stream, feeding one :class:`StreamWorker`.
+
+    ``redis`` is the shared command client (acks, claims, group creation); ``reader`` is a client
+    of its own, because XREADGROUP ... BLOCK holds its connection while it waits.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        group: str,
+        options: StreamOptions,
+        worker: StreamWorker,
+        redis: Any,
+        reader: Any,
+    ) -> None:
+        self.stream = stream
+        self.group = group
+        self.options = options
+        self.name = options.consumer or default_consumer_name()
+        self.worker = worker
+        self.redis = redis
+        self.reader = reader
+        self.held: set[str] = set()  # ids in our inbox or being handled: never claim them twice
+        self.delivered = 0
+        self.claimed = 0
+        self.reading = False  # readiness: the group exists and the last read (or ping) succeeded
+        self._acks: list[str] = []
+        self._ack_wanted = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._acker: asyncio.Task[None] | None = None
+        worker.consumers[stream] = self
+
+    def __repr__(self) -> str:
+        return f"<StreamConsumer {self.stream!r} group {self.group!r} as {self.name!r}>"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.ensure_group()
+        self.reading = True
+        self._acker = asyncio.create_task(self._ack_loop(), name=f"eventbus:xack:{self.stream}")
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"eventbus:xreadgroup:{self.stream}"),
+            asyncio.create_task(self._claim_loop(), name=f"eventbus:xautoclaim:{self.stream}"),
+        ]
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if absent; an existing group is left as it is."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=self.options.start, mkstream=True)
+            log.info("created consumer group %r on stream %r from %s", self.group, self.stream, self.options.start)
+        except Exception as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def stop_reading(self) -> None:
+        """Stop taking new entries; what is already in the inbox is still handled and acknowledged."""
+        tasks = set(self._tasks)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            done, tasks = await asyncio.wait(tasks, timeout=0.5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: the loops end only by cancellation
+            if tasks and time.monotonic() >= deadline:
+                log.warning("%r: %d reading task(s) did not stop; abandoning them", self, len(tasks))
+                break
+            # Still running: redis-py can swallow the cancellation of a blocking command that was
+            # reconnecting (redis/redis-py#2028, #2579; seen after a server restart), so ask again.
+        self._tasks.clear()
+        self.reading = False
+
+    async def close(self) -> None:
+        """After the worker drained: flush the acks, then leave the group if nothing is pending."""
+        if self._acker is not None:
+            self._acker.cancel()
+            await asyncio.gather(self._acker, return_exceptions=True)
+            self._acker = None
+        with contextlib.suppress(Exception):
+            await self._flush_acks()
+        with contextlib.suppress(Exception):
+            pending = await self.redis.xpending_range(self.stream, self.group, "-", "+", 1, consumername=self.name)
+            if pending:
+                log.warning(
+                    "%r leaves entries pending (read but not acknowledged); the group's other consumers "
+                    "claim them after %.1fs idle",
+                    self,
+                    self.options.claim_idle,
+                )
+            else:
+                # A consumer with nothing pending is only clutter in XINFO CONSUMERS.
+                await self.redis.xgroup_delconsumer(self.stream, self.group, self.name)
+        with contextlib.suppress(Exception):
+            await self.reader.aclose()
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    def ack(self, entry_id: str) -> None:
+        """Queue an XACK; acks are sent in batches, one round trip for all that accumulated."""
+        self._acks.append(entry_id)
+        self._ack_wanted.set()
+        self.release(entry_id)
+
+    def release(self, entry_id: str) -> None:
+        """The entry left our hands (acked, or left pending for redelivery)."""
+        self.held.discard(entry_id)
+        if len(self.worker.inbox) < self.options.batch:
+            self._room.set()
+
+    async def _ack_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._ack_wanted.wait()
+            self._ack_wanted.clear()
+            try:
+                await self._flush_acks()
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - keep the ids and retry: an unacked entry is redelivered
+                log.warning("XACK on %r failed, retrying: %s: %s", self.stream, type(exc).__name__, exc)
+                await backoff.sleep()
+                self._ack_wanted.set()
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            batch = self._acks[:1000]
+            await self.redis.xack(self.stream, self.group, *batch)
+            del self._acks[: len(batch)]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _wait_for_room(self) -> None:
+        # Backpressure: read more only when the inbox has room for a batch, so nothing is dropped
+        # and a crash abandons at most a couple of batches (which are then claimed by others).
+        while len(self.worker.inbox) >= self.options.batch:
+            self._room.clear()
+            await self._room.wait()
+
+    def _deliver(self, entry_id: Any, fields: dict[bytes, bytes], deliveries: int) -> None:
+        key = _text(entry_id)
+        self.held.add(key)
+        self.delivered += 1
+        self.worker.put(StreamMessage(self.stream, key, fields, deliveries, self.group))
+
+    async def _read_loop(self) -> None:
+        # First our own pending entries (a restart under the same consumer name), then new ones.
+        cursor = "0"
+        backoff = Backoff()
+        block_ms = int(self.options.block * 1000)
+        while True:
+            await self._wait_for_room()
+            started = time.monotonic()
+            try:
+                if not self.reading:
+                    # After a failure: a quick PING says the server is back, where a successful
+                    # XREADGROUP would only return after blocking for up to `block` seconds.
+                    await self.reader.ping()
+                    self.reading = True
+                reply = await self.reader.xreadgroup(
+                    self.group, self.name, {self.stream: cursor}, count=self.options.batch, block=block_ms
+                )
+                backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a lost connection
+                self.reading = False
+                if "NOGROUP" in str(exc):
+                    log.warning(
+                        "group %r on stream %r vanished (stream deleted?); recreating it", self.group, self.stream
+                    )
+                    with contextlib.suppress(Exception):
+                        await self.ensure_group()
+                else:
+                    log.warning("XREADGROUP on %r failed, retrying: %s: %s", self.stream, type(exc).__name__, exc)
+                await backoff.sleep()
+                continue
+            entries = reply[0][1] if reply else []
+            if cursor != ">":
+                await self._deliver_history(entries)
+                cursor = _text(entries[-1][0]) if entries else ">"
+                continue
+            for entry_id, fields in entries:
+                self._deliver(entry_id, fields, 1)
+            if not entries and time.monotonic() - started < self.options.block / 2:
+                # A server that answers at once instead of blocking (fakeredis): do not spin.
+                await asyncio.sleep(0.01)
+
+    async def _deliver_history(self, entries: list[Any]) -> None:
+        live = [(_text(i), f) for i, f in entries if f]
+        for entry_id, fields in entries:
+            if not fields:  # deleted from the stream (XDEL/MAXLEN) while pending: nothing to handle
+                self.ack(_text(entry_id))
+        counts = await self._delivery_counts([i for i, _ in live])
+        for entry_id, fields in live:
+            if entry_id not in self.held:
+                self._deliver(entry_id, fields, counts.get(entry_id, 1))
+
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        rows = await self.redis.xpending_range(
+            self.stream, self.group, ids[0], ids[-1], len(ids) + len(self.held), consumername=self.name
+        )
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    # -- reclaiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        period = min(max(self.options.claim_idle / 2, 0.05), 30.0)
+        idle_ms = int(self.options.claim_idle * 1000)
+        while True:
+            # Jitter keeps the consumers of a group from claiming in lockstep.
+            await asyncio.sleep(period * random.uniform(0.75, 1.25))
+            try:
+                await self._claim_all(idle_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try again next period
+                log.warning("XAUTOCLAIM on %r failed: %s: %s", self.stream, type(exc).__name__, exc)
+
+    async def _claim_all(self, idle_ms: int) -> None:
+        cursor = "0-0"
+        while True:
+            await self._wait_for_room()
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, self.name, idle_ms, start_id=cursor, count=self.options.batch
+            )
+            cursor = _text(reply[0])
+            entries = [(_text(i), f) for i, f in reply[1] if _text(i) not in self.held]
+            if entries:
+                self.claimed += len(entries)
+                log.info("claimed %d idle entries of %r in group %r", len(entries), self.stream, self.group)
+                await self._deliver_history(entries)
+            if cursor == "0-0":
+                return

@@ -18,18 +18,18 @@ import json
 import time
 from typing import Any
 
-from eventbus._backends import open_backend, wait_until_reachable
-from eventbus._backends.base import ConnectionSettings
+from eventbus._backends import open_backend, resolve_url, wait_until_reachable
 from eventbus._backends.resp import PUSH_KINDS
-from eventbus._deadletter import DEFAULT_MAX_BYTES, DEFAULT_STREAM, DeadLetterStore
+from eventbus._deadletter import DeadLetterStore
 from eventbus._errors import EventbusError, LoadError
 from eventbus._lag import GroupLag, group_lag
 from eventbus._router import Router, load_target, stream_group
 from eventbus._runner import connect
+from eventbus._settings import DEFAULT_DEAD_LETTER_MAX_BYTES, DEFAULT_DEAD_LETTER_STREAM, ConnectionSettings
 from eventbus._stats import BusStats
 from eventbus._stream_options import StreamOptions
 from eventbus._tables import aligned
-from eventbus._urls import redact_url, resolve_url
+from eventbus._urls import redact_url
 
 
 class CheckFailed(EventbusError):
@@ -41,7 +41,11 @@ def _text(value: Any) -> str:
 
 
 async def check(
-    url: str | None, connect_timeout: float, module: str | None = None, *, dead_letter_stream: str = DEFAULT_STREAM
+    url: str | None,
+    connect_timeout: float,
+    module: str | None = None,
+    *,
+    dead_letter_stream: str = DEFAULT_DEAD_LETTER_STREAM,
 ) -> str:
     """One line saying what was checked; raises (ConnectError, CheckFailed, LoadError) otherwise."""
     router = load_target(module) if module is not None else None  # a typo fails before any wait
@@ -61,7 +65,7 @@ async def check(
 
 async def _check_dead_letters(redis: Any, stream: str) -> str:
     """The dead-letter stream is writable (else CheckFailed): failures would be lost otherwise."""
-    store = DeadLetterStore(redis, stream, max_bytes=DEFAULT_MAX_BYTES)
+    store = DeadLetterStore(redis, stream, max_bytes=DEFAULT_DEAD_LETTER_MAX_BYTES)
     problems = await store.probe()
     refused = store.budget.refused  # writable, but the ACL refuses what keeps the byte budget exact
     if problems and refused is None:

@@ -8,48 +8,41 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from redis.exceptions import RedisError
 
 from eventbus import __version__
-from eventbus._backends import reachable, wait_until_reachable
-from eventbus._deadletter import DEFAULT_STREAM, ENV_MAX_BYTES, parse_size
+from eventbus._backends import reachable, resolve_url, wait_until_reachable
 from eventbus._errors import ConfigError, EventbusError, LoadError
 from eventbus._hotpath import describe as describe_hot_path
-from eventbus._logs import ENV_WORKER, ENV_WORKERS, LEVELS, parse_level
+from eventbus._logs import ENV_WORKER, ENV_WORKERS
 from eventbus._logs import configure as configure_logging
 from eventbus._loops import LOOP_CHOICES, loop_factory
 from eventbus._loops import run as run_on_loop
 from eventbus._names import encode_name
 from eventbus._payloads import describe_key, describe_payload
 from eventbus._router import ensure_cwd_on_path, load_target
-from eventbus._runner import DEFAULT_MAX_PAYLOAD, Runner, connect
-from eventbus._supervisor import Supervisor
+from eventbus._runner import Runner, connect
+from eventbus._settings import Settings, as_options, command_options, from_options, settings_from
+from eventbus._supervisor import Supervisor, receive_handover
 from eventbus._tables import aligned
 from eventbus._urls import (
-    ENV_URL_SOURCE,
     SOURCE_EMBEDDED,
     SOURCE_FILE_OPTION,
     SOURCE_OPTION,
     read_url_file,
     redact_url,
-    resolve_url,
 )
-from eventbus.middleware import describe_middleware, load_middleware
+from eventbus.middleware import describe_middleware
 
 log = logging.getLogger("eventbus.supervisor")  # the --workers messages keep their logger
-
-
-def _log_level(value: str) -> str:
-    try:
-        return parse_level(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker_of(value: str) -> tuple[int, int]:
@@ -89,98 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="show the version and the hot path in use, and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def url_option(p: argparse.ArgumentParser, connect_timeout: float = 5.0) -> None:
-        where = p.add_mutually_exclusive_group()
-        where.add_argument(
-            "--url", help="Redis URL (default: $EVENTBUS_URL or $EVENTBUS_URL_FILE, else redis://localhost:6379/0)"
-        )
-        where.add_argument(
-            "--url-file",
-            metavar="PATH",
-            help="read the Redis URL from this file (a mounted secret): keeps the password out of the process list",
-        )
-        p.add_argument(
-            "--connect-timeout",
-            type=float,
-            default=connect_timeout,
-            help=f"seconds to keep retrying an unreachable Redis before giving up ({connect_timeout:g})",
-        )
-        p.add_argument(
-            "--loop",
-            default="auto",
-            choices=LOOP_CHOICES,
-            help="event loop: uvloop, asyncio, or auto (uvloop when it is installed; the default)",
-        )
-
     run = commands.add_parser("run", help="run a module of handlers until SIGINT/SIGTERM/SIGHUP")
     run.add_argument("target", help="module to load: pkg.mod or pkg.mod:attr (a Router or list of handlers)")
-    url_option(run, connect_timeout=15.0)
-    run.add_argument("--grace", type=float, default=10.0, help="seconds to finish queued work on shutdown (10)")
-    run.add_argument(
-        "--log-level",
-        type=_log_level,
-        default="info",
-        metavar="LEVEL",
-        help=f"{', '.join(LEVELS)} (any case; info)",
-    )
-    run.add_argument(
-        "--max-payload",
-        type=int,
-        default=DEFAULT_MAX_PAYLOAD,
-        help=f"largest payload in bytes delivered to handlers; larger ones are dead-lettered ({DEFAULT_MAX_PAYLOAD})",
-    )
-    run.add_argument(
-        "--stats-interval", type=float, default=60.0, help="seconds between summary log lines; 0 disables (60)"
-    )
-    dead_letter_stream_option(run)
-    run.add_argument(
-        "--dead-letter-max-bytes",
-        type=_size,
-        default=None,
-        metavar="SIZE",
-        help=f"byte budget of the dead-letter stream, the oldest entries trimmed beyond it: bytes or 32MiB, 1GiB "
-        f"(${ENV_MAX_BYTES}, else 32MiB)",
-    )
-    run.add_argument(
-        "--metrics-port",
-        type=int,
-        default=None,
-        help="serve Prometheus metrics on this port at /metrics (off by default; 0 picks a free port)",
-    )
-    run.add_argument("--metrics-addr", default="0.0.0.0", help="address the metrics endpoint listens on (0.0.0.0)")
-    run.add_argument(
-        "--health-timeout",
-        type=float,
-        default=1.0,
-        help="seconds the event loop may take to answer /healthz and /readyz on the metrics port (1)",
-    )
-    run.add_argument(
-        "--ping-interval",
-        type=float,
-        default=5.0,
-        help="seconds between PINGs on the subscription connection, to find half-open ones (5)",
-    )
-    run.add_argument(
-        "--ping-timeout", type=float, default=5.0, help="seconds a PING may go unanswered before reconnecting (5)"
-    )
-    run.add_argument(
-        "--no-embedded",
-        action="store_true",
-        help="fail instead of starting an embedded Redis when nothing answers at the default URL",
-    )
-    run.add_argument(
-        "--no-autopipeline",
-        action="store_true",
-        help="make ctx.redis a plain redis.asyncio client instead of the auto-pipelining one "
-        "(default: auto-pipelining, unless $EVENTBUS_AUTOPIPELINE is 0)",
-    )
+    add_settings(run, "run")
+    loop_option(run)
     run.add_argument(
         "--workers",
         type=int,
         default=1,
         help="run N worker processes under a supervisor; @on_stream groups share their work between them (1)",
     )
-    # Set by the supervisor on each worker it starts: a worker runs as one, whatever --workers says.
+    # Set by the supervisor on each worker it starts, whose settings it hands over (never as options).
     run.add_argument("--as-worker", type=_worker_of, metavar="I/N", help=argparse.SUPPRESS)
 
     run.add_argument(
@@ -188,14 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development only, not for production: restart when a file of the module's package changes "
         "(needs eventbus[reload])",
-    )
-    run.add_argument(
-        "--middleware",
-        action="append",
-        default=[],
-        metavar="PKG.MOD:FN",
-        help="global middleware around every handler (repeatable; first given is outermost); "
-        "a factory may be called with literal arguments: 'eventbus.middlewares.timeout:timeout(5)'",
     )
 
     publish = commands.add_parser("publish", help="publish a message (DATA, or standard input)")
@@ -205,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--sharded", action="store_true", help="SPUBLISH to a sharded channel")
     publish.add_argument("--stream", action="store_true", help="CHANNEL names a stream: append entries (XADD)")
     publish.add_argument("--maxlen", type=int, help="with --stream: trim the stream to at most this many entries")
-    url_option(publish)
+    add_settings(publish, "publish")
+    loop_option(publish)
 
     routes = commands.add_parser("routes", help="show what a module would subscribe to, by which handler")
     routes.add_argument("target")
@@ -235,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="replay: say what would be replayed or refused; change nothing"
     )
     dead.add_argument("--keep", action="store_true", help="replay: keep replayed entries in the stream")
-    dead_letter_stream_option(dead, "--stream")
-    url_option(dead)
+    add_settings(dead, "dead-letters")
+    loop_option(dead)
 
     check = commands.add_parser(
         "check",
@@ -247,33 +152,70 @@ def build_parser() -> argparse.ArgumentParser:
         "/healthz and /readyz on its metrics port instead.",
     )
     check.add_argument("--module", metavar="TARGET", help="also check this handler module (pkg.mod[:attr])")
-    dead_letter_stream_option(check)
-    url_option(check, connect_timeout=2.0)
+    add_settings(check, "check")
+    loop_option(check)
 
     streams = commands.add_parser(
         "streams", help="consumer-group lag, pending entries and their age for a module's @on_stream handlers"
     )
     streams.add_argument("target", help="module whose @on_stream handlers name the streams and groups")
     streams.add_argument("--json", action="store_true", help="one JSON array instead of the table")
-    url_option(streams, connect_timeout=2.0)
+    add_settings(streams, "streams")
+    loop_option(streams)
     return parser
 
 
-def dead_letter_stream_option(p: argparse.ArgumentParser, *aliases: str) -> None:
-    p.add_argument(
-        "--dead-letter-stream",
-        *aliases,
-        default=DEFAULT_STREAM,
-        metavar="KEY",
-        help=f"the app's dead-letter stream ({DEFAULT_STREAM})",
+def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The options of ``command`` that are settings, each as its field in eventbus._settings describes it."""
+    for offered in command_options(command):
+        how = offered.option
+        where: Any = parser.add_mutually_exclusive_group() if offered.name == "url" else parser
+        kwargs: dict[str, Any] = {"dest": offered.name, "help": how.help.format(default=shown_default(offered.default))}
+        if how.parse is None:
+            kwargs |= {"action": "store_const", "const": how.const, "default": offered.default}
+        else:
+            # Named after the flag, as argparse names it when the flag is the field's name (--grace GRACE).
+            kwargs |= {
+                "metavar": how.metavar or how.flag.lstrip("-").replace("-", "_").upper(),
+                "type": _argument_type(how.parse),
+                "default": offered.default,
+            }
+        if how.repeat:
+            kwargs |= {"action": "append", "default": list(offered.default)}
+        where.add_argument(how.flag, *how.aliases.get(command, ()), **kwargs)
+        if offered.name == "url":
+            where.add_argument(
+                "--url-file",
+                metavar="PATH",
+                help="read the Redis URL from this file (a mounted secret): keeps the password out of the process list",
+            )
+
+
+def shown_default(value: Any) -> str:
+    """A default as help texts show it: ``10`` for 10.0."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    if parse in (str, int, float):
+        return parse  # argparse names them in its own message: "invalid float value: 'x'"
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
+
+
+def loop_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOP_CHOICES,
+        help="event loop: uvloop, asyncio, or auto (uvloop when it is installed; the default)",
     )
-
-
-def _size(value: str) -> int:
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: Sequence[str]) -> str:
@@ -309,19 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _read_url_option(args)
         if getattr(args, "loop", None):
             loop_factory(args.loop)  # --loop uvloop without uvloop: one line, before anything starts
-        if args.command == "run" and args.as_worker is not None:
-            return _run(args)  # a worker never supervises nor reloads, whatever else argv says
-        if args.command == "run" and args.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-        if args.command == "run" and args.reload:
-            from eventbus._reload import run_with_reload
-
-            configure_logging(args.log_level)
-            return run_with_reload(argv, args.target, args.grace)
-        if args.command == "run" and args.workers != 1:
-            return _supervise(args, argv)
         if args.command == "run":
-            return _run(args)
+            return _run_command(args, argv)
         if args.command == "publish":
             return run_on_loop(_publish(args), args.loop)
         if args.command == "routes":
@@ -362,13 +293,36 @@ def _read_url_option(args: argparse.Namespace) -> None:
         resolve_url(args.url, args.url_source)
 
 
-def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    """The ``run --workers N`` command: validate once, share one Redis URL, supervise N workers."""
-    configure_logging(args.log_level)
-    count = args.workers
-    resolved = resolve_url(args.url)  # a malformed URL (or $EVENTBUS_URL) fails before anything else
+def _run_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.as_worker is not None:
+        return _run_worker(args, argv)  # a worker never supervises nor reloads: it has no such settings
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    settings = replace(from_options(vars(args)), url_source=args.url_source)
+    if args.reload:
+        from eventbus._reload import run_with_reload
+
+        configure_logging(settings.log_level or "info")
+        return run_with_reload(argv, args.target, settings.grace)
+    if args.workers != 1:
+        return _supervise(args.target, settings, args.workers, args.loop)
+    return _run(args.target, settings, args.loop)
+
+
+def _run(target: str, settings: Settings, loop: str) -> int:
+    if settings.log_level is not None:
+        configure_logging(settings.log_level)  # before the module loads: importing it may log
     ensure_cwd_on_path()
-    router = load_target(args.target)  # fail here, once, not in N children
+    run_on_loop(Runner(target, settings).serve(), loop)
+    return 0
+
+
+def _supervise(target: str, settings: Settings, count: int, loop: str) -> int:
+    """``run --workers N``: validate once, share one Redis URL, supervise N workers, hand each its settings."""
+    configure_logging(settings.log_level or "info")
+    resolved = resolve_url(settings.url, settings.url_source)  # a malformed URL fails before anything else
+    ensure_cwd_on_path()
+    router = load_target(target)  # fail here, once, not in N children
     broadcast = [s.name for s, _ in router.routes() if s.kind != "stream"]
     if broadcast:
         log.warning(
@@ -382,68 +336,66 @@ def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from eventbus._backends.embedded import EmbeddedRedis  # only --workers needs it: keep `run` quick to start
 
     embedded: EmbeddedRedis | None = None
-    if not resolved.explicit and not args.no_embedded and not reachable(resolved.url):
+    if resolved.explicit:
+        # Resolved once, here: each worker gets the URL itself, and where it came from for its log.
+        settings = replace(settings, url=resolved.url, url_source=resolved.source)
+    elif settings.connection.embedded and not reachable(resolved.url):
         # One embedded Redis for all the workers, or they would not share anything.
         embedded = EmbeddedRedis().start()
         log.warning("no Redis at %s: started an embedded one at %s for the workers", resolved.url, embedded.url)
-        os.environ[ENV_URL_SOURCE] = SOURCE_EMBEDDED  # inherited by the workers: their log names it
-
-    url = embedded.url if embedded is not None else None
+        settings = replace(settings, url=embedded.url, url_source=SOURCE_EMBEDDED)
 
     def command(index: int) -> list[str]:
-        return [sys.executable, "-m", "eventbus", *worker_argv(argv, index, count, url)]
+        return [sys.executable, "-m", "eventbus", *worker_arguments(target, index, count)]
+
+    def handover(index: int) -> bytes:
+        return worker_settings(settings, index, loop)
 
     try:
-        return Supervisor(command, count, grace=args.grace).run()
+        return Supervisor(command, count, grace=settings.grace, handover=handover).run()
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def worker_argv(argv: Sequence[str], index: int, count: int, url: str | None = None) -> list[str]:
-    """The arguments of worker ``index`` (0-based) of ``count``: the user's own, as given, marked.
+def worker_arguments(target: str, index: int, count: int) -> list[str]:
+    """What ``ps`` shows of worker ``index`` (0-based) of ``count``: its module and its number, nothing else.
 
-    Nothing is removed or rewritten (any spelling argparse accepts stays valid), only added right
-    after ``run``, ahead of a ``--`` the user may have given: the worker mark and, when the
-    supervisor started an embedded Redis (so no URL was given), its URL.
+    Its settings (the URL and its password among them) come through the supervisor's handover
+    (:func:`worker_settings`), never as arguments.
     """
-    at = list(argv).index("run") + 1
-    added = ["--as-worker", f"{index + 1}/{count}", *(["--url", url] if url else [])]
-    return [*argv[:at], *added, *argv[at:]]
+    return ["run", target, "--as-worker", f"{index + 1}/{count}"]
 
 
-def _run(args: argparse.Namespace) -> int:
-    metrics_port = args.metrics_port
-    if args.as_worker is not None:
-        index, count = args.as_worker
-        os.environ[ENV_WORKER], os.environ[ENV_WORKERS] = str(index), str(count)  # the log tag: [worker 2/4]
-        if metrics_port:
-            metrics_port += index  # each worker serves its own metrics, on consecutive ports
-    configure_logging(args.log_level)
-    ensure_cwd_on_path()
-    runner = Runner(
-        args.target,
-        middleware=[load_middleware(spec) for spec in args.middleware],
-        url=args.url,
-        grace=args.grace,
-        connect_timeout=args.connect_timeout,
-        max_payload=args.max_payload or None,
-        stats_interval=args.stats_interval or None,
-        dead_letter_stream=args.dead_letter_stream,
-        dead_letter_max_bytes=args.dead_letter_max_bytes,
-        metrics_port=metrics_port,
-        metrics_addr=args.metrics_addr,
-        health_deadline=args.health_timeout,
-        ping_interval=args.ping_interval,
-        ping_timeout=args.ping_timeout,
-        embedded=not args.no_embedded,
-        autopipeline=False if args.no_autopipeline else None,
-        # A worker of `--workers N` may have been handed the supervisor's embedded Redis as --url.
-        url_source=os.environ.get(ENV_URL_SOURCE, args.url_source),
-        log_level=None,  # configured above
-    )
-    run_on_loop(runner.serve(), args.loop)
-    return 0
+def worker_settings(settings: Settings, index: int, loop: str) -> bytes:
+    """What the supervisor hands worker ``index``: its settings (JSON) and the event loop to run them on.
+
+    Each worker serves its own metrics, on consecutive ports (0 still picks a free one).
+    """
+    if settings.metrics_port:
+        settings = replace(settings, metrics_port=settings.metrics_port + index)
+    return json.dumps({"loop": loop, "settings": as_options(settings)}).encode()
+
+
+def _run_worker(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """A worker of ``run --workers N``: everything but its module and number comes from its supervisor."""
+    index, count = args.as_worker
+    if list(argv) != worker_arguments(args.target, index, count):
+        raise ConfigError(
+            "--as-worker marks a worker that `run --workers N` started, and a worker takes its settings "
+            "from its supervisor: give no other option with it"
+        )
+    handed = receive_handover()
+    if handed is None:
+        raise ConfigError("--as-worker is set by `run --workers N` for its workers, not by hand")
+    try:
+        given = json.loads(handed)
+        settings, loop = settings_from(**given["settings"]), given["loop"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"the settings handed over by the supervisor are unreadable: {exc}") from None
+    loop_factory(loop)
+    os.environ[ENV_WORKER], os.environ[ENV_WORKERS] = str(index), str(count)  # the log tag: [worker 2/4]
+    return _run(args.target, settings, loop)
 
 
 async def _publish(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -31,16 +30,19 @@ from eventbus._errors import ConfigError
 from eventbus._logs import LineLimit, worker_tag
 from eventbus._message import Message
 from eventbus._names import encode_name
+from eventbus._settings import (
+    DEFAULT_DEAD_LETTER_MAX_BYTES,
+    DEFAULT_DEAD_LETTER_STREAM,
+    ENV_DEAD_LETTER_MAX_BYTES,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from eventbus._stats import BusStats
 
-DEFAULT_STREAM = "eventbus:dead-letter"
 DEFAULT_MAXLEN = 100_000
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-ENV_MAX_BYTES = "EVENTBUS_DEAD_LETTER_MAX_BYTES"
 ERROR_LIMIT = 4000  # characters of a handler's error kept in its dead letter
 # What list() shows of an entry: every value cut to this many bytes, at most this many fields.
 SHOWN_BYTES = 1024
@@ -117,28 +119,17 @@ def process_identity() -> dict[str, str]:
     return identity
 
 
-_SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``33554432``, ``32MiB``, ``32M``, ``512KiB``, ``1GiB`` (powers of 1024) as a number of bytes."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (bytes, or a number with KiB, MiB or GiB)")
-    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")  # type: ignore[no-any-return]
-
-
 def resolve_max_bytes(max_bytes: int | None) -> int:
     """The byte budget of the dead-letter stream: ``max_bytes``, else $EVENTBUS_DEAD_LETTER_MAX_BYTES,
-    else :data:`DEFAULT_MAX_BYTES`."""
+    else :data:`~eventbus._settings.DEFAULT_DEAD_LETTER_MAX_BYTES`."""
     if max_bytes is None:
-        text = os.environ.get(ENV_MAX_BYTES, "").strip()
+        text = os.environ.get(ENV_DEAD_LETTER_MAX_BYTES, "").strip()
         if not text:
-            return DEFAULT_MAX_BYTES
+            return DEFAULT_DEAD_LETTER_MAX_BYTES
         try:
             max_bytes = parse_size(text)
         except ValueError as exc:
-            raise ConfigError(f"${ENV_MAX_BYTES}: {exc}") from None
+            raise ConfigError(f"${ENV_DEAD_LETTER_MAX_BYTES}: {exc}") from None
     if max_bytes < 1:
         raise ConfigError(f"the dead-letter byte budget must be at least 1 byte, got {max_bytes}")
     return max_bytes
@@ -155,7 +146,7 @@ class DeadLetterStore:
     def __init__(
         self,
         redis: Redis,
-        stream: str = DEFAULT_STREAM,
+        stream: str = DEFAULT_DEAD_LETTER_STREAM,
         maxlen: int = DEFAULT_MAXLEN,
         *,
         max_bytes: int | None = None,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from eventbus._backends import wait_until_reachable
-from eventbus._deadletter import DEFAULT_MAX_BYTES, DeadLetter, DeadLetterStore
+from eventbus._backends import resolve_url, wait_until_reachable
+from eventbus._deadletter import DeadLetter, DeadLetterStore
 from eventbus._errors import ConfigError
 from eventbus._replay import Outcome, claimed_target, replay_dead_letters
 from eventbus._router import ensure_cwd_on_path, load_target
 from eventbus._runner import connect
-from eventbus._urls import resolve_url
+from eventbus._settings import DEFAULT_DEAD_LETTER_MAX_BYTES
 
 NAME_LIMIT = 120  # characters of a handler, channel or stream name shown
 ERROR_LIMIT = 300  # characters of an error shown by list
@@ -117,7 +117,7 @@ async def dead_letters(args: argparse.Namespace) -> int:
         router = load_target(args.module)  # a typo fails before any wait
     await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
     async with connect(args.url) as bus:
-        store = DeadLetterStore(bus.redis, args.dead_letter_stream, max_bytes=DEFAULT_MAX_BYTES)
+        store = DeadLetterStore(bus.redis, args.dead_letter_stream, max_bytes=DEFAULT_DEAD_LETTER_MAX_BYTES)
         if router is None:
             letters = await store.summaries(count=args.count)
             for letter in letters:

@@ -33,13 +33,13 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from eventbus._errors import ConfigError, EventbusError
+from eventbus._settings import DEFAULT_HEALTH_DEADLINE
 from eventbus._urls import redact_url
 
 log = logging.getLogger("eventbus.health")
 
 T = TypeVar("T")
 
-DEFAULT_DEADLINE = 1.0  # seconds the loop may take to answer a probe
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -78,7 +78,7 @@ class Probes:
         self,
         loop: asyncio.AbstractEventLoop,
         readiness: Callable[[], list[str]],
-        deadline: float = DEFAULT_DEADLINE,
+        deadline: float = DEFAULT_HEALTH_DEADLINE,
     ) -> None:
         if deadline <= 0:
             raise ConfigError(f"the health deadline must be > 0 seconds, got {deadline!r}")
@@ -184,6 +184,6 @@ def runner_readiness(runner: Any) -> list[str]:
     return reasons
 
 
-def runner_probes(runner: Any, deadline: float = DEFAULT_DEADLINE) -> Probes:
+def runner_probes(runner: Any, deadline: float = DEFAULT_HEALTH_DEADLINE) -> Probes:
     """The probes of ``runner``, answered on the loop that is running now."""
     return Probes(asyncio.get_running_loop(), lambda: runner_readiness(runner), deadline)

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from eventbus._health import Probes, serve
+from eventbus._settings import DEFAULT_METRICS_ADDR
 from eventbus._stats import LATENCY_BUCKETS, BusStats
 
 log = logging.getLogger("eventbus.metrics")
@@ -133,7 +134,7 @@ class MetricsServer:
     """The HTTP endpoint of one runner: ``/metrics``, and ``/healthz`` / ``/readyz`` given ``probes``."""
 
     def __init__(
-        self, collector: StatsCollector, port: int, addr: str = "0.0.0.0", probes: Probes | None = None
+        self, collector: StatsCollector, port: int, addr: str = DEFAULT_METRICS_ADDR, probes: Probes | None = None
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)

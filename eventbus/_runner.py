@@ -15,19 +15,18 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from eventbus._backends import MEMORY_URL, command_client, open_backend
-from eventbus._backends.base import Backend, ConnectionSettings, Source, Subscriber, SubscriberSource, client_publish
+from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url
+from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
-from eventbus._deadletter import DEFAULT_STREAM, DeadLetterStore, resolve_max_bytes
+from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
 from eventbus._flow import ReadGate
-from eventbus._health import DEFAULT_DEADLINE, runner_probes
+from eventbus._health import runner_probes
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
 from eventbus._lag import LagCollector, LagMonitor, runner_groups
@@ -37,16 +36,15 @@ from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
 from eventbus._publisher import Publisher
 from eventbus._router import Handler, Router, load_target, stream_group
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamWorker
-from eventbus._urls import SOURCE_CODE, redact_url, resolve_url
+from eventbus._urls import SOURCE_CODE, redact_url
 from eventbus._worker import HandlerWorker
 from eventbus.middleware import check_chain
 
 log = logging.getLogger("eventbus")
-
-DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -58,54 +56,6 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     """
     hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
     return (signal.SIGINT, signal.SIGTERM, *hangup)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a :class:`Runner` can be told, in one record (the CLI's options map onto it).
-
-    ``url``: Redis URL; None means $EVENTBUS_URL, else redis://localhost:6379/0 with an embedded
-    Redis started if nothing answers there (unless ``connection.embedded`` is False).
-    ``url_source``: where ``url`` came from, as the log names it ("code" unless the CLI says "--url").
-    ``log_level``: set up logging like the CLI at this level when the application has not configured
-    logging itself (see :func:`eventbus._logs.configure`); None leaves logging alone.
-    """
-
-    url: str | None = None
-    url_source: str = SOURCE_CODE
-    grace: float = 10.0
-    max_payload: int | None = DEFAULT_MAX_PAYLOAD
-    dead_letter_stream: str = DEFAULT_STREAM
-    # The dead-letter stream's byte budget; None: $EVENTBUS_DEAD_LETTER_MAX_BYTES, else 32 MiB.
-    dead_letter_max_bytes: int | None = None
-    stats_interval: float | None = None
-    metrics_port: int | None = None
-    metrics_addr: str = "0.0.0.0"
-    log_level: str | None = "info"
-    health_deadline: float = DEFAULT_DEADLINE  # /healthz, /readyz: seconds the loop may take to answer
-    middleware: Sequence[Any] = ()  # global middleware, outermost first (see eventbus.middleware)
-    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
-
-
-_SETTINGS = frozenset(f.name for f in fields(Settings)) - {"connection"}
-_CONNECTION = frozenset(f.name for f in fields(ConnectionSettings)) - {"gate"}
-
-
-def settings_from(settings: Settings | None = None, **options: Any) -> Settings:
-    """``settings`` (default: the defaults) with flat keyword options applied, as ``Runner(..., grace=5)``.
-
-    Connection options (``ping_interval``, ``connect_timeout``, ``embedded``, ...) go to
-    ``settings.connection``; an unknown name is a TypeError, as for any function.
-    """
-    base = settings if settings is not None else Settings()
-    unknown = set(options) - _SETTINGS - _CONNECTION
-    if unknown:
-        raise TypeError(f"Runner() got an unexpected keyword argument {sorted(unknown)[0]!r}")
-    connection = {k: v for k, v in options.items() if k in _CONNECTION}
-    own = {k: v for k, v in options.items() if k in _SETTINGS}
-    if connection:
-        own["connection"] = replace(base.connection, **connection)
-    return replace(base, **own) if own else base
 
 
 def reads_streams(handler: Handler) -> bool:
@@ -537,7 +487,9 @@ def _loop_running() -> bool:
     return True
 
 
-def connect(url: str | None = None, *, max_connections: int = 64, autopipeline: bool | None = None) -> Publisher:
+def connect(
+    url: str | None = None, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+) -> Publisher:
     """A publisher on Redis at ``url`` (default: $EVENTBUS_URL, else redis://localhost:6379/0).
 
     Use it as an async context manager so its connections are closed. ``autopipeline=False``

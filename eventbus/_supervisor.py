@@ -1,6 +1,11 @@
 """``python -m eventbus run MODULE --workers N``: N worker processes under one supervisor.
 
-Each worker is an ordinary ``python -m eventbus run MODULE ...`` child. Stream consumer groups
+Each worker is a ``python -m eventbus run MODULE --as-worker I/N`` child whose settings the
+supervisor hands over through a pipe that only the child inherits (:func:`receive_handover`), as
+FastStream's multi-process supervisor hands its children the parsed arguments: nothing is added to
+or edited in the user's arguments, no secret (a URL's password) appears in a child's argv or
+environment, and a worker has no ``--workers`` setting to act on, so it never supervises in turn.
+Stream consumer groups
 share their entries between the workers (each entry goes to one of them); pub/sub and sharded
 pub/sub handlers run in every worker, so each of their messages is handled N times.
 
@@ -23,8 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from eventbus._children import spawn
+from eventbus._errors import ConfigError
 from eventbus._runner import stop_signals
 
 log = logging.getLogger("eventbus.supervisor")
@@ -32,6 +39,8 @@ log = logging.getLogger("eventbus.supervisor")
 POLL_INTERVAL = 0.1
 RESTART_MAX_DELAY = 30.0
 USAGE_ERROR = 2  # the CLI's exit code for bad options and modules that cannot be loaded
+# In a worker's environment: the file descriptor it reads its handed-over settings from.
+ENV_HANDOVER_FD = "EVENTBUS_WORKER_SETTINGS_FD"
 STABLE_AFTER = 10.0  # a worker that ran this long before dying restarts without delay
 
 
@@ -56,13 +65,23 @@ class Supervisor:
     """Starts, watches, restarts and stops ``count`` worker processes.
 
     ``command(i)`` is the argv of worker ``i`` (0-based); it must tell the worker that it is one
-    (the CLI's hidden ``--as-worker I/N``), so that it never supervises in turn.
+    (the CLI's hidden ``--as-worker I/N``). ``handover(i)``, if given, is what worker ``i`` reads
+    from the pipe its environment names (:data:`ENV_HANDOVER_FD`): its settings, written anew at
+    each (re)start.
     """
 
-    def __init__(self, command: Callable[[int], list[str]], count: int, *, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        command: Callable[[int], list[str]],
+        count: int,
+        *,
+        grace: float = 10.0,
+        handover: Callable[[int], bytes] | None = None,
+    ) -> None:
         if count < 1:
             raise ValueError("--workers must be at least 1")
         self.command = command
+        self.handover = handover
         self.workers = [_Worker(i, count=count) for i in range(count)]
         self.grace = grace
         self.signals = 0
@@ -90,15 +109,37 @@ class Supervisor:
             self._send(signal.SIGKILL)
 
     def _spawn(self, worker: _Worker) -> None:
-        # SIGTERM if the supervisor dies, even of SIGKILL; spawned from the main thread, which
-        # lives as long as the supervisor (eventbus._children).
-        worker.process = spawn(
-            self.command(worker.index),
-            process_group=0,  # a terminal's Ctrl+C reaches the workers only through us
-        )
+        if self.handover is None:
+            worker.process = self._start(worker)
+        else:
+            # The read end goes to this child alone (pipes are not inherited unless passed).
+            reader, writer = os.pipe()
+            try:
+                worker.process = self._start(
+                    worker, env={**os.environ, ENV_HANDOVER_FD: str(reader)}, pass_fds=(reader,)
+                )
+            except BaseException:
+                os.close(writer)
+                raise
+            finally:
+                os.close(reader)
+            try:
+                with open(writer, "wb") as pipe:
+                    pipe.write(self.handover(worker.index))
+            except BrokenPipeError:
+                pass  # the worker died before reading: _watch reports its exit
         worker.started = time.monotonic()
         worker.restart_at = None
         log.info("worker %s started (pid %d)", worker.label, worker.process.pid)
+
+    def _start(self, worker: _Worker, **popen: Any) -> subprocess.Popen[bytes]:
+        # SIGTERM if the supervisor dies, even of SIGKILL; spawned from the main thread, which
+        # lives as long as the supervisor (eventbus._children).
+        return spawn(
+            self.command(worker.index),
+            process_group=0,  # a terminal's Ctrl+C reaches the workers only through us
+            **popen,
+        )
 
     def _watch(self) -> None:
         now = time.monotonic()
@@ -162,6 +203,23 @@ class Supervisor:
                 log.warning("worker %s exited with %s", worker.label, _describe_exit(code))
         log.info("all workers stopped")
         return 1 if failed else 0
+
+
+def receive_handover() -> bytes | None:
+    """In a worker: what its supervisor handed over (None outside a worker), read once.
+
+    The variable is removed so that nothing this worker starts takes itself for a worker.
+    """
+    fd = os.environ.pop(ENV_HANDOVER_FD, None)
+    if fd is None:
+        return None
+    try:
+        with open(int(fd), "rb") as pipe:
+            return pipe.read()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"cannot read the settings handed over by the supervisor (${ENV_HANDOVER_FD}={fd}): {exc}"
+        ) from None
 
 
 def _describe_exit(code: int) -> str:

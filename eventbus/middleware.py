@@ -66,12 +66,17 @@ def check_middleware(obj: Any, where: str) -> Middleware:
 
 
 def check_chain(items: Any, where: str) -> tuple[Middleware, ...]:
-    """A list or tuple of middleware, validated, as a tuple."""
+    """A list or tuple of middleware, validated, as a tuple.
+
+    An item may also be a ``"pkg.mod:fn"`` spec, as ``run --middleware`` takes it
+    (:func:`load_middleware`): settings that came from the command line hold specs, so that a
+    ``run --workers`` supervisor can hand them to its workers.
+    """
     if items is None:
         return ()
     if not isinstance(items, (list, tuple)):
         raise ConfigError(f"{where}: middleware must be a list of async functions, got {type(items).__name__}")
-    return tuple(check_middleware(item, where) for item in items)
+    return tuple(load_middleware(item) if isinstance(item, str) else check_middleware(item, where) for item in items)
 
 
 def _link(middleware: Middleware, call_next: Invoke) -> Invoke:

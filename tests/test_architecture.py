@@ -28,6 +28,7 @@ LEAVES = {
     "_payloads",  # typed payloads: decoders, and encoding what is published
     "_children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
     "_tables",  # terminal tables aligned by display width (routes, streams)
+    "_settings",  # Settings and ConnectionSettings: every default, and how the CLI offers it
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
 ENGINE = {"_dispatch", "_worker", "_streams", "_keyed"}

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventbus import Context, DeadLetterStore, Message, Reject, Router, connect, on, on_pattern, on_startup
-from eventbus._deadletter import DEFAULT_STREAM
 from eventbus._metrics import StatsCollector
 from eventbus._replay import replay_dead_letters
 from eventbus._runner import summarize
+from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
 from tests.cli_process import run_eventbus
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer

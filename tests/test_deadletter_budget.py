@@ -16,10 +16,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from eventbus import ConfigError, Context, DeadLetterStore, Message, Reject, Runner, connect, on
-from eventbus._deadletter import DEFAULT_MAX_BYTES, DEFAULT_STREAM, ENV_MAX_BYTES, parse_size, resolve_max_bytes
+from eventbus._deadletter import resolve_max_bytes
 from eventbus._deadletter_budget import CHECK_INTERVAL
 from eventbus._metrics import StatsCollector
 from eventbus._runner import summarize
+from eventbus._settings import DEFAULT_DEAD_LETTER_MAX_BYTES as DEFAULT_MAX_BYTES
+from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
+from eventbus._settings import ENV_DEAD_LETTER_MAX_BYTES as ENV_MAX_BYTES
+from eventbus._settings import parse_size
 from eventbus._stats import BusStats
 from tests.conftest import ROOT
 from tests.fault.helpers import FAST, eventually

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from eventbus._deadletter import DEFAULT_STREAM
 from eventbus._deadletter_cli import shown
+from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
 from tests.cli_process import run_eventbus
 from tests.redis_server import RedisServer, acl_denials
 

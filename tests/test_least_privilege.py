@@ -16,7 +16,7 @@ import pytest
 
 import eventbus
 from eventbus import Context, Message, Reject, on, on_pattern, on_stream
-from eventbus._deadletter import DEFAULT_STREAM
+from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
 from tests.conftest import ROOT
 from tests.fault.helpers import eventually, running, wait_reconnected
 from tests.redis_server import RedisServer

@@ -15,9 +15,10 @@ import pytest
 import redis
 
 from eventbus import DeadLetterStore, connect, on
-from eventbus._deadletter import DEFAULT_STREAM, parse_entry
+from eventbus._deadletter import parse_entry
 from eventbus._replay import Target, claimed_target, replay_dead_letters, replay_verdict
 from eventbus._router import Router, load_target
+from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
 from tests.cli_process import run_eventbus
 from tests.redis_server import RedisServer, acl_denials
 

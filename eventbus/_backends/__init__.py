@@ -1,16 +1,19 @@
 """The transports, behind one seam (:mod:`eventbus._backends.base`), chosen in one place: here.
 
-``open_backend`` maps a URL's scheme to a backend, with lazy imports so an unused transport's
-modules (and their dependencies) are never loaded:
+:data:`TRANSPORTS` maps a URL's scheme to the backend module that serves it, imported only when a
+URL of that scheme is used, so an unused transport's modules (and their dependencies) are never
+loaded. Each module owns its URL grammar, its command client, its reachability check and the
+opening of its backend (the :class:`~eventbus._backends.base.Transport` protocol):
 
 =======================================  ===========================================
-``memory://`` (or a ``broker``)          :class:`~eventbus._backends.memory.MemoryBackend`
-``redis://``, ``rediss://``, ``unix://`` :class:`~eventbus._backends.redis.RedisBackend`
-``redis+cluster://``, ``rediss+cluster`` :class:`~eventbus._backends.cluster.ClusterBackend`
-``redis+sentinel://``, ``rediss+sentinel`` :class:`~eventbus._backends.sentinel.SentinelBackend`
+``redis://``, ``rediss://``, ``unix://`` :mod:`eventbus._backends.redis` (``RedisBackend``)
+``redis+cluster://``, ``rediss+cluster`` :mod:`eventbus._backends.cluster` (``ClusterBackend``)
+``redis+sentinel://``, ``rediss+sentinel`` :mod:`eventbus._backends.sentinel` (``SentinelBackend``)
 =======================================  ===========================================
 
-With nothing configured and nothing answering at the default URL, it starts an embedded Redis
+``memory://`` (or a ``broker``) runs on :class:`~eventbus._backends.memory.MemoryBackend`: a
+process of its own, no URL grammar, nothing to reach. With nothing configured and nothing
+answering at the default URL, :func:`open_backend` starts an embedded Redis
 (:mod:`eventbus._backends.embedded`) for the run, unless ``settings.embedded`` is False.
 """
 
@@ -18,22 +21,92 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from eventbus._backends.base import Backend, ConnectionSettings
+from eventbus._backends.base import Backend, Transport
 from eventbus._backends.tls import check_tls
 from eventbus._errors import ConnectError
-from eventbus._urls import SOURCE_CODE, is_cluster_url, is_sentinel_url, redact_url, resolve_url
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
+from eventbus._urls import SOURCE_CODE, SOURCE_OPTION, Grammar, ResolvedURL, redact_url
+from eventbus._urls import resolve_url as resolve_with
+from eventbus._urls import validate_url as validate_with
 
 if TYPE_CHECKING:
     from eventbus._backends.embedded import EmbeddedRedis
     from eventbus._backends.memory import MemoryBroker
 
-__all__ = ["Backend", "ConnectionSettings", "command_client", "open_backend", "wait_until_reachable"]
+__all__ = [
+    "Backend",
+    "ConnectionSettings",
+    "command_client",
+    "open_backend",
+    "resolve_url",
+    "validate_url",
+    "wait_until_reachable",
+]
 
 log = logging.getLogger("eventbus")
 
 MEMORY_URL = "memory://"
+
+
+def _server() -> Transport:
+    from eventbus._backends import redis
+
+    return redis
+
+
+def _cluster() -> Transport:
+    from eventbus._backends import cluster
+
+    return cluster
+
+
+def _sentinel() -> Transport:
+    from eventbus._backends import sentinel
+
+    return sentinel
+
+
+# The one place a URL's scheme picks the code that talks to it: the schemes a URL may have are these.
+TRANSPORTS: dict[str, Callable[[], Transport]] = {
+    "redis": _server,
+    "rediss": _server,
+    "unix": _server,
+    "redis+cluster": _cluster,
+    "rediss+cluster": _cluster,
+    "redis+sentinel": _sentinel,
+    "rediss+sentinel": _sentinel,
+}
+
+
+def transport(url: str) -> Transport:
+    """The backend module for ``url``'s scheme (a malformed or unknown scheme: its one-line ConfigError)."""
+    load = TRANSPORTS.get(url.partition("://")[0])
+    if load is None:
+        validate_url(url)  # raises, naming what is wrong with the scheme
+        raise AssertionError(f"no transport for a valid URL: {redact_url(url)}")
+    return load()
+
+
+def check_grammar(url: str, where: str, reveal: bool) -> None:
+    """``url``'s own grammar, as the backend of its scheme states it (an ``eventbus._urls.Grammar``)."""
+    transport(url).check_url(url, where, reveal)
+
+
+# What URL validation needs to know of the table (eventbus._urls): the schemes, and their grammars.
+GRAMMARS: dict[str, Grammar] = dict.fromkeys(TRANSPORTS, check_grammar)
+
+
+def resolve_url(url: str | None, source: str = SOURCE_OPTION) -> ResolvedURL:
+    """Where Redis is (:func:`eventbus._urls.resolve_url`), checked against its scheme's grammar."""
+    return resolve_with(url, source, grammars=GRAMMARS)
+
+
+def validate_url(url: str, where: str = "", *, reveal: bool = True) -> str:
+    """``url`` if it is well formed for its scheme, else a one-line ConfigError naming the bad part."""
+    return validate_with(url, where, reveal=reveal, grammars=GRAMMARS)
 
 
 async def open_backend(
@@ -53,25 +126,26 @@ async def open_backend(
         return MemoryBackend(settings, broker)
     resolved = resolve_url(url, source)
     check_tls(resolved.url)  # a certificate file that cannot be read fails now, not as "not answering"
+    chosen = transport(resolved.url)
     if resolved.explicit or not settings.embedded:
         log.info("connecting to Redis at %s (from %s)", redact_url(resolved.url), resolved.source)
-        if is_sentinel_url(resolved.url):
-            from eventbus._backends.sentinel import open_sentinel
-
-            return await open_sentinel(resolved.url, settings, source=resolved.source, explicit=resolved.explicit)
-        await wait_until_reachable(resolved.url, settings.connect_timeout)
-        return _redis_backend(resolved.url, settings, source=resolved.source, explicit=resolved.explicit)
+        return await chosen.open_backend(
+            resolved.url, settings, source=resolved.source, explicit=resolved.explicit, timeout=settings.connect_timeout
+        )
     log.debug("nothing configured: trying %s (from %s) for 0.3s", redact_url(resolved.url), resolved.source)
     try:
-        await wait_until_reachable(resolved.url, 0.3, quiet=True)
+        backend = await chosen.open_backend(
+            resolved.url, settings, source=resolved.source, explicit=False, timeout=0.3, quiet=True
+        )
+    except ConnectError as exc:
+        log.debug("no Redis at the default URL: %s", exc)
+    else:
         log.info(
             "using Redis at %s (from %s; set --url or EVENTBUS_URL to change)",
             redact_url(resolved.url),
             resolved.source,
         )
-        return _redis_backend(resolved.url, settings, source=resolved.source, explicit=False)
-    except ConnectError as exc:
-        log.debug("no Redis at the default URL: %s", exc)
+        return backend
     embedded = await start_embedded()
     log.warning(
         "no Redis at %s and none configured: started an embedded %s at %s for this run. "
@@ -81,20 +155,9 @@ async def open_backend(
         embedded.url,
         embedded.url,
     )
-    return _redis_backend(embedded.url, settings, source=resolved.source, explicit=False, embedded=embedded)
+    from eventbus._backends.redis import RedisBackend  # an embedded Redis is one server, whatever the default URL
 
-
-def _redis_backend(
-    url: str, settings: ConnectionSettings, *, source: str, explicit: bool, embedded: EmbeddedRedis | None = None
-) -> Backend:
-    # The one place a Redis URL's scheme picks the code that talks to it.
-    if is_cluster_url(url):
-        from eventbus._backends.cluster import ClusterBackend
-
-        return ClusterBackend(url, settings, source=source, explicit=explicit, embedded=embedded)
-    from eventbus._backends.redis import RedisBackend
-
-    return RedisBackend(url, settings, source=source, explicit=explicit, embedded=embedded)
+    return RedisBackend(embedded.url, settings, source=resolved.source, explicit=False, embedded=embedded)
 
 
 async def start_embedded() -> EmbeddedRedis:
@@ -113,41 +176,22 @@ async def start_embedded() -> EmbeddedRedis:
     return embedded
 
 
-def command_client(url: str, *, max_connections: int = 64, autopipeline: bool | None = None) -> Any:
+def command_client(
+    url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+) -> Any:
     """A command client for ``url`` (a redis.asyncio-compatible one), for producers.
 
     ``autopipeline``: for a single server (cluster and sentinel clients are redis-py's own, never
     auto-pipelined); None follows $EVENTBUS_AUTOPIPELINE.
     """
     check_tls(url)
-    if is_cluster_url(url):
-        from eventbus._backends.cluster import cluster_client
-
-        return cluster_client(url, max_connections=max_connections)
-    if is_sentinel_url(url):
-        from eventbus._backends.sentinel import command_client as sentinel_client
-
-        return sentinel_client(url, max_connections=max_connections)
-    from eventbus._backends.subscriber import command_client as server_client
-
-    return server_client(url, max_connections=max_connections, autopipeline=autopipeline)
+    return transport(url).command_client(url, max_connections=max_connections, autopipeline=autopipeline)
 
 
 async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
-    """PING ``url`` (any seed of a cluster) until it answers or ``timeout`` passes (:class:`ConnectError`)."""
-    if is_cluster_url(url):
-        from eventbus._backends.cluster import wait_until_cluster_reachable
-
-        await wait_until_cluster_reachable(url, timeout)
-        return
-    if is_sentinel_url(url):
-        from eventbus._backends.sentinel import wait_until_sentinel_reachable
-
-        await wait_until_sentinel_reachable(url, timeout, quiet=quiet)
-        return
-    from eventbus._backends.subscriber import wait_until_reachable as ping_server
-
-    await ping_server(url, timeout, quiet=quiet)
+    """PING ``url`` (any seed of a cluster; a sentinel URL's master) until it answers or ``timeout`` passes
+    (:class:`ConnectError`)."""
+    await transport(url).wait_until_reachable(url, timeout, quiet=quiet)
 
 
 def reachable(url: str, timeout: float = 0.3) -> bool:

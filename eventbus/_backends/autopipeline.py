@@ -76,6 +76,7 @@ from eventbus._backends.redispy_internals import (
     take_socket,
     wants_own_connection,
 )
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS
 
 # Commands that block the connection or change its state: they need a connection of their own.
 DEDICATED_COMMANDS = frozenset(
@@ -790,7 +791,12 @@ def _blocks(args: tuple[Any, ...]) -> bool:
 
 
 def autopipeline_client(
-    url: str, *, max_connections: int = 64, lanes: int = 1, max_in_flight: int = 4096, **pool_kwargs: Any
+    url: str,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    lanes: int = 1,
+    max_in_flight: int = 4096,
+    **pool_kwargs: Any,
 ) -> AutoPipelineRedis:
     """An auto-pipelining client for ``url`` that opens at most ``max_connections`` connections.
 

@@ -1,4 +1,4 @@
-"""The seam between the runner and a transport: what a backend provides, and its settings.
+"""The seam between the runner and a transport: what a backend provides.
 
 A backend (``open_backend`` in :mod:`eventbus._backends`) gives the runner a command client, a
 publish function, and *sources*: objects that read messages from somewhere and hand them to a
@@ -14,10 +14,9 @@ passed explicitly, so every source (pub/sub, sharded, in memory) takes the same 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from eventbus._flow import ReadGate
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
 
 
@@ -52,27 +51,6 @@ class OneReply:
     def gets(self) -> list[bytes] | bool:
         reply, self.reply = self.reply, False
         return reply
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionSettings:
-    """How a backend connects and keeps its connections alive (arq's ``RedisSettings``, in spirit).
-
-    ``gate`` is shared with the handlers' workers: ``overflow="pause"`` stops every subscription
-    connection through it.
-    """
-
-    ping_interval: float = 5.0
-    ping_timeout: float = 5.0
-    reconnect_max_delay: float = 5.0
-    connect_timeout: float = 15.0
-    max_connections: int = 64
-    # ctx.redis auto-pipelines (None: unless $EVENTBUS_AUTOPIPELINE is 0); False: a plain
-    # redis.asyncio.Redis. Cluster and sentinel URLs always get redis-py's own clients.
-    autopipeline: bool | None = None
-    # With nothing configured and nothing answering at the default URL, start an embedded Redis.
-    embedded: bool = True
-    gate: ReadGate = field(default_factory=ReadGate, compare=False)
 
 
 class Source(Protocol):
@@ -123,3 +101,33 @@ class Backend(Protocol):
     def stream_client(self) -> Any: ...
     async def aclose(self) -> None: ...
     def kill(self) -> None: ...
+
+
+class Transport(Protocol):
+    """What a backend module provides for the URL schemes it serves (the table in :mod:`eventbus._backends`).
+
+    A module satisfies it with module-level functions: ``redis``, ``cluster`` and ``sentinel`` do.
+    """
+
+    def check_url(self, url: str, where: str, reveal: bool) -> None:
+        """The scheme's own grammar: a one-line ConfigError naming the bad part (see ``eventbus._urls.Grammar``)."""
+
+    async def wait_until_reachable(self, url: str, timeout: float, *, quiet: bool = False) -> object:
+        """Until ``url`` answers, or a one-line ConnectError after ``timeout`` seconds."""
+
+    async def open_backend(
+        self,
+        url: str,
+        settings: ConnectionSettings,
+        *,
+        source: str,
+        explicit: bool,
+        timeout: float,
+        quiet: bool = False,
+    ) -> Backend:
+        """The backend for ``url``, once it answers (within ``timeout``)."""
+
+    def command_client(
+        self, url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+    ) -> Any:
+        """A redis.asyncio-compatible command client for producers."""

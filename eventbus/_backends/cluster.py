@@ -10,7 +10,9 @@ being down. There is no database number on a cluster.
 * ``@on(channel, sharded=True)``: :class:`~eventbus._backends.sharded.ShardedSubscriber`, seeded
   with the cluster's nodes.
 
-The URL grammar itself is pure and lives in :mod:`eventbus._urls` (validation needs it too).
+A transport of the scheme table (:mod:`eventbus._backends`): this module owns the cluster URL's
+grammar (:func:`parse_cluster_url`, :func:`check_url`), its command client, its reachability check
+and :func:`open_backend`.
 """
 
 from __future__ import annotations
@@ -18,25 +20,81 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 
-from eventbus._backends.base import ConnectionSettings
 from eventbus._backends.redis import RedisBackend
 from eventbus._backends.sharded import ShardedSubscriber
-from eventbus._backends.subscriber import RedisSubscriber, wait_until_reachable
+from eventbus._backends.subscriber import RedisSubscriber
+from eventbus._backends.subscriber import wait_until_reachable as wait_until_server_reachable
 from eventbus._errors import ConfigError, ConnectError
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
-from eventbus._urls import parse_cluster_url, redact_url
+from eventbus._urls import check_options, host_port, redact_url, server_url, split_credentials, split_url
 
 log = logging.getLogger("eventbus.cluster")
 
 
-def cluster_client(url: str, *, max_connections: int = 64) -> RedisCluster:
-    """redis-py's cluster client: routes each command to the node owning its key's slot."""
+# -- the URL grammar --------------------------------------------------------------------------
+
+SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}  # the scheme of each node's own URL
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    seeds: tuple[tuple[str, int], ...]
+    scheme: str  # "redis" or "rediss": what each node's own URL uses
+    username: str | None
+    password: str | None
+    query: str
+
+    def node_url(self, host: str, port: int) -> str:
+        """A plain URL for one node, with the cluster URL's credentials and options."""
+        url = server_url(self.scheme, self.username, self.password, host, port, 0)
+        return url + (f"?{self.query}" if self.query else "")
+
+    def node_urls(self) -> list[str]:
+        return [self.node_url(host, port) for host, port in self.seeds]
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Split ``redis+cluster://[user:pass@]h1:p1,h2:p2`` into seeds; :class:`ConfigError` if malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(f"not a cluster URL: {redact_url(url)} (expected redis+cluster://host:port,...)")
+    parts = split_url(f"redis://{rest}", f"invalid cluster URL {redact_url(url)}")
+    username, password, hosts = split_credentials(parts.netloc)
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError(f"a cluster has no database number: drop {parts.path!r} from {redact_url(url)}")
+    seeds: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        seed = host_port(item, 6379)
+        if seed is None:
+            raise ConfigError(f"invalid seed {item!r} in cluster URL {redact_url(url)}: expected host:port")
+        seeds.append(seed)
+    return ClusterURL(tuple(seeds), SCHEMES[scheme], username, password, parts.query)
+
+
+def check_url(url: str, where: str, reveal: bool) -> None:
+    """The seeds, then the query options each node's URL takes: :class:`ConfigError` naming the bad part."""
+    parse_cluster_url(url)
+    check_options(url, where, reveal, SCHEMES[url.partition("://")[0]])
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+def command_client(
+    url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+) -> RedisCluster:
+    """redis-py's cluster client: routes each command to the node owning its key's slot.
+
+    ``autopipeline`` is not for a cluster: its commands go to the node of their slot, one by one.
+    """
     parsed = parse_cluster_url(url)
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
@@ -49,7 +107,7 @@ def cluster_client(url: str, *, max_connections: int = 64) -> RedisCluster:
     )
 
 
-async def wait_until_cluster_reachable(url: str, timeout: float) -> None:
+async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> None:
     """Until one seed answers PING (they are tried in turn), else :class:`ConnectError`."""
     urls = parse_cluster_url(url).node_urls()
     loop = asyncio.get_running_loop()
@@ -57,7 +115,7 @@ async def wait_until_cluster_reachable(url: str, timeout: float) -> None:
     while True:
         for node in urls:
             try:
-                await wait_until_reachable(node, 0.5, quiet=True)
+                await wait_until_server_reachable(node, 0.5, quiet=True)
                 return
             except ConnectError:
                 continue
@@ -102,7 +160,7 @@ class ClusterBackend(RedisBackend):
     """``redis+cluster://``: redis-py's cluster client, and subscribers that know the nodes."""
 
     def command_client(self, max_connections: int) -> Any:
-        return cluster_client(self.url, max_connections=max_connections)
+        return command_client(self.url, max_connections=max_connections)
 
     def subscriber(self, stats: BusStats) -> ClusterPubSubSubscriber:
         return ClusterPubSubSubscriber(parse_cluster_url(self.url).node_urls(), stats, self.settings)
@@ -110,3 +168,11 @@ class ClusterBackend(RedisBackend):
     def sharded_subscriber(self, stats: BusStats) -> ShardedSubscriber:
         parsed = parse_cluster_url(self.url)
         return ShardedSubscriber(parsed.node_urls(), stats, self.settings, node_url=parsed.node_url)
+
+
+async def open_backend(
+    url: str, settings: ConnectionSettings, *, source: str, explicit: bool, timeout: float, quiet: bool = False
+) -> ClusterBackend:
+    """The backend for the cluster at ``url``, once a seed answers (within ``timeout``, else ConnectError)."""
+    await wait_until_reachable(url, timeout, quiet=quiet)
+    return ClusterBackend(url, settings, source=source, explicit=explicit)

@@ -15,10 +15,11 @@ from typing import Any
 
 import fakeredis
 
-from eventbus._backends.base import ConnectionSettings, Consume, OneReply, client_publish
+from eventbus._backends.base import Consume, OneReply, client_publish
 from eventbus._backends.glob import glob_match
 from eventbus._flow import ReadGate
 from eventbus._names import decode_name, encode_name
+from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
 
 _key = encode_name

@@ -15,7 +15,10 @@ that need their own go in ``?sentinel_username=...&sentinel_password=...``.
 * Sharded ``@on(..., sharded=True)`` subscribes on the master found at startup; it does not follow
   a failover.
 
-The URL grammar itself is pure and lives in :mod:`eventbus._urls` (validation needs it too).
+A transport of the scheme table (:mod:`eventbus._backends`): this module owns the sentinel URL's
+grammar (:func:`parse_sentinel_url`, :func:`check_url`), its command client, its reachability
+check and :func:`open_backend`. :func:`eventbus._urls.redact_url` masks ``sentinel_password`` as it
+masks every query option whose name holds "password".
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
@@ -31,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
-from eventbus._backends.base import ConnectionSettings, Consume
+from eventbus._backends.base import Consume
 from eventbus._backends.redis import RedisBackend
 from eventbus._backends.redispy_internals import close_sentinel, reresolve_master
 from eventbus._backends.subscriber import (
@@ -39,14 +44,93 @@ from eventbus._backends.subscriber import (
     COMMAND_RETRY_BASE,
     COMMAND_RETRY_CAP,
     RedisSubscriber,
-    wait_until_reachable,
 )
+from eventbus._backends.subscriber import wait_until_reachable as wait_until_server_reachable
 from eventbus._backoff import Backoff
-from eventbus._errors import ConnectError
+from eventbus._errors import ConfigError, ConnectError
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
-from eventbus._urls import SentinelURL, parse_sentinel_url, redact_url
+from eventbus._urls import host_port, redact_url, server_url, split_credentials
 
 log = logging.getLogger("eventbus.sentinel")
+
+# -- the URL grammar --------------------------------------------------------------------------
+
+SCHEMES = {"redis+sentinel": "redis", "rediss+sentinel": "rediss"}  # the scheme of the master's own URL
+# Query options meant for the sentinels themselves, not for the master.
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str  # the master's name, as in ``sentinel monitor <name> ...``
+    scheme: str  # "redis" or "rediss": what the master's own URL uses
+    username: str | None  # the master's credentials (the sentinels' go in the query string)
+    password: str | None
+    db: int
+    sentinel_username: str | None
+    sentinel_password: str | None
+
+    def master_url(self, host: str, port: int) -> str:
+        """A plain URL for the master the sentinels named, with this URL's credentials and db."""
+        return server_url(self.scheme, self.username, self.password, host, port, self.db)
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Split ``redis+sentinel://[user:pass@]h1:p1[,h2:p2]/service[?db=N]``; :class:`ConfigError` if malformed.
+
+    The sentinels' own credentials, if they need any, go in ``?sentinel_username=&sentinel_password=``.
+    """
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise ConfigError(f"not a sentinel URL: {shown} (expected redis+sentinel://host:port,.../service)")
+    intro = f"invalid sentinel URL {shown}"
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    username, password, hosts = split_credentials(netloc)
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        node = host_port(item, 26379)  # the sentinels' default port
+        if node is None or not 0 < node[1] < 65536:
+            raise ConfigError(f"{intro}: invalid sentinel {item!r}; expected host:port")
+        sentinels.append(node)
+    service, slash, db_text = unquote(path).partition("/")
+    if not service:
+        raise ConfigError(f"{intro}: no service name; expected {scheme}://host:port/service_name")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        options[unquote(key)] = unquote(value)
+    if slash and db_text:
+        if "db" in options:
+            raise ConfigError(f"{intro}: the database is given twice (/{db_text} and ?db=); keep one")
+        options["db"] = db_text
+    unknown = sorted(set(options) - {"db", *SENTINEL_OPTIONS})
+    if unknown:
+        raise ConfigError(f"{intro}: unknown option {unknown[0]!r}; expected db, sentinel_username, sentinel_password")
+    db_value = options.get("db", "0")
+    if not db_value.isdigit():
+        raise ConfigError(f"{intro}: invalid database number {db_value!r}; expected ?db=0, ?db=1, ...")
+    return SentinelURL(
+        tuple(sentinels),
+        service,
+        SCHEMES[scheme],
+        username,
+        password,
+        int(db_value),
+        options.get("sentinel_username") or None,
+        options.get("sentinel_password") or None,
+    )
+
+
+def check_url(url: str, where: str, reveal: bool) -> None:
+    """:class:`ConfigError` naming the bad part of a sentinel URL (the sentinels, the service, an option)."""
+    parse_sentinel_url(url)
+
+
+# -- connecting -------------------------------------------------------------------------------
 
 # How long one question to one sentinel may take.
 SENTINEL_TIMEOUT = 1.0
@@ -76,7 +160,7 @@ async def discover_master_url(parsed: SentinelURL, sentinel: Sentinel) -> str:
     return parsed.master_url(str(host), int(port))
 
 
-async def wait_until_sentinel_reachable(url: str, timeout: float, *, quiet: bool = False) -> str:
+async def wait_until_reachable(url: str, timeout: float, *, quiet: bool = False) -> str:
     """Until the sentinels name a master that answers PING; its URL, else one-line :class:`ConnectError`.
 
     A service name that every reachable sentinel says it does not know fails at once: waiting
@@ -116,7 +200,7 @@ async def wait_until_sentinel_reachable(url: str, timeout: float, *, quiet: bool
                 delay = min(delay * 2, 2.0)
                 continue
             remaining = max(deadline - loop.time(), 1.0)
-            await wait_until_reachable(master, remaining, quiet=quiet)
+            await wait_until_server_reachable(master, remaining, quiet=quiet)
             log.info("sentinels at %s name %s as master %r", redact_url(url), redact_url(master), parsed.service)
             return master
     finally:
@@ -272,7 +356,9 @@ class SentinelBackend(RedisBackend):
         await close_sentinel(self.sentinel)
 
 
-def sentinel_client(sentinel: Sentinel, service: str, *, max_connections: int = 64) -> aioredis.Redis:
+def sentinel_client(
+    sentinel: Sentinel, service: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> aioredis.Redis:
     """redis-py's client for the service's master, re-resolved on reconnect, with ctx.redis's retries."""
     client: aioredis.Redis = sentinel.master_for(
         service,
@@ -285,13 +371,20 @@ def sentinel_client(sentinel: Sentinel, service: str, *, max_connections: int = 
     return client
 
 
-def command_client(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """A command client for producers (``eventbus publish``): follows the master across failovers."""
+def command_client(
+    url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+) -> aioredis.Redis:
+    """A command client for producers (``eventbus publish``): follows the master across failovers.
+
+    ``autopipeline`` does not apply: the client is redis-py's sentinel-managed one (module docstring).
+    """
     parsed = parse_sentinel_url(url)
     return sentinel_client(sentinel_manager(parsed), parsed.service, max_connections=max_connections)
 
 
-async def open_sentinel(url: str, settings: ConnectionSettings, *, source: str, explicit: bool) -> SentinelBackend:
+async def open_backend(
+    url: str, settings: ConnectionSettings, *, source: str, explicit: bool, timeout: float, quiet: bool = False
+) -> SentinelBackend:
     """The backend for the master the sentinels at ``url`` name, reachable when returned."""
-    master = await wait_until_sentinel_reachable(url, settings.connect_timeout)
+    master = await wait_until_reachable(url, timeout, quiet=quiet)
     return SentinelBackend(url, master, settings, source=source, explicit=explicit)

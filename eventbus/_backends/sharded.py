@@ -20,11 +20,12 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from eventbus._backends.base import ConnectionSettings, Consume, Reader
+from eventbus._backends.base import Consume, Reader
 from eventbus._backends.resp import chunks
 from eventbus._backends.subscriber import SUBSCRIBE_CHUNK, RedisSubscriber, _SubscriptionProtocol, no_client_setinfo
 from eventbus._errors import ConnectError, SubscribeError
 from eventbus._names import decode_name, encode_name
+from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
 from eventbus._urls import redact_url
 

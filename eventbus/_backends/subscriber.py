@@ -24,12 +24,13 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from eventbus._backends.base import ConnectionSettings, Consume
+from eventbus._backends.base import Consume
 from eventbus._backends.resp import chunks, pack_command
 from eventbus._backends.tls import handshake_hint, speaks_tls, ssl_context, tls_url
 from eventbus._backoff import Backoff
 from eventbus._errors import ConnectError, SubscribeError
 from eventbus._flow import ReadGate
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
 from eventbus._urls import autopipeline_enabled, redact_url
 
@@ -57,7 +58,9 @@ def no_client_setinfo() -> dict[str, Any]:
     return {"driver_info": None}
 
 
-def command_client(url: str, *, max_connections: int = 64, autopipeline: bool | None = None) -> aioredis.Redis:
+def command_client(
+    url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, autopipeline: bool | None = None
+) -> aioredis.Redis:
     """A shared redis.asyncio client whose pool waits for a free connection instead of failing.
 
     A plain ConnectionPool raises "Too many connections" when thousands of handlers call at once;

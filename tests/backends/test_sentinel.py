@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventbus import Context, Message, Runner, on
+from eventbus import ConfigError, Context, Message, Runner, on
+from eventbus._backends import validate_url
 from eventbus._backends.embedded import wait_for_ping
 from eventbus._errors import ConnectError
-from eventbus._urls import ConfigError, redact_url, validate_url
+from eventbus._urls import redact_url
 from tests.redis_server import RedisServer, free_port
 
 SERVICE = "mymaster"

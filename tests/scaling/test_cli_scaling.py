@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from eventbus._cli import worker_argv
+from eventbus._cli import main, worker_arguments, worker_settings
+from eventbus._settings import settings_from
 from tests.cli_process import NOT_LOCAL_ADDR, EventbusProcess, children, descendants, hangups_reach_children, needs_proc
 from tests.redis_server import RedisServer
 
@@ -40,12 +43,62 @@ def test_publish_sharded(redis_server: RedisServer, subprocess_env: dict[str, st
         pubsub.close()
 
 
-def test_worker_arguments_are_the_users_own_marked_after_run() -> None:
-    argv = ["run", "mod", "--workers=3", "--metrics-port", "9000", "--", "x"]
-    assert worker_argv(argv, 1, 3) == ["run", "--as-worker", "2/3", *argv[1:]]
-    assert worker_argv(argv, 0, 3, "redis://127.0.0.1:7/0")[:5] == [
-        "run", "--as-worker", "1/3", "--url", "redis://127.0.0.1:7/0"
-    ]  # fmt: skip
+def test_a_worker_gets_its_module_and_number_as_arguments_and_everything_else_handed_over() -> None:
+    assert worker_arguments("mod:router", 1, 3) == ["run", "mod:router", "--as-worker", "2/3"]
+    settings = settings_from(
+        url="redis://u:pw@h:1/0", url_source="--url", grace=3.0, metrics_port=9000, middleware=["m:f"], embedded=False
+    )
+    handed = json.loads(worker_settings(settings, 2, "asyncio"))
+    assert handed["loop"] == "asyncio"
+    # Each worker its own metrics port, consecutive; the rest as the supervisor resolved it.
+    assert settings_from(**handed["settings"]) == replace(settings, metrics_port=9002, middleware=("m:f",))
+    assert json.loads(worker_settings(replace(settings, metrics_port=0), 2, "auto"))["settings"]["metrics_port"] == 0
+
+
+def test_a_worker_takes_no_options_and_is_started_by_a_supervisor_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker never supervises: it has no options of its own, and refuses to run without a supervisor."""
+    for argv, error in [
+        (["run", "tests.sample_apps.orders", "--as-worker", "1/2", "--workers", "3"], "give no other option"),
+        (["run", "tests.sample_apps.orders", "--as-worker", "1/2"], "not by hand"),
+    ]:
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and error in lines[0], lines
+
+
+@needs_proc
+def test_a_workers_argv_and_environment_hold_no_secret(
+    own_redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    """The supervisor hands the URL (and every other setting) over through a pipe: `ps` shows no password."""
+    with own_redis_server.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "svc", "on", ">pw-s3cret", "~*", "&*", "+@all")
+    url = f"redis://svc:pw-s3cret@127.0.0.1:{own_redis_server.port}/0"
+    proc = EventbusProcess(
+        ["run", "tests.sample_apps.orders", "--workers", "2", "--url", url, "--grace", "3", "--log-level", "debug"],
+        subprocess_env,
+    )
+    try:
+        proc.wait_for(r"\[worker 1/2\] eventbus: .*subscribed to")
+        proc.wait_for(r"\[worker 2/2\] eventbus: .*subscribed to")
+        workers = children(proc.process.pid)
+        assert len(workers) == 2, proc.output
+        for pid in workers:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")[:-1]
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                env = environ.read()
+            assert argv[-4:-1] == [b"run", b"tests.sample_apps.orders", b"--as-worker"], argv
+            assert b"s3cret" not in b" ".join(argv) and b"s3cret" not in env
+        # What was handed over is what they run with: the URL, where it came from, the log level, the grace.
+        proc.wait_for(r"\[worker 2/2\] eventbus: connecting to Redis at redis://svc:\*\*\*@.* \(from --url\)")
+        proc.wait_for(r"DEBUG +\[worker 1/2\] eventbus: handler count: concurrency=1")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output
+        assert proc.output.count("finishing queued work for up to 3.0s") == 2, proc.output
+        assert "s3cret" not in proc.output
+    finally:
+        proc.kill()
 
 
 def test_supervisor_gives_up_on_a_worker_usage_error(redis_server: RedisServer, subprocess_env: dict[str, str]) -> None:

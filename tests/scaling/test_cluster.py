@@ -9,7 +9,7 @@ import pytest
 from redis.crc import key_slot
 
 from eventbus import ConfigError, Context, Message, Runner, StreamMessage, connect, on, on_pattern, on_stream
-from eventbus._urls import parse_cluster_url
+from eventbus._backends.cluster import parse_cluster_url
 from tests.redis_server import RedisServer
 from tests.scaling.local_cluster import LocalCluster
 from tests.test_streams import wait_for

@@ -233,6 +233,11 @@ class StreamConsumer:
         self._tasks.clear()
         self.reading = False
 
+    def problems(self) -> list[str]:
+        if self.reading:
+            return []
+        return [f"stream {self.stream!r} group {self.group!r} not reading (retrying)"]
+
     async def close(self) -> None:
         """After the worker drained: flush the acks, then leave the group if nothing is pending."""
         if self._acker is not None:

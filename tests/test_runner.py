@@ -4,6 +4,7 @@ on both event loops (asyncio's own and uvloop)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -19,9 +20,11 @@ import eventbus
 from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
 from eventbus._backends.autopipeline import AutoPipelineRedis
 from eventbus._deadletter import DeadLetterStore
+from eventbus._errors import ConnectError, SubscribeError
 from tests.buses import publish, running
 from tests.conftest import ROOT
-from tests.redis_server import RedisServer
+from tests.fault.helpers import eventually
+from tests.redis_server import RedisServer, free_port
 
 Start = Callable[..., AbstractAsyncContextManager[Runner]]
 
@@ -439,9 +442,29 @@ async def test_failing_shutdown_hook_still_closes_the_backend(
     assert "hook failed" in caplog.text
 
 
-async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_server: RedisServer) -> None:
+def lifecycle_hooks(events: list[str]) -> list[Any]:
+    @on_startup
+    async def opened(ctx: Context) -> None:
+        events.append("startup")
+
+    @on_shutdown
+    async def closed(ctx: Context) -> None:
+        events.append(f"shutdown (stopping={ctx.stopping.is_set()})")
+
+    return [opened, closed]
+
+
+def leftover_tasks() -> list[str]:
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
+
+
+async def test_a_failed_start_leaves_no_subscription_nor_worker_running(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     # The pub/sub subscription is up when a stream consumer fails to start (its key is not a
     # stream): start() must undo it, not leave a connection and a reconnecting supervisor behind.
+    events: list[str] = []
+
     @on("review:chan")
     async def plain(msg: Message, ctx: Context) -> None: ...
 
@@ -450,13 +473,109 @@ async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_se
 
     with redis_server.client() as client:
         client.set("review:not-a-stream", "a string")
-        runner = Runner([plain, consumer], url=redis_server.url, grace=1.0)
+        runner = Runner([plain, consumer, *lifecycle_hooks(events)], url=redis_server.url, grace=1.0)
         with pytest.raises(Exception, match="WRONGTYPE"):
             await runner.start()
-        await asyncio.sleep(0.1)
-        leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
-        assert leftover == []
-        assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]
+        assert leftover_tasks() == []
+        assert runner.redis is None and runner.backend is None, "the backend was left open"
+        # Every startup hook had run: the shutdown hooks are owed, and ctx.stopping is set for them.
+        assert events == ["startup", "shutdown (stopping=True)"]
+        # A failed start raises; it does not report a drain nor a summary as a stop does.
+        assert "stopped:" not in caplog.text and "summary:" not in caplog.text
+        await eventually(lambda: client.pubsub_numsub("review:chan") == [(b"review:chan", 0)])
+
+
+async def test_a_subscription_refused_by_an_acl_undoes_the_start(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pub/sub connection subscribes; the sharded one is refused (NOPERM) after it connected.
+    events: list[str] = []
+
+    @on("review:allowed")
+    async def plain(msg: Message, ctx: Context) -> None: ...
+
+    @on("review:forbidden", sharded=True)
+    async def sharded(msg: Message, ctx: Context) -> None: ...
+
+    with redis_server.client() as client:
+        client.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"], channels=["review:allowed"])
+        client.execute_command("ACL", "SETUSER", "limited", "+@all")
+        try:
+            url = f"redis://limited:pw@127.0.0.1:{redis_server.port}/0"
+            runner = Runner([plain, sharded, *lifecycle_hooks(events)], url=url, grace=1.0)
+            with pytest.raises(SubscribeError, match="review:forbidden"):
+                await runner.start()
+            assert leftover_tasks() == []
+            assert runner.redis is None
+            assert events == ["startup", "shutdown (stopping=True)"]
+            await eventually(lambda: client.pubsub_numsub("review:allowed") == [(b"review:allowed", 0)])
+            assert [c for c in client.client_list() if c["user"] == "limited"] == []
+        finally:
+            client.acl_deluser("limited")
+    assert "undoing the failed start failed" not in caplog.text
+
+
+async def test_a_stop_goes_back_in_order(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Stop reading, finish queued work, report, close the sources (the last acknowledgements), run
+    the shutdown hooks (ctx.redis still open), close the backend, then the summary line."""
+    caplog.set_level(logging.INFO, logger="eventbus")
+    release = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    @on("review:plain")
+    async def plain(msg: Message, ctx: Context) -> None:
+        await release.wait()
+
+    @on_stream("review:stream", group="g")
+    async def entries(msg: Message, ctx: Context) -> None:
+        pass
+
+    @on_shutdown
+    async def look(ctx: Context) -> None:
+        assert runner.subscriber is not None
+        seen["reading"] = runner.subscriber.is_connected()
+        seen["handled"] = runner.stats.handlers["plain"].handled
+        seen["pending"] = (await ctx.redis.xpending("review:stream", "g"))["pending"]
+        logging.getLogger("eventbus").info("shutdown hook ran")
+
+    runner = Runner([plain, entries, look], url=redis_server.url, grace=5.0)
+    async with runner:
+        assert runner.publisher is not None
+        await runner.publisher.append("review:stream", "e")
+        for i in range(3):
+            await runner.publisher.publish("review:plain", i)
+        await eventually(lambda: runner.stats.handlers["entries"].handled == 1 and len(runner.workers[0].inbox) == 2)
+        asyncio.get_running_loop().call_later(0.05, release.set)  # the queued work is still waiting
+    assert seen == {"reading": False, "handled": 3, "pending": 0}
+    assert runner.redis is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "eventbus"]
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        for prefix in ("stopped: all queued work finished", "shutdown hook ran", "summary:")
+    ]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("outcome", ["stopped", "failed to start"])
+async def test_serve_puts_the_signal_handlers_back(outcome: str, redis_server: RedisServer) -> None:
+    @on("review:x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    # (Not SIGINT: removing asyncio's handler for it puts Python's default back, not the test
+    # runner's own, which is asyncio's doing.)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    if outcome == "stopped":
+        runner = Runner([handler], url=redis_server.url, grace=1.0)
+        serving = asyncio.create_task(runner.serve())
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]  # installed while serving
+        runner.request_stop()
+        await asyncio.wait_for(serving, 10)
+    else:
+        runner = Runner([handler], url=f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2, grace=1.0)
+        with pytest.raises(ConnectError):
+            await runner.serve()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 async def test_run_inside_a_running_loop_is_one_line_naming_the_runner(recwarn: pytest.WarningsRecorder) -> None:

@@ -1,5 +1,7 @@
-"""Dispatch semantics, checked on both backends (the in-memory one must behave like Redis) and
-on both event loops (asyncio's own and uvloop)."""
+"""The runner: handler semantics (order, concurrency, failures, hooks) and its lifecycle (start,
+stop, a failed start), on both backends (the in-memory one must behave like Redis) and on both event
+loops (asyncio's own and uvloop). What each transport must deliver alike is in
+tests/backends/test_conformance.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import eventbus
-from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
+from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_shutdown, on_startup, on_stream
 from eventbus._backends.autopipeline import AutoPipelineRedis
 from eventbus._deadletter import DeadLetterStore
 from eventbus._errors import ConnectError, SubscribeError
@@ -48,40 +50,6 @@ async def settle(runner: Runner) -> None:
     for _ in range(3):
         await asyncio.sleep(0.05)
         assert await runner.drain(10)
-
-
-async def test_channel_and_pattern_delivery_like_redis(start: Start) -> None:
-    seen: list[tuple[str, str, str | None, bytes]] = []
-
-    @on("orders:Opening Ceremony")
-    async def exact(msg: Message, ctx: Context) -> None:
-        seen.append(("exact", msg.channel, msg.pattern, msg.data))
-
-    @on_pattern("orders:* Ceremony")
-    async def ceremonies(msg: Message, ctx: Context) -> None:
-        seen.append(("pattern", msg.channel, msg.pattern, msg.data))
-
-    @on("orders:Opening Ceremony")
-    @on_pattern("orders:*")
-    async def both(msg: Message, ctx: Context) -> None:
-        seen.append(("both", msg.channel, msg.pattern, msg.data))
-
-    async with start([exact, ceremonies, both]) as runner:
-        # One subscriber connection: the channel subscription once, two matching patterns.
-        assert await publish(runner, "orders:Opening Ceremony", "1") == 3
-        assert await publish(runner, "orders:Womens Judo", "2") == 1
-        assert await publish(runner, "unrelated", "3") == 0
-        await settle(runner)
-    assert sorted(seen, key=repr) == sorted(
-        [
-            ("exact", "orders:Opening Ceremony", None, b"1"),
-            ("both", "orders:Opening Ceremony", None, b"1"),
-            ("pattern", "orders:Opening Ceremony", "orders:* Ceremony", b"1"),
-            ("both", "orders:Opening Ceremony", "orders:*", b"1"),
-            ("both", "orders:Womens Judo", "orders:*", b"2"),
-        ],
-        key=repr,
-    )
 
 
 async def test_concurrency_one_keeps_publish_order(start: Start) -> None:
@@ -235,21 +203,6 @@ async def test_reject_and_bad_payloads_are_dead_lettered_without_retry(start: St
     assert letters[0].error == "rejected: bad order"
     assert "not valid JSON" in letters[1].error
     assert letters[1].payload == b"\xff not json"
-
-
-async def test_binary_payloads_pass_through(start: Start) -> None:
-    got: list[bytes] = []
-
-    @on("bin")
-    async def raw(msg: Message, ctx: Context) -> None:
-        got.append(msg.data)
-
-    payloads = [bytes(range(256)), b"", b"\x00\r\n\x00", "é".encode("latin-1")]
-    async with start([raw]) as runner:
-        for p in payloads:
-            await publish(runner, "bin", p)
-        await settle(runner)
-    assert got == payloads
 
 
 async def test_sync_handlers_run_in_a_worker_thread(start: Start) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from eventbus._names import encode_name
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
 
@@ -35,7 +36,8 @@ def client_publish(client: Any) -> PublishFn:
     """PUBLISH through a redis.asyncio-compatible client: the one publish path of every backend."""
 
     async def publish(channel: str, payload: bytes) -> int:
-        return int(await client.publish(channel, payload))
+        # As bytes: a channel name that is not UTF-8 (kept as surrogates) goes out as it came in.
+        return int(await client.publish(encode_name(channel), payload))
 
     return publish
 

@@ -23,7 +23,7 @@ from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_shutd
 from eventbus._backends.autopipeline import AutoPipelineRedis
 from eventbus._deadletter import DeadLetterStore
 from eventbus._errors import ConnectError, SubscribeError
-from tests.buses import publish, running
+from tests.buses import publish, running, settle
 from tests.conftest import ROOT
 from tests.fault.helpers import eventually
 from tests.redis_server import RedisServer, free_port
@@ -43,13 +43,6 @@ def start(request: pytest.FixtureRequest) -> Start:
         return running(backend, handlers, url, **options)
 
     return factory
-
-
-async def settle(runner: Runner) -> None:
-    """Let messages in flight on the socket arrive, then wait until every handler is idle."""
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
 
 
 async def test_concurrency_one_keeps_publish_order(start: Start) -> None:
@@ -102,11 +95,8 @@ async def test_a_slow_handler_does_not_delay_the_others(start: Start) -> None:
     async with start([slow, fast]) as runner:
         for i in range(100):
             await publish(runner, "events", i)
-        for _ in range(200):
-            if len(fast_seen) == 100:
-                break
-            await asyncio.sleep(0.01)
-        assert len(fast_seen) == 100  # while slow is still stuck on its first message
+        await eventually(lambda: len(fast_seen) == 100, what="the fast handler's messages")
+        # while slow is still stuck on its first message
         assert runner.stats.handlers["slow"].handled == 0
         release.set()
         await settle(runner)
@@ -125,13 +115,10 @@ async def test_full_inbox_policy_is_counted(start: Start, policy: str, kept: lis
 
     async with start([limited]) as runner:
         await publish(runner, "burst", 0)
-        for _ in range(100):  # the first message is taken out of the inbox and in flight
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: bool(seen), what="the first message in flight (out of the inbox)")
         for i in range(1, 10):
             await publish(runner, "burst", i)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: runner.stats.handlers["limited"].received == 10, what="the burst")
         release.set()
         await settle(runner)
         stats = runner.stats.handlers["limited"]
@@ -256,7 +243,8 @@ async def test_shutdown_finishes_queued_work_within_grace(start: Start) -> None:
     async with start([steady], grace=10) as runner:
         for i in range(50):
             await publish(runner, "q", i)
-        await asyncio.sleep(0.05)  # all on the inbox; most not processed yet
+        # All arrived; most still queued when the stop begins.
+        await eventually(lambda: runner.stats.handlers["steady"].received == 50, what="every message")
     assert done == list(range(50))
     assert runner.stats.handlers["steady"].abandoned == 0
 
@@ -269,7 +257,7 @@ async def test_shutdown_abandons_and_reports_after_grace(start: Start, caplog: p
     async with start([never], grace=0.2) as runner:
         for i in range(5):
             await publish(runner, "stuck", i)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: runner.stats.handlers["never"].received == 5, what="every message")
     assert runner.stats.handlers["never"].abandoned == 5
     assert any("5 queued or in-flight message(s) abandoned" in r.getMessage() for r in caplog.records)
 
@@ -304,7 +292,7 @@ async def test_ctx_stopping_tells_background_tasks_to_wind_down(start: Start) ->
         events.append("shutdown")
 
     async with start([begin, handler, end]):
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # waits for something NOT to happen: the producer must not see stopping
         assert events == []
     assert events == ["producer saw stopping", "shutdown"]
 

@@ -42,6 +42,7 @@ from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamWorker
+from eventbus._tasks import cancel_and_wait
 from eventbus._urls import SOURCE_CODE, redact_url
 from eventbus._worker import HandlerWorker
 from eventbus.middleware import check_chain
@@ -130,22 +131,20 @@ class Runner:
     async def start(self) -> None:
         """Connect, run the startup hooks, start the workers and subscribe; returns when subscribed.
 
-        Each step pushes its undoing onto one stack as soon as it has acquired something, so
-        :meth:`stop` and a start that fails half-way (a subscription refused by an ACL, a key that
-        is not a stream) take the same way back, in reverse order:
-
-        ====================================  ==================================================
-        start                                 stop (or a failed start), bottom up
-        ====================================  ==================================================
-        open the backend, the dead letters    close them (ctx.redis, an embedded Redis)
-        serve /metrics and the probes         stop serving
-        run the startup hooks                 run the shutdown hooks
-        (the sources, all at once)            close them: the last stream acknowledgements
-        start one worker per handler          finish queued work within the grace period, stop
-        start each source                     stop reading from it
-        report lag and stats periodically     stop reporting
-        ====================================  ==================================================
+        A start that fails half-way (a subscription refused by an ACL, a key that is not a stream)
+        undoes what it had done, in reverse, the way :meth:`stop` does, and raises; the shutdown
+        hooks run if every startup hook had.
         """
+        # Each step pushes its undoing onto one stack as soon as it has acquired something; stop()
+        # and a failed start unwind that stack (docs/architecture.md, "Lifecycle"):
+        #   step                                  undone by (bottom up)
+        #   open the backend, the dead letters    close them (ctx.redis, an embedded Redis)
+        #   serve /metrics and the probes         stop serving
+        #   run the startup hooks                 run the shutdown hooks
+        #   (for the sources, all at once)        close them: the last stream acknowledgements
+        #   start one worker per handler          finish queued work within the grace period, stop
+        #   start each source                     stop reading from it
+        #   report lag and stats periodically     stop reporting
         self._stop_requested = asyncio.Event()
         stack = AsyncExitStack()
         try:
@@ -153,6 +152,9 @@ class Runner:
             self._serve_metrics(stack)
             base = self._context()
             await self._run_startup_hooks(stack, base)
+            # The sources close once the workers have stopped (their last stream acknowledgements):
+            # that step goes on the stack below the workers, for the sources started after them.
+            stack.push_async_callback(self._close_sources)
             dispatcher = self._start_workers(stack, base)
             await self._subscribe(stack, dispatcher)
             self._report_periodically(stack)
@@ -232,9 +234,6 @@ class Runner:
 
     def _start_workers(self, stack: AsyncExitStack, base: Context) -> Dispatcher:
         """One worker per handler, and the dispatcher that routes into their inboxes."""
-        # The sources close after the workers stop (the last stream acknowledgements): that step
-        # goes on the stack here, below the workers, for the sources that start later.
-        stack.push_async_callback(self._close_sources)
         dead_letters = self.dead_letters
         assert dead_letters is not None
         dispatcher = Dispatcher(self.stats, self.settings.max_payload)
@@ -300,7 +299,7 @@ class Runner:
         interval = self.settings.stats_interval
         if interval:
             task = asyncio.create_task(self._log_stats(interval), name="eventbus:stats")
-            stack.callback(task.cancel)
+            stack.push_async_callback(cancel_and_wait, [task])
 
     async def _log_stats(self, interval: float) -> None:
         while True:
@@ -423,10 +422,11 @@ class Runner:
     async def stop(self) -> None:
         """Stop reading, let queued work finish within the grace period, then close everything.
 
-        Undoes what :meth:`start` acquired, in reverse (see its table): every source stops reading;
-        the workers finish their queued work within the grace period and what is left is reported
-        as abandoned; the sources close; the shutdown hooks run; the metrics server, the dead
-        letters and the backend close. A runner that is not started has nothing to stop.
+        Undoes what :meth:`start` did, in reverse: every source stops reading; the workers finish
+        their queued work within the grace period and what is left is reported as abandoned; the
+        sources close (the last stream acknowledgements); the shutdown hooks run; the metrics
+        server, the dead letters and the backend close. A runner that is not started has nothing
+        to stop.
         """
         stack, self._teardown = self._teardown, None
         if stack is None:

@@ -1,12 +1,12 @@
 """What every transport must do alike, run on each: memory, one redis-server, a cluster, Sentinel.
 
-One suite, as Watermill's universal Pub/Sub tests are: a :class:`Transport` names what it
+One suite, as Watermill's universal Pub/Sub tests are: a :class:`TransportCase` names what it
 supports (:class:`Features`), and a test that needs what a transport lacks is skipped there. The
 in-memory transport is held to the same tests as the servers: it is what users' unit tests
 (``eventbus.testing``) run on, so it must behave like Redis. The cluster and the Sentinel set-up
 are started once per session (tests/conftest.py).
 
-Adding a transport: give it a :class:`Transport` in :func:`transport` and run this file.
+Adding a transport: give it a :class:`TransportCase` in :func:`transport` and run this file.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Features:
 
 
 @dataclass(frozen=True)
-class Transport:
+class TransportCase:
     name: str
     url: str | None  # None: the in-memory broker
     features: Features
@@ -73,21 +73,21 @@ def _restart_cluster_node(cluster: LocalCluster) -> Callable[[Runner], None]:
 
 
 @pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
-def transport(request: pytest.FixtureRequest) -> Transport:
+def transport(request: pytest.FixtureRequest) -> TransportCase:
     if request.param == "memory":
-        return Transport("memory", None, Features(restart=False))
+        return TransportCase("memory", None, Features(restart=False))
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        return Transport("redis", server.url, Features(), lambda runner: server.restart())
+        return TransportCase("redis", server.url, Features(), lambda runner: server.restart())
     if request.param == "cluster":
         cluster: LocalCluster = request.getfixturevalue("redis_cluster")
-        return Transport("cluster", cluster.url, Features(counts_receivers=False), _restart_cluster_node(cluster))
+        return TransportCase("cluster", cluster.url, Features(counts_receivers=False), _restart_cluster_node(cluster))
     master, sentinel = request.getfixturevalue("redis_sentinel")
     assert isinstance(sentinel, SentinelProcess)
-    return Transport("sentinel", sentinel.url, Features(), lambda runner: master.restart())
+    return TransportCase("sentinel", sentinel.url, Features(), lambda runner: master.restart())
 
 
-def needs(transport: Transport, feature: str) -> None:
+def needs(transport: TransportCase, feature: str) -> None:
     if not getattr(transport.features, feature):
         pytest.skip(f"the {transport.name} transport has no {feature}")
 
@@ -128,7 +128,7 @@ class Received:
         return self.items
 
 
-async def test_channels_and_patterns_are_delivered_as_redis_does(transport: Transport) -> None:
+async def test_channels_and_patterns_are_delivered_as_redis_does(transport: TransportCase) -> None:
     # One subscription connection: a message matching a channel and two patterns is received three
     # times, once per subscription (that is Redis's semantics, kept).
     got = Received()
@@ -181,7 +181,7 @@ GLOB_CHANNELS = [
 ]  # fmt: skip
 
 
-async def test_patterns_follow_redis_glob_rules(transport: Transport) -> None:
+async def test_patterns_follow_redis_glob_rules(transport: TransportCase) -> None:
     got = Received()
 
     @on_pattern(*(decode_name(p) for p in GLOB_PATTERNS))
@@ -198,7 +198,7 @@ async def test_patterns_follow_redis_glob_rules(transport: Transport) -> None:
     assert set(items) == expected
 
 
-async def test_channel_names_and_payloads_are_binary_safe(transport: Transport) -> None:
+async def test_channel_names_and_payloads_are_binary_safe(transport: TransportCase) -> None:
     got = Received()
     odd = decode_name(b"orders:\xff\xfe caf\xc3\xa9")  # not UTF-8: kept as surrogates, sent as bytes
 
@@ -220,7 +220,7 @@ async def test_channel_names_and_payloads_are_binary_safe(transport: Transport) 
     assert [i for i in items if i[0] == "pattern"] == [("pattern", raw, p) for p in payloads]
 
 
-async def test_ctx_redis_is_the_server_the_messages_come_from(transport: Transport) -> None:
+async def test_ctx_redis_is_the_server_the_messages_come_from(transport: TransportCase) -> None:
     got = Received()
 
     @on("count")
@@ -244,7 +244,7 @@ async def test_ctx_redis_is_the_server_the_messages_come_from(transport: Transpo
 SHARDED = [f"shard-{i}" for i in range(24)]
 
 
-async def test_sharded_channels_are_a_namespace_of_their_own(transport: Transport) -> None:
+async def test_sharded_channels_are_a_namespace_of_their_own(transport: TransportCase) -> None:
     needs(transport, "sharded")
     got = Received()
 
@@ -273,7 +273,7 @@ async def test_sharded_channels_are_a_namespace_of_their_own(transport: Transpor
     )
 
 
-async def test_stream_entries_are_handled_then_acknowledged(transport: Transport) -> None:
+async def test_stream_entries_are_handled_then_acknowledged(transport: TransportCase) -> None:
     needs(transport, "streams")
     got: list[str] = []
 
@@ -299,7 +299,7 @@ async def test_stream_entries_are_handled_then_acknowledged(transport: Transport
 
 
 @pytest.mark.fault
-async def test_subscriptions_come_back_after_the_server_restarts(transport: Transport) -> None:
+async def test_subscriptions_come_back_after_the_server_restarts(transport: TransportCase) -> None:
     needs(transport, "restart")
     plain: list[str] = []
     sharded: list[str] = []

@@ -6,11 +6,12 @@ event loop, so the thread asks the loop (``call_soon_threadsafe``) and waits at 
 - ``/healthz`` (liveness): the loop ran a callback within the deadline. A handler that blocks the
   loop (``time.sleep`` in an ``async def``, a CPU-bound loop) fails it with 503, which is what an
   orchestrator should restart.
-- ``/readyz`` (readiness): the runner finished starting and is not stopping, the subscription
-  connection is up with every subscription confirmed, every sharded node is subscribed and every
-  stream consumer group is reading. During a reconnect gap it answers 503 (the connection is down
-  and resubscribing), and 200 again once the subscriptions are confirmed. Evaluated on the loop,
-  so a blocked loop is not ready either.
+- ``/readyz`` (readiness): the reasons a ``readiness`` function gives, evaluated on the loop (so
+  a blocked loop is not ready either). The runner's (``Runner.readiness``): it finished starting
+  and is not stopping, and each of its sources reports no problem: the subscription connection is
+  up with every subscription confirmed, every sharded node is subscribed, every stream consumer
+  group is reading. During a reconnect gap it answers 503 (the connection is down and
+  resubscribing), and 200 again once the subscriptions are confirmed.
 
 Status codes are Kubernetes-style (200 healthy/ready, 503 not) with a short JSON body saying why.
 Any other path goes to the Prometheus exposition app (``/metrics``).
@@ -34,7 +35,6 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from eventbus._errors import ConfigError, EventbusError
 from eventbus._settings import DEFAULT_HEALTH_DEADLINE
-from eventbus._urls import redact_url
 
 log = logging.getLogger("eventbus.health")
 
@@ -158,32 +158,3 @@ def serve(
     thread = threading.Thread(target=server.serve_forever, name="eventbus:metrics", daemon=True)
     thread.start()
     return server, thread
-
-
-def runner_readiness(runner: Any) -> list[str]:
-    """Why ``runner`` (a started :class:`~eventbus._runner.Runner`) is not ready; empty when it is.
-
-    Runs on the runner's loop. Typed loosely, as :func:`eventbus._metrics.runner_collector` is: this
-    module sits below the runner, which imports it.
-    """
-    if runner.stopping.is_set():
-        return ["stopping"]
-    if not runner.ready.is_set():
-        return ["starting"]
-    reasons = []
-    subscriber = runner.subscriber
-    if subscriber is not None and not subscriber.is_connected():
-        reasons.append("subscription connection down (reconnecting and resubscribing)")
-    sharded = runner.sharded
-    for url, node in list(getattr(sharded, "nodes", {}).items()):
-        if not node.connected.is_set():
-            reasons.append(f"sharded subscription to {redact_url(url)} down (reconnecting)")
-    for consumer in runner.consumers:
-        if not consumer.reading:
-            reasons.append(f"stream {consumer.stream!r} group {consumer.group!r} not reading (retrying)")
-    return reasons
-
-
-def runner_probes(runner: Any, deadline: float = DEFAULT_HEALTH_DEADLINE) -> Probes:
-    """The probes of ``runner``, answered on the loop that is running now."""
-    return Probes(asyncio.get_running_loop(), lambda: runner_readiness(runner), deadline)

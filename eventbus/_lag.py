@@ -198,8 +198,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def runner_groups(runner: Any) -> list[tuple[str, str, int]]:
-    """(stream, group, max_deliveries) of every stream consumer a started runner runs."""
-    return [(c.stream, c.group, c.options.max_deliveries) for c in runner.consumers]

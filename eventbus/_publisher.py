@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from eventbus._errors import ConfigError
+from eventbus._names import encode_name
 from eventbus._payloads import encode_payload, stream_fields
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Publisher:
         if not isinstance(channel, str) or not channel:
             raise ConfigError(f"channel must be a non-empty string, got {channel!r}")
         if sharded:
-            return int(await self.redis.spublish(channel, encode_payload(data)))
+            return int(await self.redis.spublish(encode_name(channel), encode_payload(data)))
         return await self._publish(channel, encode_payload(data))
 
     async def append(self, stream: str, data: Any, *, maxlen: int | None = None, approximate: bool = True) -> str:

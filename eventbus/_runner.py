@@ -15,6 +15,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -26,10 +28,10 @@ from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
 from eventbus._flow import ReadGate
-from eventbus._health import runner_probes
+from eventbus._health import Probes
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
-from eventbus._lag import LagCollector, LagMonitor, runner_groups
+from eventbus._lag import LagCollector, LagMonitor
 from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
 from eventbus._loops import run as run_on_loop
@@ -40,6 +42,7 @@ from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamWorker
+from eventbus._tasks import cancel_and_wait
 from eventbus._urls import SOURCE_CODE, redact_url
 from eventbus._worker import HandlerWorker
 from eventbus.middleware import check_chain
@@ -113,11 +116,10 @@ class Runner:
         self.subscriber: Subscriber | None = None  # the pub/sub one
         self.sharded: Subscriber | None = None
         self.consumers: list[StreamConsumer] = []
+        self._teardown: AsyncExitStack | None = None  # what start() acquired, for stop() to undo
         self._stop_requested: asyncio.Event | None = None
         self._signals = 0
         self._starting: asyncio.Task[None] | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._started = False
 
     @property
     def embedded(self) -> Any:
@@ -127,30 +129,52 @@ class Runner:
     # -- starting -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect, run startup hooks, start the workers and subscribe. Returns when subscribed."""
+        """Connect, run the startup hooks, start the workers and subscribe; returns when subscribed.
+
+        A start that fails half-way (a subscription refused by an ACL, a key that is not a stream)
+        undoes what it had done, in reverse, the way :meth:`stop` does, and raises; the shutdown
+        hooks run if every startup hook had.
+        """
+        # Each step pushes its undoing onto one stack as soon as it has acquired something; stop()
+        # and a failed start unwind that stack (docs/architecture.md, "Lifecycle"):
+        #   step                                  undone by (bottom up)
+        #   open the backend, the dead letters    close them (ctx.redis, an embedded Redis)
+        #   serve /metrics and the probes         stop serving
+        #   run the startup hooks                 run the shutdown hooks
+        #   (for the sources, all at once)        close them: the last stream acknowledgements
+        #   start one worker per handler          finish queued work within the grace period, stop
+        #   start each source                     stop reading from it
+        #   report lag and stats periodically     stop reporting
         self._stop_requested = asyncio.Event()
-        self._started = True
+        stack = AsyncExitStack()
         try:
-            await self._connect()
-            await self._start_app()
+            await self._connect(stack)
+            self._serve_metrics(stack)
+            base = self._context()
+            await self._run_startup_hooks(stack, base)
+            # The sources close once the workers have stopped (their last stream acknowledgements):
+            # that step goes on the stack below the workers, for the sources started after them.
+            stack.push_async_callback(self._close_sources)
+            dispatcher = self._start_workers(stack, base)
+            await self._subscribe(stack, dispatcher)
+            self._report_periodically(stack)
         except BaseException:
-            self._started = False
-            await self._undo_start()
+            # Undone through the same stack as a stop, without the grace period (nothing ran yet);
+            # the error that stopped the start is the one to raise, not one met while undoing it.
+            self.stopping.set()
+            try:
+                await stack.aclose()
+            except Exception:
+                log.warning("undoing the failed start failed", exc_info=True)
             raise
+        self._teardown = stack
+        self._log_started()
+        self.ready.set()
 
-    async def _undo_start(self) -> None:
-        # What _start_app had running when it failed (a subscription refused, a stream consumer
-        # that cannot start): a subscription connection with its reconnecting supervisor, stream
-        # readers and worker tasks must not outlive the failed start.
-        await self._stop_reading(quiet=True)
-        await self._close_sources(quiet=True)
-        for worker in self.workers:
-            await worker.stop()
-        await self._close_backend()
-
-    async def _connect(self) -> None:
+    async def _connect(self, stack: AsyncExitStack) -> None:
         s = self.settings
         self.backend = backend = await open_backend(s.url, self.connection, source=s.url_source, broker=self.broker)
+        stack.push_async_callback(self._close_backend)
         self.url = backend.url
         self.server = ServerInfo(
             url=redact_url(backend.url), source=backend.source, explicit=backend.explicit, owned=backend.owned
@@ -160,6 +184,17 @@ class Runner:
         self.dead_letters = DeadLetterStore(
             self.redis, s.dead_letter_stream, max_bytes=self.dead_letter_max_bytes, stats=self.stats
         )
+        stack.callback(self.dead_letters.close)  # before the client closes: a pending size check
+
+    def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        s = self.settings
+        if s.metrics_port is None:
+            return
+        # Before the startup hooks: a taken port fails the start before the application did anything.
+        probes = Probes(asyncio.get_running_loop(), self.readiness, s.health_deadline)
+        self.metrics = MetricsServer(self._collector(), s.metrics_port, s.metrics_addr, probes)
+        stack.push_async_callback(self._close_metrics)
+        log.info("Prometheus metrics at %s (probes: /healthz, /readyz)", self.metrics.url)
 
     def _collector(self) -> StatsCollector:
         workers = self.workers
@@ -183,25 +218,25 @@ class Runner:
             dead_letters=self.dead_letters,
         )
 
-    async def _start_app(self) -> None:
-        assert self.publisher is not None and self.backend is not None
-        s = self.settings
-        if s.metrics_port is not None:
-            # Before anything subscribes: a taken port fails the start with nothing to undo.
-            probes = runner_probes(self, s.health_deadline)
-            self.metrics = MetricsServer(self._collector(), s.metrics_port, s.metrics_addr, probes)
-            log.info("Prometheus metrics at %s (probes: /healthz, /readyz)", self.metrics.url)
-        base = self._context()
+    async def _run_startup_hooks(self, stack: AsyncExitStack, base: Context) -> None:
         for hook in self.router.startup:
             await _call_hook(hook, base)
             log.debug("startup hook %s done", getattr(hook, "__qualname__", hook))
+        # Once every startup hook has run, the shutdown hooks are owed, whatever fails next. (A
+        # startup hook that fails is the application's error: the hooks are not pairs, so none runs.)
+        stack.push_async_callback(self._run_shutdown_hooks, base)
         dead_letters = self.dead_letters
         assert dead_letters is not None
         self.dead_letter_stream = dead_letters.stream  # a startup hook may have chosen the app's own
         for problem in await dead_letters.probe():
             # Failures would be counted as dead_letter_failed and lost: say so before the first one.
             log.warning("%s", problem)
-        dispatcher = Dispatcher(self.stats, s.max_payload)
+
+    def _start_workers(self, stack: AsyncExitStack, base: Context) -> Dispatcher:
+        """One worker per handler, and the dispatcher that routes into their inboxes."""
+        dead_letters = self.dead_letters
+        assert dead_letters is not None
+        dispatcher = Dispatcher(self.stats, self.settings.max_payload)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
             if self.middleware:
@@ -211,6 +246,7 @@ class Runner:
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
+        stack.push_async_callback(self._finish_work)
         for worker in self.workers:
             worker.start()
             o = worker.handler.options
@@ -223,27 +259,55 @@ class Runner:
                 o.retries,
                 o.backoff,
             )
-        channels, patterns = self.router.channels(), self.router.patterns()
-        self.subscriber = self.backend.subscriber(self.stats)
-        await self._add_source(SubscriberSource(self.subscriber, dispatcher.consume, channels, patterns))
-        # Sharded channels and stream consumer groups have connections of their own.
-        sharded = self.router.sharded_channels()
+        return dispatcher
+
+    async def _subscribe(self, stack: AsyncExitStack, dispatcher: Dispatcher) -> None:
+        """Start the sources in order: pub/sub, then sharded channels and stream consumer groups,
+        which have connections of their own."""
+        backend = self.backend
+        assert backend is not None
+        self.subscriber = backend.subscriber(self.stats)
+        router = self.router
+        channels, patterns = router.channels(), router.patterns()
+        await self._start_source(stack, SubscriberSource(self.subscriber, dispatcher.consume, channels, patterns))
+        sharded = router.sharded_channels()
         if sharded:
-            self.sharded = self.backend.sharded_subscriber(self.stats)
-            await self._add_source(SubscriberSource(self.sharded, dispatcher.consume, sharded, ()))
-        for subscription, handler in self.router.stream_routes():
-            worker = by_name[handler.name]
+            self.sharded = backend.sharded_subscriber(self.stats)
+            await self._start_source(stack, SubscriberSource(self.sharded, dispatcher.consume, sharded, ()))
+        workers = {worker.name: worker for worker in self.workers}
+        for subscription, handler in router.stream_routes():
+            worker = workers[handler.name]
             assert isinstance(worker, StreamWorker)
-            consumer = StreamConsumer(
-                subscription.name,
-                stream_group(subscription, handler),
-                subscription.stream or StreamOptions(),
-                worker,
-                self.redis,
-                self.backend.stream_client(),
-            )
+            options = subscription.stream or StreamOptions()
+            group = stream_group(subscription, handler)
+            consumer = StreamConsumer(subscription.name, group, options, worker, self.redis, backend.stream_client())
             self.consumers.append(consumer)
-            await self._add_source(consumer)
+            await self._start_source(stack, consumer)
+
+    async def _start_source(self, stack: AsyncExitStack, source: Source) -> None:
+        # Its undoing first: a source whose start fails half-way (connected, then refused) is
+        # stopped and closed like the others.
+        self.sources.append(source)
+        stack.push_async_callback(self._stop_reading, source)
+        await source.start()
+
+    def _report_periodically(self, stack: AsyncExitStack) -> None:
+        if self.consumers:
+            self.lag = LagMonitor(self.redis, [(c.stream, c.group, c.options.max_deliveries) for c in self.consumers])
+            if self.metrics is not None:
+                self.metrics.registry.register(LagCollector(self.lag, asyncio.get_running_loop()))
+        interval = self.settings.stats_interval
+        if interval:
+            task = asyncio.create_task(self._log_stats(interval), name="eventbus:stats")
+            stack.push_async_callback(cancel_and_wait, [task])
+
+    async def _log_stats(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            streams = await self.lag.summary() if self.lag is not None else ""
+            log.info("stats: %s%s", summarize(self.stats), f" {streams}" if streams else "")
+
+    def _log_started(self) -> None:
         if self.consumers:
             log.info(
                 "%s: consuming %d stream(s) as %s: %s",
@@ -252,17 +316,12 @@ class Runner:
                 self.consumers[0].name,
                 ", ".join(f"{c.stream!r} (group {c.group!r})" for c in self.consumers),
             )
-        groups = runner_groups(self)
-        if groups:
-            self.lag = LagMonitor(self.redis, groups)
-            if self.metrics is not None:
-                self.metrics.registry.register(LagCollector(self.lag, asyncio.get_running_loop()))
         log.info(
             "%s: %d handler(s) subscribed to %d channel(s) and %d pattern(s) on one connection to %s (event loop: %s)",
             self.router.name,
             len(self.workers),
-            len(channels),
-            len(patterns),
+            len(self.router.channels()),
+            len(self.router.patterns()),
             redact_url(self.url or ""),
             describe_loop(),
         )
@@ -275,67 +334,39 @@ class Runner:
             )
         else:
             log.debug("hot path: %s", describe_hot_path())
-        if s.stats_interval:
-            self._background.append(asyncio.create_task(self._report_periodically(s.stats_interval)))
-        self.ready.set()
-
-    async def _add_source(self, source: Source) -> None:
-        # Listed before starting: a start that fails half-way is still stopped by _undo_start.
-        self.sources.append(source)
-        await source.start()
-
-    async def _stop_reading(self, *, quiet: bool = False) -> None:
-        """Before the grace drain: no new messages or entries from any source.
-
-        One after the other, in start order (pub/sub, sharded, streams), as before sources were
-        a list: the subscription connections close before the stream readers are cancelled.
-        """
-        for source in self.sources:
-            try:
-                await source.stop_reading()
-            except Exception:
-                if not quiet:
-                    raise
-                log.debug("stopping %r failed", source, exc_info=True)
-
-    async def _close_sources(self, *, quiet: bool = False) -> None:
-        """After the drain: the last stream acknowledgements, before the client closes."""
-        await asyncio.gather(*(s.close() for s in self.sources), return_exceptions=quiet)
 
     # -- running ------------------------------------------------------------------------------
 
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Start, run until :meth:`request_stop` (or SIGINT/SIGTERM/SIGHUP), then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        signals = stop_signals() if handle_signals else ()
         # Installed before starting: a signal while Redis is still being retried (up to
         # --connect-timeout) cancels the start, which undoes itself (embedded server included).
+        # Still installed while draining, so that a second signal can cut the drain short.
+        with self._signals_handled(stop_signals() if handle_signals else ()):
+            self._starting = asyncio.create_task(self.start(), name="eventbus:start")
+            try:
+                await self._starting
+            except asyncio.CancelledError:
+                if self._signals == 0:
+                    raise
+                log.info("stopped before the start completed")
+                return
+            try:
+                assert self._stop_requested is not None
+                await self._stop_requested.wait()
+            finally:
+                await self.stop()
+
+    @contextmanager
+    def _signals_handled(self, signals: Sequence[signal.Signals]) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
         for sig in signals:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self._starting = asyncio.create_task(self.start(), name="eventbus:start")
         try:
-            await self._starting
-        except asyncio.CancelledError:
-            if self._signals == 0:
-                raise
-            log.info("stopped before the start completed")
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            return
-        except BaseException:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            raise
-        try:
-            assert self._stop_requested is not None
-            await self._stop_requested.wait()
+            yield
         finally:
-            # Handlers stay installed while draining, so a second signal can still cut it short.
-            try:
-                await self.stop()
-            finally:
-                for sig in signals:
-                    loop.remove_signal_handler(sig)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
@@ -362,6 +393,18 @@ class Runner:
         logging.shutdown()
         os._exit(130)
 
+    def readiness(self) -> list[str]:
+        """Why this runner is not ready to take messages; empty when it is (what ``/readyz`` says).
+
+        Started and not stopping, then whatever each source reports (a connection down and
+        reconnecting, a stream group not reading).
+        """
+        if self.stopping.is_set():
+            return ["stopping"]
+        if not self.ready.is_set():
+            return ["starting"]
+        return [problem for source in self.sources for problem in source.problems()]
+
     def idle(self) -> bool:
         return all(worker.idle for worker in self.workers)
 
@@ -377,19 +420,42 @@ class Runner:
     # -- stopping -----------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop reading, let queued work finish within the grace period, then close everything."""
-        if not self._started:
+        """Stop reading, let queued work finish within the grace period, then close everything.
+
+        Undoes what :meth:`start` did, in reverse: every source stops reading; the workers finish
+        their queued work within the grace period and what is left is reported as abandoned; the
+        sources close (the last stream acknowledgements); the shutdown hooks run; the metrics
+        server, the dead letters and the backend close. A runner that is not started has nothing
+        to stop.
+        """
+        stack, self._teardown = self._teardown, None
+        if stack is None:
             return
-        self._started = False
         self.stopping.set()
-        for task in self._background:
-            task.cancel()
-        await self._stop_reading()
-        drained = await self.drain(self.grace)
+        try:
+            await stack.aclose()
+        finally:
+            log.info("summary: %s", summarize(self.stats))
+
+    async def _stop_reading(self, source: Source) -> None:
+        # Before the grace drain: no new messages or entries from this source.
+        try:
+            await source.stop_reading()
+        except Exception:
+            log.warning("stopping %r failed", source, exc_info=True)
+
+    async def _finish_work(self) -> None:
+        """Reading stopped: queued work finishes within the grace period, then the workers end.
+
+        Only a runner that started waits and reports: a failed start has its error to raise.
+        """
+        started = self.ready.is_set()
+        drained = started and await self.drain(self.grace)
         abandoned = 0
         for worker in self.workers:
             abandoned += await worker.stop()
-        await self._close_sources()  # last stream acks: after the drain, before the client closes
+        if not started:
+            return
         if drained:
             log.info("stopped: all queued work finished")
         else:
@@ -398,34 +464,33 @@ class Runner:
                 self.grace,
                 abandoned,
             )
-        if self.publisher is not None:
-            base = self._context()
-            for hook in self.router.shutdown:
-                # One failing hook must not skip the others, nor the closing below (connections,
-                # an embedded redis-server child).
-                try:
-                    await _call_hook(hook, base)
-                except Exception:
-                    log.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
-        log.info("summary: %s", summarize(self.stats))
-        await self._close_backend()
+
+    async def _close_sources(self) -> None:
+        """After the workers stopped: the last stream acknowledgements, before the client closes."""
+        results = await asyncio.gather(*(source.close() for source in self.sources), return_exceptions=True)
+        for source, result in zip(self.sources, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("closing %r failed", source, exc_info=result)
+
+    async def _run_shutdown_hooks(self, base: Context) -> None:
+        for hook in self.router.shutdown:
+            # One failing hook must not skip the others, nor the closing that follows (connections,
+            # an embedded redis-server child).
+            try:
+                await _call_hook(hook, base)
+            except Exception:
+                log.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+
+    async def _close_metrics(self) -> None:
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            await asyncio.to_thread(metrics.close)
 
     async def _close_backend(self) -> None:
-        if self.dead_letters is not None:
-            self.dead_letters.close()
-        if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.close)
-            self.metrics = None
-        if self.backend is not None:
-            backend, self.backend = self.backend, None
-            self.redis = None
+        backend, self.backend = self.backend, None
+        self.redis = None
+        if backend is not None:
             await backend.aclose()
-
-    async def _report_periodically(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            streams = await self.lag.summary() if self.lag is not None else ""
-            log.info("stats: %s%s", summarize(self.stats), f" {streams}" if streams else "")
 
     async def __aenter__(self) -> Runner:
         await self.start()

@@ -33,12 +33,12 @@ from eventbus._names import decode_name
 from eventbus._router import Handler
 from eventbus._stats import HandlerStats
 from eventbus._stream_options import StreamOptions
+from eventbus._tasks import cancel_and_wait
 from eventbus._worker import HandlerWorker
 
 log = logging.getLogger("eventbus.streams")
 
 DATA_FIELD = b"data"
-STOP_TIMEOUT = 5.0  # seconds stop_reading keeps cancelling a reader that does not stop
 # Fields the tracing of appends adds (W3C trace context): kept in ``fields``, left out of the JSON
 # view of an entry written as a dict, so a handler sees the same payload with tracing on or off.
 TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
@@ -216,22 +216,17 @@ class StreamConsumer:
 
     async def stop_reading(self) -> None:
         """Stop taking new entries; what is already in the inbox is still handled and acknowledged."""
-        tasks = set(self._tasks)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while tasks:
-            for task in tasks:
-                task.cancel()
-            done, tasks = await asyncio.wait(tasks, timeout=0.5)
-            for task in done:
-                if not task.cancelled():
-                    task.exception()  # retrieved: the loops end only by cancellation
-            if tasks and time.monotonic() >= deadline:
-                log.warning("%r: %d reading task(s) did not stop; abandoning them", self, len(tasks))
-                break
-            # Still running: redis-py can swallow the cancellation of a blocking command that was
-            # reconnecting (redis/redis-py#2028, #2579; seen after a server restart), so ask again.
+        # A reader blocked in XREADGROUP that was reconnecting can swallow one cancellation.
+        left = await cancel_and_wait(self._tasks)
+        if left:
+            log.warning("%r: %d reading task(s) did not stop; abandoning them", self, len(left))
         self._tasks.clear()
         self.reading = False
+
+    def problems(self) -> list[str]:
+        if self.reading:
+            return []
+        return [f"stream {self.stream!r} group {self.group!r} not reading (retrying)"]
 
     async def close(self) -> None:
         """After the worker drained: flush the acks, then leave the group if nothing is pending."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,3 +26,24 @@ async def running(backend: str, handlers: Any, url: str | None = None, **options
 async def publish(runner: Runner, channel: str, data: Any) -> int:
     assert runner.publisher is not None
     return await runner.publisher.publish(channel, data)
+
+
+async def settle(runner: Runner) -> None:
+    """Until every message published so far has arrived and been handled, including those the
+    handlers publish meanwhile: a PING answered on the subscription connection comes after every
+    message Redis sent it before (the memory broker delivers as it publishes); then the handlers
+    drain; again until a round trip after a drain brings nothing new."""
+    await _round_trip(runner)
+    assert await runner.drain(10)
+    while True:
+        seen = runner.stats.messages
+        await _round_trip(runner)
+        if runner.stats.messages == seen:
+            return
+        assert await runner.drain(10)
+
+
+async def _round_trip(runner: Runner) -> None:
+    protocol = getattr(runner.subscriber, "_protocol", None)  # None: in memory, nothing is in flight
+    if protocol is not None:
+        await asyncio.wait_for(protocol.send("PING"), 10)

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from eventbus._loops import loop_factory
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, SentinelProcess
+from tests.scaling.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +61,50 @@ def own_redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[LocalCluster]:
+    """Three redis-server masters in one cluster, created once per session (about 2 s)."""
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(shared_cluster: LocalCluster) -> LocalCluster:
+    """The session's cluster, healthy and empty (a fault test may have restarted a node)."""
+    for node in shared_cluster.nodes:
+        if node.process is None:
+            node.start()
+    shared_cluster.wait_ok()
+    shared_cluster.flushall()
+    return shared_cluster
+
+
+@pytest.fixture(scope="session")
+def shared_sentinel() -> Iterator[tuple[RedisServer, SentinelProcess]]:
+    """A master and one sentinel watching it, started once per session."""
+    master = RedisServer().start()
+    try:
+        sentinel = SentinelProcess(master.port)
+    except BaseException:
+        master.stop()
+        raise
+    yield master, sentinel
+    sentinel.stop()
+    master.stop()
+
+
+@pytest.fixture
+def redis_sentinel(shared_sentinel: tuple[RedisServer, SentinelProcess]) -> tuple[RedisServer, SentinelProcess]:
+    """The session's master (running and empty) and its sentinel."""
+    master, sentinel = shared_sentinel
+    if master.process is None:
+        master.start()
+    with master.client() as client:
+        client.flushall()
+    return master, sentinel
 
 
 @pytest.fixture

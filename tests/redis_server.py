@@ -13,7 +13,7 @@ import redis
 
 from eventbus._backends.embedded import free_port, redis_server_args, wait_for_ping
 
-__all__ = ["RedisServer", "acl_denials", "free_port", "port_open"]
+__all__ = ["SERVICE", "RedisServer", "SentinelProcess", "acl_denials", "free_port", "port_open"]
 
 
 class RedisServer:
@@ -84,6 +84,39 @@ class RedisServer:
     def log(self) -> str:
         path = Path(self.dir) / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+SERVICE = "mymaster"  # the name the sentinels know the master by
+
+
+class SentinelProcess:
+    """One ``redis-server --sentinel`` watching ``master_port``, on a free port."""
+
+    def __init__(self, master_port: int, extra: str = "") -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="eventbus-test-sentinel-")
+        conf = Path(self.dir) / "sentinel.conf"  # a sentinel rewrites its config: it must be writable
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.dir}/sentinel.log\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n{extra}"
+        )
+        self.process = subprocess.Popen(["redis-server", str(conf), "--sentinel"])
+        wait_for_ping(self.port, self.process, 10.0)
+
+    @property
+    def url(self) -> str:
+        """eventbus's URL for the master this sentinel watches."""
+        return f"redis+sentinel://127.0.0.1:{self.port}/{SERVICE}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def port_open(port: int) -> bool:

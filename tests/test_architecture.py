@@ -29,6 +29,7 @@ LEAVES = {
     "_children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
     "_tables",  # terminal tables aligned by display width (routes, streams)
     "_settings",  # Settings and ConnectionSettings: every default, and how the CLI offers it
+    "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
 ENGINE = {"_dispatch", "_worker", "_streams", "_keyed"}

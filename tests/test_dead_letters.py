@@ -313,18 +313,19 @@ async def test_a_dead_letter_lost_with_redis_is_counted(
 ) -> None:
     """Redis gone for longer than the client's retries when the dead letter is written: counted, logged."""
     caplog.set_level(logging.ERROR, "eventbus.deadletter")
-    started = asyncio.Event()
+    started, killed = asyncio.Event(), asyncio.Event()
 
     @on("payments", name="pay")
     async def pay(msg: Message, ctx: Context) -> None:
         started.set()
-        await asyncio.sleep(0.3)  # Redis goes away meanwhile
+        await killed.wait()  # Redis goes away meanwhile
         raise RuntimeError("down")
 
     async with running([pay], own_redis_server.url) as runner:
         await publish_all(runner, "payments", [b"1"])
         await asyncio.wait_for(started.wait(), 10)
         own_redis_server.kill()
+        killed.set()
         await eventually(lambda: runner.stats.handlers["pay"].dead_letter_failed == 1, what="the loss", timeout=60)
         stats = runner.stats.handlers["pay"]
         assert (stats.failed, stats.dead_lettered) == (1, 0)

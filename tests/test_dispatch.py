@@ -2,7 +2,7 @@
 
 The replies are the bytes a server writes on a subscription connection; the inboxes are
 recorders standing in for HandlerWorker's two entry points (``put`` and ``refuse``). The same
-routing against a real server is covered by tests/test_runner.py on both backends.
+routing against real servers is covered by tests/backends/test_conformance.py on every transport.
 """
 
 from __future__ import annotations

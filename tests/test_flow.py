@@ -172,7 +172,7 @@ async def test_pause_stops_reading_so_redis_buffers_and_nothing_is_dropped(own_r
         assert await _client_omem(own_redis_server) > 0
         with own_redis_server.client() as client:
             client.publish("other", 1)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # waits for something NOT to happen: "other" must not be read
         assert other_seen == []  # the documented price: every handler on the connection waits
         release.set()
         await eventually(lambda: len(paused_seen) == count, timeout=30, what="the whole backlog handled")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eventbus import Context, Message, on
-from eventbus._health import LoopUnresponsive, Probes, call_on_loop, runner_readiness
+from eventbus._health import LoopUnresponsive, Probes, call_on_loop
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer
 
@@ -113,10 +113,32 @@ async def test_readyz_covers_stream_groups(own_redis_server: RedisServer) -> Non
         # HTTP round trip from a thread could let happen first on a busy machine.
         consumer = runner.consumers[0]
         consumer.reading = False
-        assert runner_readiness(runner) == ["stream 'orders' group 'orders' not reading (retrying)"]
+        assert runner.readiness() == ["stream 'orders' group 'orders' not reading (retrying)"]
         consumer.reading = True
-        assert runner_readiness(runner) == []
+        assert runner.readiness() == []
     assert not consumer.reading  # stopped reading on the way out
+
+
+async def test_readiness_asks_every_source(own_redis_server: RedisServer) -> None:
+    @on("c")
+    async def plain(msg: Message, ctx: Context) -> None:
+        pass
+
+    @on("s", sharded=True)
+    async def sharded(msg: Message, ctx: Context) -> None:
+        pass
+
+    down = [
+        "subscription connection down (reconnecting and resubscribing)",
+        f"sharded subscription to {own_redis_server.url} down (reconnecting)",
+    ]
+    async with running([plain, sharded], own_redis_server.url) as runner:
+        assert runner.readiness() == []
+        own_redis_server.kill()
+        await eventually(lambda: runner.readiness() == down, what="both connections reported down")
+        await asyncio.to_thread(own_redis_server.start)
+        await eventually(lambda: runner.readiness() == [], what="both connections back")
+    assert runner.readiness() == ["stopping"]
 
 
 async def test_probes_before_start_and_while_stopping() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from eventbus import ConfigError, Context, Message, Runner, on
 from eventbus._backends.memory import MemoryBroker
+from tests.buses import settle
 
 msgspec = pytest.importorskip("msgspec", reason="keyed tests use typed payloads (eventbus[msgspec])")
 
@@ -66,9 +67,7 @@ async def run_jobs(jobs: list[tuple[str, int, bool]], concurrency: int, url: str
         assert runner.publisher is not None
         for seq, (key, delay, fail) in enumerate(jobs):
             await runner.publisher.publish(channel, Job(key, seq, delay, fail))
-        for _ in range(3):
-            await asyncio.sleep(0.02)
-            assert await runner.drain(20)
+        await settle(runner)
         stats = runner.stats.handlers["keyed"]
         assert (stats.failed, stats.rejected, stats.dropped) == (0, 0, 0)
     expected: dict[str, list[int]] = {}

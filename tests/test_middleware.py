@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import types
@@ -15,6 +14,7 @@ from eventbus._deadletter import DeadLetterStore
 from eventbus._stats import HandlerStats
 from eventbus._worker import HandlerWorker
 from eventbus.middleware import Invoke, compose, load_middleware
+from tests.buses import settle
 from tests.redis_server import RedisServer
 
 Calls = list[str]
@@ -29,12 +29,6 @@ def recorder(name: str, calls: Calls) -> Any:
             calls.append(f"<{name}")
 
     return record
-
-
-async def settle(runner: Runner) -> None:
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
 
 
 async def test_order_is_global_then_module_then_handler_first_listed_outermost(redis_server: RedisServer) -> None:

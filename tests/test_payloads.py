@@ -22,7 +22,7 @@ import pytest
 from eventbus import Context, LoadError, Message, Router, Runner, on, on_stream
 from eventbus._deadletter import DeadLetterStore
 from eventbus._payloads import encode_json
-from tests.buses import publish, running
+from tests.buses import publish, running, settle
 
 msgspec = pytest.importorskip("msgspec", reason="typed-handler tests need msgspec (eventbus[msgspec])")
 pydantic = pytest.importorskip("pydantic", reason="typed-handler tests need pydantic (eventbus[pydantic])")
@@ -110,12 +110,6 @@ def start(request: pytest.FixtureRequest) -> Start:
         return running(request.param, handlers, url, **options)
 
     return factory
-
-
-async def settle(runner: Runner) -> None:
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
 
 
 @pytest.mark.parametrize(("annotation", "obj", "expected", "invalid", "error"), CASES, ids=lambda c: repr(c)[:20])

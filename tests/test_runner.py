@@ -1,9 +1,12 @@
-"""Dispatch semantics, checked on both backends (the in-memory one must behave like Redis) and
-on both event loops (asyncio's own and uvloop)."""
+"""The runner: handler semantics (order, concurrency, failures, hooks) and its lifecycle (start,
+stop, a failed start), on both backends (the in-memory one must behave like Redis) and on both event
+loops (asyncio's own and uvloop). What each transport must deliver alike is in
+tests/backends/test_conformance.py."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import threading
@@ -16,12 +19,14 @@ import pytest
 import redis.asyncio as aioredis
 
 import eventbus
-from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_pattern, on_shutdown, on_startup, on_stream
+from eventbus import ConfigError, Context, Message, Reject, Runner, on, on_shutdown, on_startup, on_stream
 from eventbus._backends.autopipeline import AutoPipelineRedis
 from eventbus._deadletter import DeadLetterStore
-from tests.buses import publish, running
+from eventbus._errors import ConnectError, SubscribeError
+from tests.buses import publish, running, settle
 from tests.conftest import ROOT
-from tests.redis_server import RedisServer
+from tests.fault.helpers import eventually
+from tests.redis_server import RedisServer, free_port
 
 Start = Callable[..., AbstractAsyncContextManager[Runner]]
 
@@ -38,47 +43,6 @@ def start(request: pytest.FixtureRequest) -> Start:
         return running(backend, handlers, url, **options)
 
     return factory
-
-
-async def settle(runner: Runner) -> None:
-    """Let messages in flight on the socket arrive, then wait until every handler is idle."""
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
-
-
-async def test_channel_and_pattern_delivery_like_redis(start: Start) -> None:
-    seen: list[tuple[str, str, str | None, bytes]] = []
-
-    @on("orders:Opening Ceremony")
-    async def exact(msg: Message, ctx: Context) -> None:
-        seen.append(("exact", msg.channel, msg.pattern, msg.data))
-
-    @on_pattern("orders:* Ceremony")
-    async def ceremonies(msg: Message, ctx: Context) -> None:
-        seen.append(("pattern", msg.channel, msg.pattern, msg.data))
-
-    @on("orders:Opening Ceremony")
-    @on_pattern("orders:*")
-    async def both(msg: Message, ctx: Context) -> None:
-        seen.append(("both", msg.channel, msg.pattern, msg.data))
-
-    async with start([exact, ceremonies, both]) as runner:
-        # One subscriber connection: the channel subscription once, two matching patterns.
-        assert await publish(runner, "orders:Opening Ceremony", "1") == 3
-        assert await publish(runner, "orders:Womens Judo", "2") == 1
-        assert await publish(runner, "unrelated", "3") == 0
-        await settle(runner)
-    assert sorted(seen, key=repr) == sorted(
-        [
-            ("exact", "orders:Opening Ceremony", None, b"1"),
-            ("both", "orders:Opening Ceremony", None, b"1"),
-            ("pattern", "orders:Opening Ceremony", "orders:* Ceremony", b"1"),
-            ("both", "orders:Opening Ceremony", "orders:*", b"1"),
-            ("both", "orders:Womens Judo", "orders:*", b"2"),
-        ],
-        key=repr,
-    )
 
 
 async def test_concurrency_one_keeps_publish_order(start: Start) -> None:
@@ -131,11 +95,8 @@ async def test_a_slow_handler_does_not_delay_the_others(start: Start) -> None:
     async with start([slow, fast]) as runner:
         for i in range(100):
             await publish(runner, "events", i)
-        for _ in range(200):
-            if len(fast_seen) == 100:
-                break
-            await asyncio.sleep(0.01)
-        assert len(fast_seen) == 100  # while slow is still stuck on its first message
+        await eventually(lambda: len(fast_seen) == 100, what="the fast handler's messages")
+        # while slow is still stuck on its first message
         assert runner.stats.handlers["slow"].handled == 0
         release.set()
         await settle(runner)
@@ -154,13 +115,10 @@ async def test_full_inbox_policy_is_counted(start: Start, policy: str, kept: lis
 
     async with start([limited]) as runner:
         await publish(runner, "burst", 0)
-        for _ in range(100):  # the first message is taken out of the inbox and in flight
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: bool(seen), what="the first message in flight (out of the inbox)")
         for i in range(1, 10):
             await publish(runner, "burst", i)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: runner.stats.handlers["limited"].received == 10, what="the burst")
         release.set()
         await settle(runner)
         stats = runner.stats.handlers["limited"]
@@ -234,21 +192,6 @@ async def test_reject_and_bad_payloads_are_dead_lettered_without_retry(start: St
     assert letters[1].payload == b"\xff not json"
 
 
-async def test_binary_payloads_pass_through(start: Start) -> None:
-    got: list[bytes] = []
-
-    @on("bin")
-    async def raw(msg: Message, ctx: Context) -> None:
-        got.append(msg.data)
-
-    payloads = [bytes(range(256)), b"", b"\x00\r\n\x00", "é".encode("latin-1")]
-    async with start([raw]) as runner:
-        for p in payloads:
-            await publish(runner, "bin", p)
-        await settle(runner)
-    assert got == payloads
-
-
 async def test_sync_handlers_run_in_a_worker_thread(start: Start) -> None:
     threads: list[int] = []
 
@@ -300,7 +243,8 @@ async def test_shutdown_finishes_queued_work_within_grace(start: Start) -> None:
     async with start([steady], grace=10) as runner:
         for i in range(50):
             await publish(runner, "q", i)
-        await asyncio.sleep(0.05)  # all on the inbox; most not processed yet
+        # All arrived; most still queued when the stop begins.
+        await eventually(lambda: runner.stats.handlers["steady"].received == 50, what="every message")
     assert done == list(range(50))
     assert runner.stats.handlers["steady"].abandoned == 0
 
@@ -313,7 +257,7 @@ async def test_shutdown_abandons_and_reports_after_grace(start: Start, caplog: p
     async with start([never], grace=0.2) as runner:
         for i in range(5):
             await publish(runner, "stuck", i)
-        await asyncio.sleep(0.1)
+        await eventually(lambda: runner.stats.handlers["never"].received == 5, what="every message")
     assert runner.stats.handlers["never"].abandoned == 5
     assert any("5 queued or in-flight message(s) abandoned" in r.getMessage() for r in caplog.records)
 
@@ -348,7 +292,7 @@ async def test_ctx_stopping_tells_background_tasks_to_wind_down(start: Start) ->
         events.append("shutdown")
 
     async with start([begin, handler, end]):
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # waits for something NOT to happen: the producer must not see stopping
         assert events == []
     assert events == ["producer saw stopping", "shutdown"]
 
@@ -439,9 +383,29 @@ async def test_failing_shutdown_hook_still_closes_the_backend(
     assert "hook failed" in caplog.text
 
 
-async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_server: RedisServer) -> None:
+def lifecycle_hooks(events: list[str]) -> list[Any]:
+    @on_startup
+    async def opened(ctx: Context) -> None:
+        events.append("startup")
+
+    @on_shutdown
+    async def closed(ctx: Context) -> None:
+        events.append(f"shutdown (stopping={ctx.stopping.is_set()})")
+
+    return [opened, closed]
+
+
+def leftover_tasks() -> list[str]:
+    return [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
+
+
+async def test_a_failed_start_leaves_no_subscription_nor_worker_running(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     # The pub/sub subscription is up when a stream consumer fails to start (its key is not a
     # stream): start() must undo it, not leave a connection and a reconnecting supervisor behind.
+    events: list[str] = []
+
     @on("review:chan")
     async def plain(msg: Message, ctx: Context) -> None: ...
 
@@ -450,13 +414,109 @@ async def test_a_failed_start_leaves_no_subscription_nor_worker_running(redis_se
 
     with redis_server.client() as client:
         client.set("review:not-a-stream", "a string")
-        runner = Runner([plain, consumer], url=redis_server.url, grace=1.0)
+        runner = Runner([plain, consumer, *lifecycle_hooks(events)], url=redis_server.url, grace=1.0)
         with pytest.raises(Exception, match="WRONGTYPE"):
             await runner.start()
-        await asyncio.sleep(0.1)
-        leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("eventbus:")]
-        assert leftover == []
-        assert client.pubsub_numsub("review:chan") == [(b"review:chan", 0)]
+        assert leftover_tasks() == []
+        assert runner.redis is None and runner.backend is None, "the backend was left open"
+        # Every startup hook had run: the shutdown hooks are owed, and ctx.stopping is set for them.
+        assert events == ["startup", "shutdown (stopping=True)"]
+        # A failed start raises; it does not report a drain nor a summary as a stop does.
+        assert "stopped:" not in caplog.text and "summary:" not in caplog.text
+        await eventually(lambda: client.pubsub_numsub("review:chan") == [(b"review:chan", 0)])
+
+
+async def test_a_subscription_refused_by_an_acl_undoes_the_start(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pub/sub connection subscribes; the sharded one is refused (NOPERM) after it connected.
+    events: list[str] = []
+
+    @on("review:allowed")
+    async def plain(msg: Message, ctx: Context) -> None: ...
+
+    @on("review:forbidden", sharded=True)
+    async def sharded(msg: Message, ctx: Context) -> None: ...
+
+    with redis_server.client() as client:
+        client.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"], channels=["review:allowed"])
+        client.execute_command("ACL", "SETUSER", "limited", "+@all")
+        try:
+            url = f"redis://limited:pw@127.0.0.1:{redis_server.port}/0"
+            runner = Runner([plain, sharded, *lifecycle_hooks(events)], url=url, grace=1.0)
+            with pytest.raises(SubscribeError, match="review:forbidden"):
+                await runner.start()
+            assert leftover_tasks() == []
+            assert runner.redis is None
+            assert events == ["startup", "shutdown (stopping=True)"]
+            await eventually(lambda: client.pubsub_numsub("review:allowed") == [(b"review:allowed", 0)])
+            assert [c for c in client.client_list() if c["user"] == "limited"] == []
+        finally:
+            client.acl_deluser("limited")
+    assert "undoing the failed start failed" not in caplog.text
+
+
+async def test_a_stop_goes_back_in_order(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Stop reading, finish queued work, report, close the sources (the last acknowledgements), run
+    the shutdown hooks (ctx.redis still open), close the backend, then the summary line."""
+    caplog.set_level(logging.INFO, logger="eventbus")
+    release = asyncio.Event()
+    seen: dict[str, Any] = {}
+
+    @on("review:plain")
+    async def plain(msg: Message, ctx: Context) -> None:
+        await release.wait()
+
+    @on_stream("review:stream", group="g")
+    async def entries(msg: Message, ctx: Context) -> None:
+        pass
+
+    @on_shutdown
+    async def look(ctx: Context) -> None:
+        assert runner.subscriber is not None
+        seen["reading"] = runner.subscriber.is_connected()
+        seen["handled"] = runner.stats.handlers["plain"].handled
+        seen["pending"] = (await ctx.redis.xpending("review:stream", "g"))["pending"]
+        logging.getLogger("eventbus").info("shutdown hook ran")
+
+    runner = Runner([plain, entries, look], url=redis_server.url, grace=5.0)
+    async with runner:
+        assert runner.publisher is not None
+        await runner.publisher.append("review:stream", "e")
+        for i in range(3):
+            await runner.publisher.publish("review:plain", i)
+        await eventually(lambda: runner.stats.handlers["entries"].handled == 1 and len(runner.workers[0].inbox) == 2)
+        asyncio.get_running_loop().call_later(0.05, release.set)  # the queued work is still waiting
+    assert seen == {"reading": False, "handled": 3, "pending": 0}
+    assert runner.redis is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "eventbus"]
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        for prefix in ("stopped: all queued work finished", "shutdown hook ran", "summary:")
+    ]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("outcome", ["stopped", "failed to start"])
+async def test_serve_puts_the_signal_handlers_back(outcome: str, redis_server: RedisServer) -> None:
+    @on("review:x")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    # (Not SIGINT: removing asyncio's handler for it puts Python's default back, not the test
+    # runner's own, which is asyncio's doing.)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    if outcome == "stopped":
+        runner = Runner([handler], url=redis_server.url, grace=1.0)
+        serving = asyncio.create_task(runner.serve())
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]  # installed while serving
+        runner.request_stop()
+        await asyncio.wait_for(serving, 10)
+    else:
+        runner = Runner([handler], url=f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.2, grace=1.0)
+        with pytest.raises(ConnectError):
+            await runner.serve()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 async def test_run_inside_a_running_loop_is_one_line_naming_the_runner(recwarn: pytest.WarningsRecorder) -> None:

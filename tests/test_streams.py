@@ -121,7 +121,7 @@ async def test_consumers_of_one_group_share_the_work(redis_server: RedisServer) 
         for i in range(300):
             await bus.append("shared", str(i))
         await wait_for(lambda: len(by_consumer["a"]) + len(by_consumer["b"]) >= 300)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # waits for something NOT to happen: a duplicate would arrive now
     handled = by_consumer["a"] + by_consumer["b"]
     assert sorted(handled, key=int) == [str(i) for i in range(300)]  # each entry exactly once
     assert by_consumer["a"] and by_consumer["b"]

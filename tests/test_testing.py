@@ -63,24 +63,3 @@ async def test_drain_times_out_with_the_busy_handler_named() -> None:
         await bus.publish("slow", 1)
         with pytest.raises(TimeoutError, match="slow"):
             await bus.drain(timeout=0.1)
-
-
-async def test_sharded_channels_are_their_own_namespace_in_memory() -> None:
-    seen: list[tuple[str, str]] = []
-
-    @on("news", sharded=True)
-    async def sharded_news(msg: Message, ctx: Context) -> None:
-        seen.append(("sharded", msg.text))
-
-    @on("news")
-    async def plain_news(msg: Message, ctx: Context) -> None:
-        seen.append(("plain", msg.text))
-
-    async with TestBus([sharded_news, plain_news]) as bus:
-        assert bus.runner.publisher is not None
-        # As on a real server: PUBLISH reaches SUBSCRIBE only, SPUBLISH reaches SSUBSCRIBE only.
-        assert await bus.runner.publisher.publish("news", "spublished", sharded=True) == 1
-        assert await bus.publish("news", "published") == 1
-        await bus.redis.spublish("news", "from a handler's client")
-        await bus.drain()
-    assert sorted(seen) == [("plain", "published"), ("sharded", "from a handler's client"), ("sharded", "spublished")]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from eventbus._names import encode_name
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
 
@@ -35,7 +36,8 @@ def client_publish(client: Any) -> PublishFn:
     """PUBLISH through a redis.asyncio-compatible client: the one publish path of every backend."""
 
     async def publish(channel: str, payload: bytes) -> int:
-        return int(await client.publish(channel, payload))
+        # As bytes: a channel name that is not UTF-8 (kept as surrogates) goes out as it came in.
+        return int(await client.publish(encode_name(channel), payload))
 
     return publish
 
@@ -54,11 +56,18 @@ class OneReply:
 
 
 class Source(Protocol):
-    """Something the runner reads messages from (a subscription connection, a stream consumer)."""
+    """Something the runner reads messages from (a subscription connection, a stream consumer).
+
+    ``start``: reading when it returns (subscribed, the group created); an error fails the run's
+    start. ``stop_reading``: no new messages (before the grace drain). ``close``: after the drain,
+    whatever is owed (stream acknowledgements). ``problems``: why it cannot deliver now (a
+    connection down, a group not reading), one line each, empty when it can: ``/readyz`` says them.
+    """
 
     async def start(self) -> None: ...
     async def stop_reading(self) -> None: ...
     async def close(self) -> None: ...
+    def problems(self) -> list[str]: ...
 
 
 class Subscriber(Protocol):
@@ -67,6 +76,7 @@ class Subscriber(Protocol):
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None: ...
     async def stop(self) -> None: ...
     def is_connected(self) -> bool: ...
+    def problems(self) -> list[str]: ...
 
 
 class SubscriberSource:
@@ -76,6 +86,9 @@ class SubscriberSource:
         self.subscriber = subscriber
         self._args = (consume, list(channels), list(patterns))
 
+    def __repr__(self) -> str:
+        return f"<{type(self.subscriber).__name__} source>"
+
     async def start(self) -> None:
         await self.subscriber.start(*self._args)
 
@@ -84,6 +97,9 @@ class SubscriberSource:
 
     async def close(self) -> None:
         """Nothing to acknowledge: pub/sub has no delivery state."""
+
+    def problems(self) -> list[str]:
+        return self.subscriber.problems()
 
 
 class Backend(Protocol):

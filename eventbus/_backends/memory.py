@@ -132,6 +132,9 @@ class MemorySubscriber:
     def is_connected(self) -> bool:
         return self._consume is not None
 
+    def problems(self) -> list[str]:
+        return []  # nothing between the broker and its subscribers can fail
+
 
 class MemoryBackend:
     """``memory://``: a :class:`MemoryBroker` (a new one unless given), for tests and trying things out."""

@@ -50,6 +50,7 @@ from eventbus._backoff import Backoff
 from eventbus._errors import ConfigError, ConnectError
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
+from eventbus._tasks import cancel_and_wait
 from eventbus._urls import host_port, redact_url, server_url, split_credentials
 
 log = logging.getLogger("eventbus.sentinel")
@@ -251,9 +252,9 @@ class SentinelSubscriber(RedisSubscriber):
         self._switches = asyncio.create_task(self._follow_switches(), name="eventbus:sentinel-switches")
 
     async def stop(self) -> None:
-        if self._switches is not None:
-            self._switches.cancel()
-            await asyncio.gather(self._switches, return_exceptions=True)
+        # Its PubSub.get_message can swallow a cancellation (a stop right after the start hung).
+        if self._switches is not None and await cancel_and_wait([self._switches]):
+            log.warning("the listener for sentinel failovers did not stop; abandoning it")
         await super().stop()
         await close_sentinel(self.sentinel)
 

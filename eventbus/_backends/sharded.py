@@ -119,6 +119,9 @@ class _NodeSubscriber(RedisSubscriber):
             except (ConnectionError, OSError) as exc:
                 log.info("SSUBSCRIBE on %s interrupted (%s); the reconnect resubscribes", self.safe_url, exc)
 
+    def problems(self) -> list[str]:
+        return [] if self.connected.is_set() else [f"sharded subscription to {self.safe_url} down (reconnecting)"]
+
     async def _ssubscribe(self, protocol: _SubscriptionProtocol, names: list[str]) -> None:
         # SSUBSCRIBE takes channels of one slot at a time (else CROSSSLOT): group them by slot.
         by_slot: dict[int, list[str]] = {}
@@ -188,6 +191,10 @@ class ShardedSubscriber:
 
     def is_connected(self) -> bool:
         return bool(self.nodes) and all(node.is_connected() for node in self.nodes.values())
+
+    def problems(self) -> list[str]:
+        """One line per node connection that is down."""
+        return [problem for node in list(self.nodes.values()) for problem in node.problems()]
 
     def slots_changed(self, reason: str) -> None:
         """Something says a slot moved: re-read the slot map soon."""

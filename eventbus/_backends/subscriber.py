@@ -287,6 +287,10 @@ class RedisSubscriber:
     def is_connected(self) -> bool:
         return self.connected.is_set()
 
+    def problems(self) -> list[str]:
+        """Why this connection cannot deliver now (empty: it can), for readiness."""
+        return [] if self.connected.is_set() else ["subscription connection down (reconnecting and resubscribing)"]
+
     # -- connecting ---------------------------------------------------------------------------
 
     async def _open(self) -> _SubscriptionProtocol:

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from eventbus._backends import command_client
 from eventbus._backends.autopipeline import AutoPipelineRedis, autopipeline_client
+from tests.fault.helpers import eventually
 from tests.redis_server import RedisServer, free_port
 
 Op = Callable[[aioredis.Redis], Awaitable[Any]]
@@ -79,6 +80,13 @@ PARITY_OPS: list[tuple[str, Op]] = [
     ("delete", lambda r: r.delete("s", "missing")),
     ("eval", lambda r: r.eval("return {1, 'two', {3}}", 0)),
 ]
+
+
+def written(client: Any) -> int:
+    """How many commands ``client`` has written to its connections and awaits replies to (none
+    still waiting to be flushed)."""
+    lanes = client._lanes
+    return 0 if any(lane._out for lane in lanes) else sum(len(lane._pending) for lane in lanes)
 
 
 async def run_ops(client: aioredis.Redis, server: RedisServer) -> list[tuple[str, Any]]:
@@ -188,7 +196,11 @@ async def test_pipelines_transactions_watch_pubsub_and_blocking_commands_still_w
 
     # A blocked BLPOP holds a pool connection, not the lane: other commands go on meanwhile.
     popped = asyncio.create_task(auto.blpop(["queue"], timeout=10))
-    await asyncio.sleep(0.05)
+
+    async def blocked() -> bool:
+        return int((await auto.info("clients"))["blocked_clients"]) == 1
+
+    await eventually(blocked, what="BLPOP blocking")
     assert await auto.incr("n") == 3
     await auto.rpush("queue", "job")
     assert await asyncio.wait_for(popped, 10) == (b"queue", b"job")
@@ -237,7 +249,7 @@ async def test_connection_loss_fails_in_flight_callers_and_later_calls_reconnect
         assert await client.ping() is True
         own_redis_server.pause()  # commands are written but no reply comes back
         in_flight = [asyncio.create_task(client.incr("n")) for _ in range(100)]
-        await asyncio.sleep(0.2)
+        await eventually(lambda: written(client) == 100, what="the commands written")
         own_redis_server.kill()
         results = await asyncio.wait_for(asyncio.gather(*in_flight, return_exceptions=True), 10)
         assert all(isinstance(result, redis.ConnectionError) for result in results), results[:3]
@@ -276,7 +288,8 @@ async def test_a_command_issued_just_after_the_server_died_waits_for_the_restart
         assert await client.incr("n") == 1
         own_redis_server.kill()
         pending = asyncio.create_task(client.incr("n"))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # waits for something NOT to happen: the command must not fail meanwhile
+        assert not pending.done()
         own_redis_server.start()
         assert await asyncio.wait_for(pending, 20) == 1  # the restarted server starts empty
     finally:
@@ -439,7 +452,7 @@ async def test_connection_loss_fails_every_caller_sharing_a_written_read(own_red
         assert await client.ping() is True
         own_redis_server.pause()
         readers = [asyncio.create_task(client.get("k")) for _ in range(4)]
-        await asyncio.sleep(0.2)  # written, no reply
+        await eventually(lambda: written(client) == 1, what="the shared read written")  # no reply comes
         own_redis_server.kill()
         results = await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 10)
         assert all(isinstance(result, redis.ConnectionError) for result in results), results

@@ -12,6 +12,7 @@ from redis.asyncio.retry import Retry
 from eventbus import Context, Message, Runner, on, on_pattern
 from eventbus._backends.autopipeline import AutoPipelineRedis
 from eventbus._backends.subscriber import command_client
+from tests.buses import settle
 from tests.redis_server import RedisServer
 
 
@@ -77,8 +78,7 @@ async def test_subscriber_connection_is_separate_from_the_command_client(
 
     async with Runner([uses_redis], url=redis_server.url) as runner:
         await runner.publisher.publish("x", "1")  # type: ignore[union-attr]
-        await asyncio.sleep(0.1)
-        assert await runner.drain(5)
+        await settle(runner)
     assert sync_redis.get("x") == b"1"
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,13 +29,21 @@ async def running(handlers: Any, url: str, **options: Any) -> AsyncIterator[Runn
         yield runner
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Wait until ``predicate()`` holds; the timeout only guards against hangs."""
+async def eventually(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Wait until ``predicate()`` holds (it may be a coroutine function); the timeout only guards
+    against hangs."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not await _holds(predicate):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def _holds(predicate: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = predicate()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
 
 
 async def publish_all(runner: Runner, channel: str, payloads: list[Any]) -> None:

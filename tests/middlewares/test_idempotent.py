@@ -11,13 +11,9 @@ import redis
 from eventbus import ConfigError, Context, Message, Runner, on, on_stream
 from eventbus.middlewares import idempotent
 from eventbus.middlewares.idempotent import DuplicateInProgress
+from tests.buses import settle
+from tests.fault.helpers import eventually
 from tests.redis_server import RedisServer
-
-
-async def settle(runner: Runner) -> None:
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
 
 
 def order_id(msg: Message) -> Any:
@@ -92,7 +88,7 @@ async def test_a_concurrent_duplicate_fails_instead_of_running_twice(redis_serve
     ctx = Context(redis=client, publisher=None, state={}, stats=None, handler="h")  # type: ignore[arg-type]
     try:
         first = asyncio.create_task(attempt())
-        await asyncio.sleep(0.05)
+        await eventually(lambda: outcomes == ["handler"], what="the first attempt holding the claim")
         await attempt()  # while the first holds the claim
         release.set()
         await first

@@ -9,13 +9,8 @@ import pytest
 from eventbus import ConfigError, Context, Message, Runner, on
 from eventbus._deadletter import DeadLetterStore
 from eventbus.middlewares import HandlerTimeout, timeout
+from tests.buses import settle
 from tests.redis_server import RedisServer
-
-
-async def settle(runner: Runner) -> None:
-    for _ in range(3):
-        await asyncio.sleep(0.05)
-        assert await runner.drain(10)
 
 
 async def test_an_overrun_is_retried_then_dead_lettered_with_a_clear_error(redis_server: RedisServer) -> None:

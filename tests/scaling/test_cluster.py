@@ -1,4 +1,6 @@
-"""Plain and sharded pub/sub, streams and publishing on a real three-master Redis Cluster."""
+"""What is particular to a real three-master Redis Cluster: its URL form, sharded subscriptions
+that follow a slot migration. Plain, pattern and sharded delivery, streams and a node restart are
+checked on a cluster with every other transport by tests/backends/test_conformance.py."""
 
 from __future__ import annotations
 
@@ -8,11 +10,9 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from eventbus import ConfigError, Context, Message, Runner, StreamMessage, connect, on, on_pattern, on_stream
+from eventbus import ConfigError, Context, Message, Runner, connect, on, on_pattern
 from eventbus._backends.cluster import parse_cluster_url
-from tests.redis_server import RedisServer
 from tests.scaling.local_cluster import LocalCluster
-from tests.test_streams import wait_for
 
 SHARDED = [f"shard-{i}" for i in range(24)]
 
@@ -58,30 +58,14 @@ def test_cluster_url_form() -> None:
         parse_cluster_url("redis+cluster://host:notaport")
 
 
-async def test_plain_patterns_and_sharded_on_a_cluster(redis_cluster: LocalCluster) -> None:
-    received: dict[str, list[Any]] = {"plain": [], "pattern": [], "sharded": []}
-    async with Runner(make_handlers(received), url=redis_cluster.url) as runner, connect(redis_cluster.url) as bus:
-        # The channels hash to slots on all three masters; one connection per master.
-        assert len({key_slot(c.encode()) // 5462 for c in SHARDED}) == 3
-        assert len(sharded_subscriber(runner).nodes) == 3
-        # (PUBLISH's count on a cluster covers only the node that took the command: not asserted.)
-        await bus.publish("plain", "p1")
-        await bus.publish("pat:x", "p2")
-        for channel in SHARDED:
-            assert await bus.publish(channel, f"to {channel}", sharded=True) == 1
-        await wait_for(lambda: len(received["sharded"]) == len(SHARDED) and received["plain"] and received["pattern"])
-        # Sharded and plain channels are separate namespaces, as in Redis.
-        await bus.publish(SHARDED[0], "not sharded")
-        await asyncio.sleep(0.2)
-    assert received["plain"] == ["p1"] and received["pattern"] == ["pat:x"]
-    assert sorted(received["sharded"]) == sorted((c, f"to {c}") for c in SHARDED)
-
-
 async def test_sharded_subscription_follows_a_slot_migration(redis_cluster: LocalCluster) -> None:
     received: dict[str, list[Any]] = {"plain": [], "pattern": [], "sharded": []}
     channel = SHARDED[0]
     slot = key_slot(channel.encode())
     async with Runner(make_handlers(received), url=redis_cluster.url) as runner, connect(redis_cluster.url) as bus:
+        # The channels hash to slots on all three masters: one connection per master.
+        assert len({key_slot(c.encode()) // 5462 for c in SHARDED}) == 3
+        assert len(sharded_subscriber(runner).nodes) == 3
         await publish_until(bus, channel, received["sharded"], (channel, "before"))
         source = redis_cluster.owner_of(slot)
         target = next(n for n in redis_cluster.nodes if n is not source)
@@ -92,49 +76,3 @@ async def test_sharded_subscription_follows_a_slot_migration(redis_cluster: Loca
         assert f":{target.port}/" in owner
         # The channels that did not move still arrive.
         await publish_until(bus, SHARDED[1], received["sharded"], (SHARDED[1], "others"))
-
-
-@pytest.mark.fault
-async def test_plain_and_sharded_survive_a_node_restart(redis_cluster: LocalCluster) -> None:
-    received: dict[str, list[Any]] = {"plain": [], "pattern": [], "sharded": []}
-    async with (
-        Runner(make_handlers(received), url=redis_cluster.url, ping_interval=0.5, ping_timeout=0.5) as runner,
-        connect(redis_cluster.url) as bus,
-    ):
-        # Kill the node that holds both the plain subscription and some sharded channels.
-        plain_port = runner.subscriber.params["port"]  # type: ignore[union-attr]
-        node: RedisServer = next(n for n in redis_cluster.nodes if n.port == plain_port)
-        channel = next(c for c in SHARDED if redis_cluster.owner_of(key_slot(c.encode())) is node)
-        await publish_until(bus, channel, received["sharded"], (channel, "before"))
-        node.kill()
-        await asyncio.sleep(0.3)
-        await asyncio.to_thread(node.start)
-        await asyncio.to_thread(redis_cluster.wait_ok)
-        await publish_until(bus, channel, received["sharded"], (channel, "after"))
-        await publish_until(bus, "plain", received["plain"], "after", sharded=False)
-        assert runner.stats.reconnects >= 1
-
-
-async def test_streams_on_a_cluster(redis_cluster: LocalCluster) -> None:
-    got: list[str] = []
-
-    # Two streams whose keys live on different masters.
-    @on_stream("orders-a", "orders-b", group="g", block=0.2)
-    async def handle(msg: StreamMessage, ctx: Context) -> None:
-        got.append(f"{msg.stream}:{msg.text}")
-
-    async with Runner([handle], url=redis_cluster.url), connect(redis_cluster.url) as bus:
-        for i in range(20):
-            await bus.append("orders-a", i)
-            await bus.append("orders-b", i)
-        await wait_for(lambda: len(got) == 40)
-    assert sorted(got) == sorted([f"orders-a:{i}" for i in range(20)] + [f"orders-b:{i}" for i in range(20)])
-
-
-async def test_sharded_channels_on_a_standalone_server(redis_server: RedisServer) -> None:
-    received: dict[str, list[Any]] = {"plain": [], "pattern": [], "sharded": []}
-    async with Runner(make_handlers(received), url=redis_server.url), connect(redis_server.url) as bus:
-        for channel in SHARDED[:3]:
-            assert await bus.publish(channel, "s", sharded=True) == 1
-        assert await bus.publish(SHARDED[0], "plain publish") == 0
-        await wait_for(lambda: len(received["sharded"]) == 3)

@@ -340,6 +340,7 @@ def test_sighup_drains_and_runs_the_shutdown_hooks(
     for i in range(3):
         sync_redis.publish("slow", str(i))
     proc.wait_for("slow handler started on 0")
+    assert wait_until(lambda: sync_redis.llen("slow:received") == 3)  # all three read, two still queued
     proc.signal(signal.SIGHUP)
     assert proc.wait() == 0, proc.output
     assert sync_redis.lrange("slow:done", 0, -1) == [b"0", b"1", b"2"]  # queued work finished
@@ -399,6 +400,7 @@ def test_closing_the_terminal_drains_and_runs_the_hooks(
         for i in range(3):
             sync_redis.publish("slow", str(i))
         _read_until(master, b"slow handler started on 0")
+        assert wait_until(lambda: sync_redis.llen("slow:received") == 3)  # all three read, two still queued
         os.close(master)  # the terminal hangs up: the kernel sends SIGHUP; writes to it fail from now on
         master = -1
         assert proc.wait(30) == 0

@@ -13,6 +13,13 @@ async def slow(msg: Message, ctx: Context) -> None:
     await ctx.redis.rpush("slow:done", msg.data)
 
 
+@on("slow", name="received")
+async def received(msg: Message, ctx: Context) -> None:
+    # Read off the connection: a test that stops the runner waits for this first, since a message
+    # still on its way when reading stops is lost (pub/sub is at-most-once), not queued work.
+    await ctx.redis.rpush("slow:received", msg.data)
+
+
 @on_shutdown
 async def stopped(ctx: Context) -> None:
     await ctx.redis.rpush("slow:stopped", os.getpid())

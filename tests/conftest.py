@@ -118,6 +118,9 @@ def subprocess_env() -> dict[str, str]:
     """Environment for running `python -m eventbus` as a subprocess from the repo root."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    # Documented commands say `python`: the interpreter running the tests, as in an activated
+    # venv, also when pytest was started as .venv/bin/pytest without activating it.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     env.pop("EVENTBUS_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -15,7 +15,9 @@ Each runs on the in-memory backend (``memory``: TestBus's broker, no socket) and
 ``redis-server`` on a free port (``socket``). Pub/sub backlogs are published once the runner is
 subscribed, the stream backlog is appended before the runner starts; the time is from the first to
 the last message inside the consumer, with default settings. Each figure is the median of
-``--reps`` runs (interleaved by workload), in messages handled per second. Which hot path ran
+``--reps`` runs (interleaved by workload), in messages handled per second (wall clock) and in CPU
+microseconds of the consumer's process per message (which other load on a shared machine disturbs
+far less; over the socket it includes publishing the backlog). Which hot path ran
 (compiled or pure) is printed first: compare two builds by running this script against each.
 """
 
@@ -27,6 +29,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio
@@ -47,20 +50,24 @@ class Clock:
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.count = 0
-        self.first = 0.0
-        self.last = 0.0
+        self.first = self.last = 0.0
+        self.first_cpu = self.last_cpu = 0.0
         self.done = asyncio.Event()
 
     def tick(self) -> None:
         if not self.count:
-            self.first = time.perf_counter()
+            self.first, self.first_cpu = time.perf_counter(), time.process_time()
         self.count += 1
         if self.count == self.expected:
-            self.last = time.perf_counter()
+            self.last, self.last_cpu = time.perf_counter(), time.process_time()
             self.done.set()
 
     def rate(self) -> float:
         return self.count / (self.last - self.first)
+
+    def cpu_us(self) -> float:
+        """CPU time of this process per handled message: what other load on the machine disturbs least."""
+        return (self.last_cpu - self.first_cpu) * 1e6 / self.count
 
 
 def handlers_for(workload: str, name: str, clock: Clock) -> list[Callable[..., Any]]:
@@ -95,7 +102,7 @@ def payloads(messages: int) -> list[bytes]:
     return [PAYLOAD + b"%04d" % (i % KEYS) for i in range(messages)]
 
 
-async def one_run(workload: str, transport: str, url: str | None, messages: int) -> float:
+async def one_run(workload: str, transport: str, url: str | None, messages: int) -> tuple[float, float]:
     name = f"engine-{workload}-{time.monotonic_ns()}"
     copies = HANDLERS_IN_FANOUT if workload == "fanout" else 1
     clock = Clock(messages * copies)
@@ -128,7 +135,11 @@ async def one_run(workload: str, transport: str, url: str | None, messages: int)
         await asyncio.wait_for(clock.done.wait(), 300)
         dropped = sum(s.dropped for s in runner.stats.handlers.values())
         assert not dropped, f"{workload}/{transport}: {dropped} dropped"
-    return clock.rate()
+    return clock.rate(), clock.cpu_us()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 async def main() -> None:
@@ -142,7 +153,7 @@ async def main() -> None:
     print(f"# {describe()}; {args.messages} messages, median of {args.reps} runs, messages handled per second")
     workloads = args.only.split(",")
     transports = args.transports.split(",")
-    runs: dict[tuple[str, str], list[float]] = {(w, t): [] for t in transports for w in workloads}
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = {(w, t): [] for t in transports for w in workloads}
     server = RedisServer(("--client-output-buffer-limit", "pubsub 0 0 0")) if "socket" in transports else None
     try:
         for _ in range(args.reps):
@@ -153,15 +164,17 @@ async def main() -> None:
     finally:
         if server is not None:
             server.stop()
-    medians = {f"{w}/{t}": statistics.median(r) for (w, t), r in runs.items()}
-    print(f"{'workload':<10} {'transport':<9} {'median msg/s':>13} {'min':>10} {'max':>10}")
-    for (workload, transport), rates in runs.items():
-        print(
-            f"{workload:<10} {transport:<9} {statistics.median(rates):>13,.0f} {min(rates):>10,.0f} {max(rates):>10,.0f}"
-        )
+    medians = {
+        f"{w}/{t}": {"rate": statistics.median(r for r, _ in found), "cpu_us": statistics.median(c for _, c in found)}
+        for (w, t), found in runs.items()
+    }
+    print(f"{'workload':<10} {'transport':<9} {'median msg/s':>13} {'CPU us/msg':>11}")
+    for key, median in medians.items():
+        workload, transport = key.split("/")
+        print(f"{workload:<10} {transport:<9} {median['rate']:>13,.0f} {median['cpu_us']:>11.2f}")
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump({"hot_path": describe(), "medians": medians, "runs": {k: v for k, v in medians.items()}}, out)
+        found = {f"{w}/{t}": r for (w, t), r in runs.items()}
+        write_json(Path(args.json), {"hot_path": describe(), "medians": medians, "runs": found})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The runtime: connect, run hooks, subscribe, dispatch, and shut down gracefully.
 
 Where a message goes: socket -> hiredis (a backend's subscriber) -> :class:`Dispatcher.consume`
-(one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> the handler.
+(one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> its loop -> the
+handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`).
 
 The runner owns the lifecycle around that path. It opens a backend (:func:`open_backend`, the one
 place a URL picks a transport) and holds a list of *sources* that share start / stop_reading /
@@ -37,11 +38,11 @@ from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
 from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
+from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
-from eventbus._parts import Ordering, Settlement
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamSettlement
 from eventbus._tasks import cancel_and_wait
@@ -338,7 +339,7 @@ class Runner:
         )
         if hot_path_fell_back:
             log.warning(
-                "hot path: %s; eventbus works the same, at about half the drain throughput. Install a C "
+                "hot path: %s; eventbus works the same, more slowly. Install a C "
                 "compiler and reinstall eventbus to compile it, or set EVENTBUS_PURE_PYTHON=1 to choose "
                 "this path and silence this line",
                 describe_hot_path(),

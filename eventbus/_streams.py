@@ -110,7 +110,7 @@ class StreamSettlement(Settlement):
         if not isinstance(msg, StreamMessage):
             return
         consumer = self.consumers[msg.channel]
-        if outcome == HANDLED or outcome == DEAD_LETTERED:
+        if outcome in (HANDLED, DEAD_LETTERED):
             consumer.ack(msg.id)
             return
         if outcome == REDELIVERED and self.lines.allow("left pending"):

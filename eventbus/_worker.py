@@ -531,7 +531,7 @@ class HandlerWorker:
         # Parked tasks are woken to return by themselves; only those still busy (in flight past
         # the grace period) are cancelled. Cancelling a task suspended in the compiled worker makes
         # mypyc's code pass the cancellation on with throw()'s three-argument form, which Python
-        # 3.12+ warns about: one DeprecationWarning per task, thousands in a test suite.
+        # 3.12+ warns about: one DeprecationWarning per task, in users' test suites too.
         while self._sleepers:
             self._wake_one()
         for _ in range(2):  # a woken task returns within one turn, a yielding one within two

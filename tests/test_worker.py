@@ -15,8 +15,8 @@ import pytest
 import eventbus._runner
 import eventbus._worker
 from eventbus import Context, Message, Reject, on
-from eventbus._parts import OUTCOMES, Ordering, Settlement
 from eventbus._deadletter import DeadLetterStore
+from eventbus._parts import OUTCOMES, Ordering, Settlement
 from eventbus._stats import LATENCY_BUCKETS, HandlerStats
 from eventbus.testing import TestBus
 from tests.buses import wait_until
@@ -253,7 +253,8 @@ async def test_a_settlement_hears_each_outcome_exactly_once(monkeypatch: pytest.
             assert (outcome, detail) == ("handled", f"done {text}")
         else:
             assert outcome == "dead-lettered" and isinstance(detail, Exception), (text, seen)
-    assert {text: n for text, n in attempts.items() if n != 1} == {f"{k}{i}": 2 for i in range(5) for k in ("flaky", "fail")}
+    retried = {f"{kind}{i}": 2 for i in range(5) for kind in ("flaky", "fail")}
+    assert {text: n for text, n in attempts.items() if n != 1} == retried
     assert part.stopped
 
 

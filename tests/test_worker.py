@@ -14,10 +14,13 @@ import pytest
 
 import eventbus._runner
 import eventbus._worker
-from eventbus import Context, Message, Reject, on
+from eventbus import Context, Message, Reject, on, on_stream
 from eventbus._deadletter import DeadLetterStore
+from eventbus._keyed import KeyedOrdering
 from eventbus._parts import OUTCOMES, Ordering, Settlement
 from eventbus._stats import LATENCY_BUCKETS, HandlerStats
+from eventbus._streams import StreamSettlement
+from eventbus._worker import HandlerWorker
 from eventbus.testing import TestBus
 from tests.buses import wait_until
 
@@ -317,3 +320,25 @@ async def test_drain_returns_as_soon_as_the_handlers_are_idle_and_honours_its_ti
         assert not waiting.done()
         release.set()
         assert await waiting
+
+
+async def test_every_kind_of_handler_runs_the_one_loop() -> None:
+    # No subclass overrides the loop or the failure path: whatever the handler, its worker is a
+    # HandlerWorker itself, so a compiled build runs the compiled loop for all of them.
+    @on("kinds:plain")
+    async def plain(msg: Message, ctx: Context) -> None: ...
+
+    @on("kinds:typed")
+    async def typed(value: dict[str, int], ctx: Context) -> None: ...
+
+    @on("kinds:keyed", key="id")
+    async def keyed(value: dict[str, int], ctx: Context) -> None: ...
+
+    @on_stream("kinds:stream")
+    async def stream(msg: Message, ctx: Context) -> None: ...
+
+    async with TestBus([plain, typed, keyed, stream]) as bus:
+        workers = {w.name: w for w in bus.runner.workers}
+    assert {name: type(w) for name, w in workers.items()} == dict.fromkeys(workers, HandlerWorker)
+    assert isinstance(workers["keyed"].ordering, KeyedOrdering) and workers["plain"].ordering is None
+    assert isinstance(workers["stream"].settlement, StreamSettlement) and workers["typed"].settlement is None

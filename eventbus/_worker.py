@@ -253,7 +253,15 @@ class HandlerWorker:
 
     def start(self) -> None:
         for i in range(self.handler.options.concurrency):
-            self._tasks.append(asyncio.create_task(self._work(), name=f"eventbus:{self.name}:{i}"))
+            task = asyncio.create_task(self._work(), name=f"eventbus:{self.name}:{i}")
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # The loop catches every handler failure, so this is a bug in the worker or one of its parts:
+        # say so at once, since the handler now has a task fewer (none, at concurrency 1).
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler %s: worker task %s died", self.name, task.get_name(), exc_info=task.exception())
 
     @property
     def in_flight(self) -> int:

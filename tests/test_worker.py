@@ -342,3 +342,23 @@ async def test_every_kind_of_handler_runs_the_one_loop() -> None:
     assert {name: type(w) for name, w in workers.items()} == dict.fromkeys(workers, HandlerWorker)
     assert isinstance(workers["keyed"].ordering, KeyedOrdering) and workers["plain"].ordering is None
     assert isinstance(workers["stream"].settlement, StreamSettlement) and workers["typed"].settlement is None
+
+
+class BrokenSettlement(Settlement):
+    def settle(self, msg: Message, outcome: int, detail: object) -> None:
+        raise RuntimeError("a bug in a part")
+
+
+async def test_a_worker_task_that_dies_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only a bug can end a worker task (handler failures are caught): it must not go unnoticed.
+    monkeypatch.setattr(eventbus._runner, "settlement_for", lambda handler: BrokenSettlement())
+
+    @on("parts:broken")
+    async def handler(msg: Message, ctx: Context) -> None: ...
+
+    async with TestBus([handler], grace=0.1) as bus:
+        await bus.publish("parts:broken", "1")
+        await wait_until(lambda: "worker task" in caplog.text)
+    assert "handler handler: worker task eventbus:handler:0 died" in caplog.text

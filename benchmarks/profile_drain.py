@@ -12,7 +12,7 @@ turn, to one of these variants and reports CPU µs per message (the minimum over
   only pops and awaits (subclass :class:`Bare`): the hand-off skeleton
 - ``acct``: ``bare`` plus the memory budget (the real ``put``, the loop's subtraction)
 - ``eventbus``: the full path: protocol -> ``Dispatcher.consume`` -> ``HandlerWorker.put`` ->
-  ``HandlerWorker._work_inline`` -> ``async def handler(msg, ctx)`` calling the same body
+  ``HandlerWorker._work`` -> ``async def handler(msg, ctx)`` calling the same body
 
 ``--handlers 5`` gives the fan-out (five handlers on the one channel). ``--profile`` runs one rep
 under cProfile and prints the top functions. Under ``valgrind --tool=callgrind`` use ``--reps 1``;
@@ -87,14 +87,14 @@ class Bare(HandlerWorker):
         if self._sleepers:
             self._wake_one()
 
-    async def _work_inline(self) -> None:
+    async def _work(self) -> None:
         inbox = self.inbox
         popleft = inbox.popleft
         call = self._invoke
         ctx = self.ctx
         while True:
             if not inbox:
-                await self._wait_for_work()
+                await self._wait_for_work(None)
             while inbox:
                 await call(popleft(), ctx)
 
@@ -102,7 +102,7 @@ class Bare(HandlerWorker):
 class Accounted(HandlerWorker):
     """:class:`Bare` plus the memory budget on both sides: the real ``put``, the loop's subtraction."""
 
-    async def _work_inline(self) -> None:
+    async def _work(self) -> None:
         inbox = self.inbox
         popleft = inbox.popleft
         call = self._invoke
@@ -110,7 +110,7 @@ class Accounted(HandlerWorker):
         overhead = 100
         while True:
             if not inbox:
-                await self._wait_for_work()
+                await self._wait_for_work(None)
             while inbox:
                 msg = popleft()
                 self.queued_bytes -= len(msg.data) + overhead

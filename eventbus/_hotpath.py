@@ -1,16 +1,16 @@
 """Which hot path this process runs: the mypyc-compiled modules or the pure-Python reference.
 
-``eventbus._message``, ``eventbus._dispatch`` and ``eventbus._worker`` are compiled by setup.py
-where a C compiler is available, and installed beside their pure-Python source. Python would
-import the compiled module whenever it exists; this module decides instead, once, when
-``eventbus`` is first imported (before any of the three is), and then either lets the import
-system find the compiled modules or points it at the ``.py`` files:
+The modules of :data:`HOT_MODULES` (the ``Message`` type, the dispatcher, the worker loop and its
+parts) are compiled by setup.py where a C compiler is available, and installed beside their
+pure-Python source. Python would import the compiled module whenever it exists; this module
+decides instead, once, when ``eventbus`` is first imported (before any of them is), and then either
+lets the import system find the compiled modules or points it at the ``.py`` files:
 
 - ``EVENTBUS_PURE_PYTHON=1`` forces the reference path (to compare, or to debug with pdb);
 - no build (no compiler at install time, or installed with ``EVENTBUS_PURE_PYTHON=1``), or no
   build for this interpreter, means the reference path;
 - a source that changed since it was compiled (an editable install being worked on) means the
-  reference path for all three, so an edit is never hidden behind a stale build. The three go
+  reference path for all of them, so an edit is never hidden behind a stale build. They go
   together because the compiled ones share one extension library and its ``Message`` type.
 
 ``python -m eventbus --version`` and the runner's debug log at startup say which is in use.
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-HOT_MODULES = ("_message", "_dispatch", "_worker")  # keep in step with setup.py
+HOT_MODULES = ("_message", "_parts", "_keyed", "_dispatch", "_worker")  # keep in step with setup.py
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "_build.json"  # written by setup.py: what it compiled, or why it did not
 SHARED_LIBRARY = "_speedups__mypyc"  # mypyc's runtime for the group, named in setup.py

@@ -1,7 +1,8 @@
 """The runtime: connect, run hooks, subscribe, dispatch, and shut down gracefully.
 
 Where a message goes: socket -> hiredis (a backend's subscriber) -> :class:`Dispatcher.consume`
-(one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> the handler.
+(one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> its loop -> the
+handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`).
 
 The runner owns the lifecycle around that path. It opens a backend (:func:`open_backend`, the one
 place a URL picks a transport) and holds a list of *sources* that share start / stop_reading /
@@ -31,17 +32,19 @@ from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
+from eventbus._keyed import KeyedOrdering
 from eventbus._lag import LagCollector, LagMonitor
 from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
 from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
+from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
 from eventbus._stream_options import StreamOptions
-from eventbus._streams import StreamConsumer, StreamWorker
+from eventbus._streams import StreamConsumer, StreamSettlement
 from eventbus._tasks import cancel_and_wait
 from eventbus._urls import SOURCE_CODE, redact_url
 from eventbus._worker import HandlerWorker
@@ -65,9 +68,14 @@ def reads_streams(handler: Handler) -> bool:
     return any(s.kind == "stream" for s in handler.subscriptions)
 
 
-def worker_class(handler: Handler) -> type[HandlerWorker]:
-    """Stream handlers get the worker that acknowledges; the others the plain one."""
-    return StreamWorker if reads_streams(handler) else HandlerWorker
+def ordering_for(handler: Handler) -> Ordering | None:
+    """Keyed handlers keep the order per key; the others share one FIFO inbox (no part)."""
+    return KeyedOrdering(handler) if handler.options.key is not None else None
+
+
+def settlement_for(handler: Handler) -> Settlement | None:
+    """Stream handlers acknowledge what they read; pub/sub handlers have nothing to settle."""
+    return StreamSettlement(handler.name) if reads_streams(handler) else None
 
 
 class Runner:
@@ -105,6 +113,8 @@ class Runner:
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()  # shared with every Context: set when reading stops
         self.workers: list[HandlerWorker] = []
+        # Set by any worker that becomes idle: drain() checks them all again then.
+        self._became_idle = asyncio.Event()
         # overflow="pause": a handler over its inbox budget stops every subscription connection.
         self.read_gate = ReadGate()
         self.connection = replace(settings.connection, gate=self.read_gate)
@@ -242,7 +252,10 @@ class Runner:
             if self.middleware:
                 handler = replace(handler, middleware=(*self.middleware, *handler.middleware))
             stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
-            worker = worker_class(handler)(handler, base.for_handler(handler.name), stats, dead_letters, self.read_gate)
+            context = base.for_handler(handler.name)
+            parts = ordering_for(handler), settlement_for(handler)
+            worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, *parts)
+            worker.on_idle = self._became_idle.set
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
@@ -277,7 +290,6 @@ class Runner:
         workers = {worker.name: worker for worker in self.workers}
         for subscription, handler in router.stream_routes():
             worker = workers[handler.name]
-            assert isinstance(worker, StreamWorker)
             options = subscription.stream or StreamOptions()
             group = stream_group(subscription, handler)
             consumer = StreamConsumer(subscription.name, group, options, worker, self.redis, backend.stream_client())
@@ -327,7 +339,7 @@ class Runner:
         )
         if hot_path_fell_back:
             log.warning(
-                "hot path: %s; eventbus works the same, at about half the drain throughput. Install a C "
+                "hot path: %s; eventbus works the same, more slowly. Install a C "
                 "compiler and reinstall eventbus to compile it, or set EVENTBUS_PURE_PYTHON=1 to choose "
                 "this path and silence this line",
                 describe_hot_path(),
@@ -411,11 +423,18 @@ class Runner:
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every inbox is empty and no handler is running; False if ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.idle():
-            if deadline is not None and time.monotonic() >= deadline:
+        went_idle = self._became_idle
+        while True:
+            went_idle.clear()  # before looking: a worker going idle after the look sets it again
+            if self.idle():
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-            await asyncio.sleep(0.002)
-        return True
+            try:
+                await asyncio.wait_for(went_idle.wait(), left)
+            except TimeoutError:
+                return self.idle()
 
     # -- stopping -----------------------------------------------------------------------------
 

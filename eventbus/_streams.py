@@ -1,8 +1,8 @@
 """Durable, load-shared processing on Redis Streams consumer groups.
 
 Where an entry goes: XREADGROUP (or XAUTOCLAIM, for entries a dead consumer left pending) ->
-:class:`StreamConsumer` -> the handler's :class:`StreamWorker` inbox (the same bounded inbox and
-retry loop as pub/sub handlers) -> the handler -> XACK. An entry is acknowledged only after its
+:class:`StreamConsumer` -> the handler's worker inbox (the same bounded inbox, loop and failure path
+as pub/sub handlers) -> the handler -> its :class:`StreamSettlement` -> XACK. An entry is acknowledged only after its
 handler succeeded, so a process killed mid-work loses nothing: its pending entries are claimed by
 another consumer of the group once they have been idle for ``claim_idle`` seconds. Delivery is
 therefore at-least-once; handlers that must not double-count make their effect idempotent.
@@ -25,13 +25,10 @@ from typing import Any
 import orjson
 
 from eventbus._backoff import Backoff
-from eventbus._context import Context
-from eventbus._deadletter import DeadLetterStore
-from eventbus._flow import ReadGate
+from eventbus._logs import LineLimit
 from eventbus._message import Message
 from eventbus._names import decode_name
-from eventbus._router import Handler
-from eventbus._stats import HandlerStats
+from eventbus._parts import DEAD_LETTERED, HANDLED, REDELIVERED, Settlement
 from eventbus._stream_options import StreamOptions
 from eventbus._tasks import cancel_and_wait
 from eventbus._worker import HandlerWorker
@@ -62,7 +59,7 @@ class StreamMessage(Message):
     ``deliveries`` how many times the group has delivered it (1 the first time).
     """
 
-    __slots__ = ("deliveries", "fields", "group", "id", "settled")
+    __slots__ = ("deliveries", "fields", "group", "id")
 
     def __init__(self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int, group: str) -> None:
         data = fields.get(DATA_FIELD)
@@ -73,7 +70,6 @@ class StreamMessage(Message):
         self.fields = fields
         self.deliveries = deliveries
         self.group = group
-        self.settled = False  # set once the worker decided not to acknowledge (left pending)
 
     @property
     def stream(self) -> str:
@@ -83,82 +79,60 @@ class StreamMessage(Message):
         return f"<StreamMessage {self.channel!r} {self.id} delivery {self.deliveries} {len(self.data)} bytes>"
 
 
-class StreamWorker(HandlerWorker):
-    """A :class:`HandlerWorker` that acknowledges stream entries after success.
+class StreamSettlement(Settlement):
+    """The settlement part (eventbus._parts) of a handler that reads streams: acknowledges entries.
 
-    It reuses the inbox, concurrency and in-process retries; what changes is the outcome of a
-    failure: below ``max_deliveries`` the entry is left pending for redelivery, at the limit (or on
-    :class:`~eventbus.Reject` / an invalid payload) it is dead-lettered and acknowledged.
+    An entry is acknowledged once it is handled or dead-lettered. A failure below ``max_deliveries``
+    is left pending for redelivery (the in-process retries are spent; the group delivers it again
+    after ``claim_idle``); at the limit, or on :class:`~eventbus.Reject` / an invalid payload, it is
+    dead-lettered and acknowledged. Messages the handler receives from pub/sub are not its business.
     """
 
-    def __init__(
-        self,
-        handler: Handler,
-        ctx: Context,
-        stats: HandlerStats,
-        dead_letters: DeadLetterStore,
-        gate: ReadGate | None = None,
-    ):
-        super().__init__(handler, ctx, stats, dead_letters, gate)
-        self.consumers: dict[str, StreamConsumer] = {}
+    def __init__(self, handler_name: str) -> None:
+        self.consumers: dict[str, StreamConsumer] = {}  # by stream: each registers itself
+        self.lines = LineLimit(log, f"handler {handler_name}")
 
-    # Its _process acknowledges entries: the plain worker's inlined loop would skip that.
-    inline_loop = False
-
-    def put(self, msg: Message) -> None:
-        if isinstance(msg, StreamMessage):
-            # The consumers' backpressure already bounds stream entries; dropping one would strand
-            # it, pending in our name, until this process exits.
-            self.enqueue(msg)
-            return
-        super().put(msg)
-
-    async def _process(self, msg: Message) -> None:
-        if not isinstance(msg, StreamMessage):
-            await super()._process(msg)
-            return
-        consumer = self.consumers[msg.channel]
-        if msg.deliveries > consumer.options.max_deliveries:
+    def refusal(self, msg: Message) -> str | None:
+        if isinstance(msg, StreamMessage) and msg.deliveries > self.consumers[msg.channel].options.max_deliveries:
             # Delivered that often without an ack or a recorded failure: it likely kills the process.
-            await self._dead_letter(msg, f"delivered {msg.deliveries} times without being acknowledged", 0)
-            self.stats.failed += 1  # after the dead letter: until then it is in flight (see HandlerWorker)
-            return
-        await super()._process(msg)
-        if not msg.settled:
-            consumer.ack(msg.id)
+            return f"delivered {msg.deliveries} times without being acknowledged"
+        return None
 
-    async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
+    def redelivers(self, msg: Message) -> bool:
+        return isinstance(msg, StreamMessage) and msg.deliveries < self.consumers[msg.channel].options.max_deliveries
+
+    def dead_letter_fields(self, msg: Message) -> dict[str, Any] | None:
         if not isinstance(msg, StreamMessage):
-            await super()._dead_letter(msg, error, attempts)
+            return None
+        return {"stream": msg.channel, "group": msg.group, "entry_id": msg.id, "deliveries": msg.deliveries}
+
+    def settle(self, msg: Message, outcome: int, detail: object) -> None:
+        if not isinstance(msg, StreamMessage):
             return
         consumer = self.consumers[msg.channel]
-        final = error.startswith("rejected:") or msg.deliveries >= consumer.options.max_deliveries
-        msg.settled = True
-        if not final:
-            if self.lines.allow("left pending"):
-                log.warning(
-                    "entry %s of stream %r (group %r) stays pending after delivery %d of %d; "
-                    "it is redelivered once idle for %.1fs",
-                    msg.id,
-                    msg.channel,
-                    msg.group,
-                    msg.deliveries,
-                    consumer.options.max_deliveries,
-                    consumer.options.claim_idle,
-                )
-            consumer.release(msg.id)
-            return
-        extra = {"stream": msg.channel, "group": msg.group, "entry_id": msg.id, "deliveries": msg.deliveries}
-        if await self.dead_letters.add(self.name, msg, error, attempts, extra):
-            self.stats.dead_lettered += 1
+        if outcome in (HANDLED, DEAD_LETTERED):
             consumer.ack(msg.id)
-        else:
-            self.stats.dead_letter_failed += 1
-            consumer.release(msg.id)  # not kept anywhere yet: leave it pending, try again later
+            return
+        if outcome == REDELIVERED and self.lines.allow("left pending"):
+            log.warning(
+                "entry %s of stream %r (group %r) stays pending after delivery %d of %d; "
+                "it is redelivered once idle for %.1fs",
+                msg.id,
+                msg.channel,
+                msg.group,
+                msg.deliveries,
+                consumer.options.max_deliveries,
+                consumer.options.claim_idle,
+            )
+        # REDELIVERED, or LOST (its dead letter could not be written): pending, tried again later.
+        consumer.release(msg.id)
+
+    def stop(self) -> None:
+        self.lines.flush()
 
 
 class StreamConsumer:
-    """One consumer of one group on one stream, feeding one :class:`StreamWorker`.
+    """One consumer of one group on one stream, feeding one handler's worker.
 
     ``redis`` is the shared command client (acks, claims, group creation); ``reader`` is a client
     of its own, because XREADGROUP ... BLOCK holds its connection while it waits.
@@ -169,7 +143,7 @@ class StreamConsumer:
         stream: str,
         group: str,
         options: StreamOptions,
-        worker: StreamWorker,
+        worker: HandlerWorker,
         redis: Any,
         reader: Any,
     ) -> None:
@@ -189,7 +163,10 @@ class StreamConsumer:
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._acker: asyncio.Task[None] | None = None
-        worker.consumers[stream] = self
+        settlement = worker.settlement
+        if not isinstance(settlement, StreamSettlement):
+            raise TypeError(f"handler {worker.name} reads streams but its worker does not acknowledge entries")
+        settlement.consumers[stream] = self
 
     def __repr__(self) -> str:
         return f"<StreamConsumer {self.stream!r} group {self.group!r} as {self.name!r}>"
@@ -297,7 +274,9 @@ class StreamConsumer:
         key = _text(entry_id)
         self.held.add(key)
         self.delivered += 1
-        self.worker.put(StreamMessage(self.stream, key, fields, deliveries, self.group))
+        # Past the budget if need be: the read loop's backpressure already bounds stream entries,
+        # and dropping one would strand it, pending in our name, until this process exits.
+        self.worker.enqueue(StreamMessage(self.stream, key, fields, deliveries, self.group))
 
     async def _read_loop(self) -> None:
         # First our own pending entries (a restart under the same consumer name), then new ones.

@@ -1,14 +1,19 @@
-"""A handler's inbox and the long-lived tasks that drain it.
+"""A handler's inbox and the long-lived tasks that drain it: the one worker loop.
 
 The reader calls :meth:`HandlerWorker.put` synchronously for every message routed to the handler:
 it must never block, so the inbox is a deque bounded by a memory budget (and optionally a message
-count) with an explicit overflow policy. Each worker task pops messages and awaits the handler,
-so a slow handler only fills its own inbox.
+count) with an explicit overflow policy. Each worker task runs :meth:`HandlerWorker._work`: pop a
+message, await the handler, and on failure take :meth:`HandlerWorker._failed`, the one failure
+path (retries with backoff, Reject and PayloadError, dead letters, counters, rate-limited lines).
+A slow handler only fills its own inbox.
+
+Every kind of handler runs this loop; what differs is in two optional parts (eventbus._parts): an
+ordering (per key, eventbus._keyed) and a settlement (stream acknowledgements, eventbus._streams).
 
 The budget counts each message as its payload plus :data:`MESSAGE_OVERHEAD`, what CPython spends
-on a queued message besides the payload (the Message object, the bytes header, the deque slot;
-measured with tracemalloc: 64 bytes for an empty payload, 97 for a 60-byte one; 8 more each since
-the Message has a slot for the payloads typed handlers decode, so 100 is now ~5% under).
+on a queued message besides the payload (the Message object, the bytes header, the deque slot),
+rounded up so that the budget errs towards holding less than it says (benchmarks/PROFILE.md has
+the measurement).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -29,9 +34,9 @@ from eventbus._context import Context
 from eventbus._deadletter import DeadLetterStore
 from eventbus._errors import PayloadError, Reject
 from eventbus._flow import ReadGate
-from eventbus._keyed import KeyedScheduler
 from eventbus._logs import LineLimit
 from eventbus._message import Message
+from eventbus._parts import DEAD_LETTERED, HANDLED, LOST, REDELIVERED, Ordering, Settlement, Undeliverable
 from eventbus._payloads import build_invoke
 from eventbus._router import Handler
 from eventbus._stats import LATENCY_BUCKETS, HandlerStats
@@ -50,6 +55,9 @@ MIB: Final = 1024 * 1024
 # The hot loop reads the clock once per run of up to this many messages (HandlerWorker._timed).
 MAX_RUN: Final = 64
 FASTEST_BUCKET: Final = LATENCY_BUCKETS[0]
+# The clock the loop times handlers with; a module global (not Final) so that tests can substitute
+# one they control: latency buckets are not something a loaded machine can be trusted to reproduce.
+clock = time.perf_counter
 
 
 def _handler_cancelled(cancelled: asyncio.CancelledError) -> Exception:
@@ -83,14 +91,15 @@ def _unchain(exc: BaseException, earlier: tuple[BaseException, ...]) -> None:
         link = link.__cause__ or link.__context__
 
 
-# Compiled with mypyc where a compiler is available (setup.py); eventbus._streams subclasses it in Python.
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+# Compiled with mypyc where a compiler is available (setup.py).
 @mypyc_attr(allow_interpreted_subclasses=True)
 class HandlerWorker:
     """The inbox and worker tasks of one handler."""
-
-    # True: the worker tasks run _work_inline, with _process's success path inlined (two
-    # coroutine frames fewer per message). A subclass that changes _process sets it False.
-    inline_loop: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,6 +108,8 @@ class HandlerWorker:
         stats: HandlerStats,
         dead_letters: DeadLetterStore,
         gate: ReadGate | None = None,
+        ordering: Ordering | None = None,
+        settlement: Settlement | None = None,
     ):
         self.handler = handler
         self.name = handler.name
@@ -123,12 +134,18 @@ class HandlerWorker:
         self._sleepers: deque[asyncio.Future[None]] = deque()
         self._stopping = False  # set by stop(): parked worker tasks return instead of waiting
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[int]] = set()  # dead letters of refused messages
+        # Called each time the worker becomes idle (a task parks with nothing queued or running):
+        # what Runner.drain waits on.
+        self.on_idle: Callable[[], None] | None = None
         # Every line a single message can cause goes through here: rate-limited per reason.
         self.lines = LineLimit(log, f"handler {self.name}")
         self._retries = options.retries
-        self._keyed: KeyedScheduler | None = None  # set by start() for handlers with a key
         self._backoff = options.backoff
+        # The loop's parts (eventbus._parts; the runner picks them for the handler). None is the plain
+        # case: one FIFO inbox, nothing to settle.
+        self.ordering = ordering
+        self.settlement = settlement
         # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
         # the handler's middleware chain (composed once here; no wrapper when there is none).
         # Typed handlers get their payload decoded first (eventbus._payloads; built at load time).
@@ -156,7 +173,8 @@ class HandlerWorker:
 
     def enqueue(self, msg: Message) -> None:
         """Queue ``msg`` whatever the budget says: for sources with backpressure of their own
-        (stream consumers read only when there is room), where a drop would strand the entry."""
+        (stream consumers read only when there is room), where a drop would strand the entry; and
+        for the "pause" overflow policy, which stops reading instead of dropping."""
         self.queued_bytes += len(msg.data) + MESSAGE_OVERHEAD
         self.inbox.append(msg)
         if self._sleepers:
@@ -186,14 +204,6 @@ class HandlerWorker:
             self.enqueue(msg)
             return
         self._dropped()  # drop_newest, or a message bigger than the whole budget
-
-    def _taken(self, msg: Message) -> None:
-        """A worker took ``msg`` off the inbox: give its bytes back to the budget.
-
-        (The hot loop inlines the subtraction and checks the gate only when it yields or parks.)
-        """
-        self.queued_bytes -= len(msg.data) + MESSAGE_OVERHEAD
-        self._release_if_drained()
 
     def _release_if_drained(self) -> None:
         if self._holding_gate and self.queued_bytes <= self._low_water:
@@ -242,13 +252,16 @@ class HandlerWorker:
     # -- the workers' side -------------------------------------------------------------------
 
     def start(self) -> None:
-        work = self._work_inline if self.inline_loop else self._work
-        if self.handler.options.key is not None:
-            # Ordered per key, parallel across keys: a loop of its own (eventbus._keyed).
-            self._keyed = KeyedScheduler(self, fairness_slice=FAIRNESS_SLICE, message_overhead=MESSAGE_OVERHEAD)
-            work = self._keyed.run
         for i in range(self.handler.options.concurrency):
-            self._tasks.append(asyncio.create_task(work(), name=f"eventbus:{self.name}:{i}"))
+            task = asyncio.create_task(self._work(), name=f"eventbus:{self.name}:{i}")
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # The loop catches every handler failure, so this is a bug in the worker or one of its parts:
+        # say so at once, since the handler now has a task fewer (none, at concurrency 1).
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler %s: worker task %s died", self.name, task.get_name(), exc_info=task.exception())
 
     @property
     def in_flight(self) -> int:
@@ -259,23 +272,30 @@ class HandlerWorker:
         return len(self._tasks) - self._parked - self._yielding
 
     def _backlog(self) -> int:
-        return len(self.inbox) + self.in_flight + (self._keyed.waiting if self._keyed is not None else 0)
+        return len(self.inbox) + self.in_flight + (self.ordering.waiting if self.ordering is not None else 0)
 
     @property
     def idle(self) -> bool:
-        return not self.inbox and self.in_flight == 0 and (self._keyed is None or not self._keyed.waiting)
+        return not self.inbox and self.in_flight == 0 and (self.ordering is None or not self.ordering.waiting)
 
-    async def _wait_for_work(self) -> None:
-        """Park until a message arrives, or until stop(): the caller checks ``_stopping`` after it."""
+    async def _wait_for_work(self, timeout: float | None) -> None:
+        """Park until a message arrives, ``timeout`` passes, or stop(): the caller checks
+        ``_stopping`` after it."""
         if self._stopping:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._sleepers.append(waiter)
         self._parked += 1
+        if self.on_idle is not None and self.idle:
+            self.on_idle()
+        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
         try:
             await waiter
         finally:
             self._parked -= 1
+            if timer is not None:
+                timer.cancel()
 
     async def _yield(self) -> None:
         # A handler that never suspends would otherwise starve the reader and the other
@@ -287,69 +307,91 @@ class HandlerWorker:
             self._yielding -= 1
 
     async def _work(self) -> None:
-        inbox = self.inbox
-        yielded = time.perf_counter()
-        while True:
-            if not inbox:
-                await self._wait_for_work()
-                if self._stopping:
-                    return
-                yielded = time.perf_counter()
-                continue
-            msg = inbox.popleft()
-            self._taken(msg)
-            await self._process(msg)
-            if time.perf_counter() - yielded > FAIRNESS_SLICE:
-                await self._yield()
-                yielded = time.perf_counter()
+        """One worker task: the loop every handler runs, whatever its parts.
 
-    async def _work_inline(self) -> None:
-        """The hot loop: _work with _process's success path inlined (same behaviour)."""
+        The success path is written out here rather than in helpers (each would cost a coroutine
+        frame per message); a failure leaves it for :meth:`_failed`.
+        """
         inbox = self.inbox
         popleft = inbox.popleft
         overhead = MESSAGE_OVERHEAD
         call = self._invoke
         ctx = self.ctx
-        clock = time.perf_counter
+        now_ = clock
+        ordering = self.ordering
+        settlement = self.settlement
+        # Set by the ordering part: the message this task must handle before taking another from the
+        # inbox (the next of the key it holds, a batch whose time is up).
+        following: Message | None = None
         while True:
             if not inbox and self._holding_gate:
                 # Resuming may deliver at once (the memory broker does): look again before parking.
                 self._release_if_drained()
             if not inbox:
-                await self._wait_for_work()
-                if self._stopping:
-                    return
+                if ordering is not None:
+                    following = ordering.flush()
+                if following is None:
+                    await self._wait_for_work(ordering.deadline() if ordering is not None else None)
+                    if self._stopping:
+                        return
             # The clock is read once per run of messages, not once per message: the end of one run
             # is the start of the next while the inbox has work, and a run's length adapts (_timed).
-            now = yielded = clock()
+            now = yielded = now_()
             timed = 0  # messages handled since `now` was read
             run = 1  # messages to handle before the next reading
             try:
-                while inbox:
-                    msg = popleft()
-                    self.queued_bytes -= len(msg.data) + overhead
+                while following is not None or inbox:
                     failure: Exception | None = None
-                    try:
-                        await call(msg, ctx)
-                    except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
-                        failure = exc
-                    except asyncio.CancelledError as cancelled:
-                        failure = _handler_cancelled(cancelled)
+                    if following is not None:
+                        msg = following
+                        following = None
+                    else:
+                        msg = popleft()
+                        if ordering is not None:
+                            try:
+                                turn = ordering.admit(msg)
+                            except PayloadError as exc:
+                                failure = exc
+                                turn = msg
+                            if turn is None:
+                                continue  # the part keeps it (behind its key): still in the budget
+                            msg = turn
+                    self.queued_bytes -= len(msg.data) + overhead
+                    if settlement is not None and failure is None:
+                        refusal = settlement.refusal(msg)
+                        if refusal is not None:
+                            failure = Undeliverable(refusal)
+                    result: object = None
+                    if failure is None:
+                        try:
+                            result = await call(msg, ctx)
+                        except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
+                            failure = exc
+                        except asyncio.CancelledError as cancelled:
+                            failure = _handler_cancelled(cancelled)
                     if failure is not None:
                         # Handled after the except clauses, never awaited inside one: compiled, the
                         # worker has no generator frame to hold the exception while it is suspended,
                         # so other tasks would see it as the thread's current one (sys.exc_info()).
                         if timed:
-                            self._timed(clock() - now, timed, run)
+                            self._timed(now_() - now, timed, run)
                         timed, run = 0, 1
-                        await self._failed(msg, failure, 1)
-                        now = clock()
+                        await self._failed(msg, failure)
+                        if ordering is not None:
+                            following = ordering.after(msg)
+                        now = now_()
                         continue
+                    if settlement is not None:
+                        settling = settlement.settle(msg, HANDLED, result)
+                        if settling is not None:
+                            await settling
+                    if ordering is not None:
+                        following = ordering.after(msg)
                     timed += 1
                     # A run also ends with the inbox: every message is counted before the worker parks.
-                    if timed < run and inbox:
+                    if timed < run and (inbox or following is not None):
                         continue
-                    end = clock()
+                    end = now_()
                     run = self._timed(end - now, timed, run)
                     timed = 0
                     now = end
@@ -357,10 +399,10 @@ class HandlerWorker:
                         if self._holding_gate:
                             self._release_if_drained()
                         await self._yield()
-                        now = yielded = clock()
+                        now = yielded = now_()
             finally:
                 if timed:  # cancelled (shutdown) in the middle of a run
-                    self._timed(clock() - now, timed, run)
+                    self._timed(now_() - now, timed, run)
 
     def _timed(self, took: float, messages: int, run: int) -> int:
         """Count ``messages`` handled in ``took`` seconds; returns the next run's length.
@@ -384,44 +426,40 @@ class HandlerWorker:
         buckets[bisect_left(LATENCY_BUCKETS, took)] += 1
         return 1
 
-    async def _process(self, msg: Message) -> None:
-        """Run the handler on one message, with retries and dead-lettering."""
-        started = time.perf_counter()
-        failure = await self._attempt(msg)
-        if failure is None:
-            self.stats.observe(time.perf_counter() - started)
-        else:
-            await self._failed(msg, failure, 1)
-
-    async def _attempt(self, msg: Message) -> Exception | None:
-        """Call the handler once: None on success, else its failure (never raised).
-
-        The one place a handler's exception is caught (the inlined hot loop repeats these two
-        clauses to save a frame per message; keep them in step).
-        """
+    async def _attempt(self, msg: Message) -> tuple[Exception | None, object]:
+        """Call the handler once more (a retry): (None, its return value), or (its failure, None)."""
         try:
-            await self._invoke(msg, self.ctx)
+            return None, await self._invoke(msg, self.ctx)
         except Exception as exc:  # noqa: BLE001 - a handler's failure must never stop the loop
-            return exc
+            return exc, None
         except asyncio.CancelledError as cancelled:
-            return _handler_cancelled(cancelled)
-        return None
+            return _handler_cancelled(cancelled), None
 
-    async def _failed(self, msg: Message, exc: Exception, attempt: int) -> None:
-        """Handle a failed attempt: retry if allowed, else count, log and dead-letter."""
+    async def _failed(self, msg: Message, exc: Exception) -> None:
+        """The failure path: retry if allowed, else count, log and dead-letter; then settle.
+
+        Every kind of handler comes here, and the settlement part hears the outcome once.
+        """
         stats = self.stats
+        settlement = self.settlement
         first = exc
+        attempt = 1
+        detail: object = exc
         while True:
+            if isinstance(exc, Undeliverable):
+                outcome = await self._dead_letter(msg, str(exc), 0)
+                stats.failed += 1  # after the dead letter, as below
+                break
             if isinstance(exc, (Reject, PayloadError)):
                 # Retrying cannot fix a refused or undecodable payload: dead-letter it at once.
                 reason = exc.reason if isinstance(exc, Reject) else f"invalid payload: {exc}"
                 if self.lines.allow("rejected" if isinstance(exc, Reject) else "invalid payload"):
                     log.warning("handler %s rejected a message on %r: %s", self.name, msg.channel, reason)
-                await self._dead_letter(msg, f"rejected: {reason}", attempt)
+                outcome = await self._dead_letter(msg, f"rejected: {reason}", attempt)
                 # Counted once the dead letter is written: until then the message is in flight, and
                 # one cut short by the grace period is counted as abandoned, not as both.
                 stats.rejected += 1
-                return
+                break
             if attempt > self._retries:
                 if self.lines.allow("failed", logging.ERROR):
                     log.error(
@@ -433,9 +471,12 @@ class HandlerWorker:
                         exc,
                         exc_info=exc,
                     )
-                await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
+                if settlement is not None and settlement.redelivers(msg):
+                    outcome = REDELIVERED
+                else:
+                    outcome = await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", attempt)
                 stats.failed += 1  # after the dead letter, as for rejected above
-                return
+                break
             stats.retried += 1
             delay = self._backoff * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
             if self.lines.allow("retrying"):
@@ -451,30 +492,36 @@ class HandlerWorker:
                 )
             await asyncio.sleep(delay)
             attempt += 1
-            started = time.perf_counter()
-            failure = await self._attempt(msg)
+            started = clock()
+            failure, result = await self._attempt(msg)
             if failure is not None:
                 _unchain(failure, (first, exc))
-                exc = failure
+                exc = detail = failure
                 continue
-            stats.observe(time.perf_counter() - started)
+            stats.observe(clock() - started)
             if self.lines.allow("retry succeeded", logging.DEBUG):
                 log.debug("handler %s succeeded on %r at attempt %d", self.name, msg.channel, attempt)
-            return
+            outcome, detail = HANDLED, result
+            break
+        if settlement is not None:
+            settling = settlement.settle(msg, outcome, detail)
+            if settling is not None:
+                await settling
 
     async def _run_in_thread(self, msg: Message, ctx: Context) -> Any:
         # Plain `def` handlers may block: run them in a worker thread, never on the loop.
         return await asyncio.to_thread(self.handler.func, msg, ctx)
 
-    async def _dead_letter(self, msg: Message, error: str, attempts: int) -> None:
-        if not await self.dead_letters.add(self.name, msg, error, attempts):
+    async def _dead_letter(self, msg: Message, error: str, attempts: int) -> int:
+        """Store ``msg`` in the dead letters; returns the outcome, DEAD_LETTERED or LOST."""
+        extra = self.settlement.dead_letter_fields(msg) if self.settlement is not None else None
+        if not await self.dead_letters.add(self.name, msg, error, attempts, extra):
             self.stats.dead_letter_failed += 1  # lost: the store logged why
-        else:
-            self.stats.dead_lettered += 1
-            if self.lines.allow("dead-lettered", logging.DEBUG):
-                log.debug(
-                    "handler %s: message on %r dead-lettered after %d attempt(s)", self.name, msg.channel, attempts
-                )
+            return LOST
+        self.stats.dead_lettered += 1
+        if self.lines.allow("dead-lettered", logging.DEBUG):
+            log.debug("handler %s: message on %r dead-lettered after %d attempt(s)", self.name, msg.channel, attempts)
+        return DEAD_LETTERED
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -482,8 +529,8 @@ class HandlerWorker:
         """End the worker tasks; returns how many messages were abandoned (queued + in flight)."""
         abandoned = self._backlog()
         self._stopping = True
-        if self._keyed is not None:
-            self._keyed.abandon()
+        if self.ordering is not None:
+            self.ordering.abandon()
         self.inbox.clear()
         self.queued_bytes = 0
         if self._holding_gate:
@@ -492,7 +539,7 @@ class HandlerWorker:
         # Parked tasks are woken to return by themselves; only those still busy (in flight past
         # the grace period) are cancelled. Cancelling a task suspended in the compiled worker makes
         # mypyc's code pass the cancellation on with throw()'s three-argument form, which Python
-        # 3.12+ warns about: one DeprecationWarning per task, thousands in a test suite.
+        # 3.12+ warns about: one DeprecationWarning per task, in users' test suites too.
         while self._sleepers:
             self._wake_one()
         for _ in range(2):  # a woken task returns within one turn, a yielding one within two
@@ -506,8 +553,10 @@ class HandlerWorker:
             # Dead letters of refused messages still being written: give them a moment before
             # the client closes, then give up on them (they are counted as rejected already).
             _, late = await asyncio.wait(self._background, timeout=1.0)
-            for task in late:
-                task.cancel()
+            for writing in late:
+                writing.cancel()
         self.stats.abandoned += abandoned
+        if self.settlement is not None:
+            self.settlement.stop()
         self.lines.flush()  # what the rate limit held back is counted in the log before the end
         return abandoned

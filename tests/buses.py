@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,3 +48,12 @@ async def _round_trip(runner: Runner) -> None:
     protocol = getattr(runner.subscriber, "_protocol", None)  # None: in memory, nothing is in flight
     if protocol is not None:
         await asyncio.wait_for(protocol.send("PING"), 10)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Until ``condition()`` holds, looking again every few milliseconds; generous: the machine is shared."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)

@@ -137,6 +137,32 @@ async def test_raw_handler_keyed_by_a_function_of_the_message() -> None:
     assert [d for c, d in seen if c == "raw:b"] == [b"0", b"2", b"4", b"6", b"8"]
 
 
+async def test_a_retried_message_still_goes_before_the_later_ones_of_its_key() -> None:
+    # Retries run while the key is held: the next message of the key waits for the retry, the
+    # other keys go on meanwhile.
+    handled: list[tuple[str, int]] = []
+    failed_once: set[int] = set()
+
+    @on("retry:k", concurrency=4, key=lambda msg: msg.text[0], retries=2, backoff=0.01, name="retried")
+    async def handler(msg: Message, ctx: Context) -> None:
+        seq = int(msg.text[1:])
+        if seq % 3 == 0 and seq not in failed_once:
+            failed_once.add(seq)
+            raise ValueError("first attempt fails")
+        handled.append((msg.text[0], seq))
+
+    async with Runner([handler], broker=MemoryBroker()) as runner:
+        assert runner.publisher is not None
+        for seq in range(30):
+            await runner.publisher.publish("retry:k", f"{'abc'[seq % 3]}{seq}")
+        assert await runner.drain(30)
+        stats = runner.stats.handlers["retried"]
+        assert (stats.handled, stats.retried, stats.failed) == (30, 10, 0)
+    for key in "abc":
+        seqs = [seq for k, seq in handled if k == key]
+        assert seqs == sorted(seqs) and len(seqs) == 10, (key, seqs)
+
+
 async def test_a_key_that_cannot_be_computed_is_refused() -> None:
     seen: list[Job] = []
 

@@ -283,7 +283,8 @@ async def serve(
             await asyncio.sleep(0.05)  # uvicorn has no event for "listening"
         if server.started:
             shown_host = f"[{host}]" if ":" in host else host
-            address = f"http://{shown_host}:{port}/"
+            bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port  # --port 0
+            address = f"http://{shown_host}:{bound}/"
             how = " (open it once with ?token=..., or send Authorization: Bearer)" if token else ""
             print(f"eventbus dashboard at {address}{how}, Redis {redact_url(resolved)}", flush=True)
         await serving

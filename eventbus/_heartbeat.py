@@ -12,8 +12,7 @@ Two keys, with one hash tag so that a cluster keeps them on one node (and one MG
   process whose key has expired stopped beating (killed, frozen, cut off): Redis's own clock says
   so, whatever the clocks of the hosts say.
 
-A runner that stops cleanly writes a last snapshot with ``stopped`` and deletes its alive key. A
-beat costs three commands every :data:`INTERVAL` seconds (benchmarks/RESULTS.md: not measurable
+A runner that stops cleanly writes a last snapshot with ``stopped``. A beat costs three commands every :data:`INTERVAL` seconds (benchmarks/RESULTS.md: not measurable
 against drain throughput).
 """
 
@@ -135,17 +134,16 @@ class Heartbeat:
                             type(exc).__name__, exc)  # fmt: skip
 
     async def stop(self) -> None:
-        """Stop beating and say so: the last snapshot says ``stopped``, the alive key goes."""
+        """Stop beating and say so: the last snapshot says ``stopped`` (the alive key expires by itself:
+        no DEL, which a runner's ACL would then grant on every key it may touch)."""
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
         snapshot = self.snapshot()
         snapshot["stopped"] = snapshot["ts"]
         try:
-            await asyncio.gather(
-                self.redis.hset(PROCESSES, self.id, orjson.dumps(snapshot)), self.redis.delete(alive_key(self.id))
-            )
-        except Exception as exc:  # noqa: BLE001 - the alive key expires by itself
+            await self.redis.hset(PROCESSES, self.id, orjson.dumps(snapshot))
+        except Exception as exc:  # noqa: BLE001 - the process shows as gone once its key expires
             log.debug("last heartbeat not written: %s: %s", type(exc).__name__, exc)
         self._lines.flush()
 

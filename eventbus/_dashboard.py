@@ -279,8 +279,8 @@ async def serve(
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve(), name="eventbus:dashboard")
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.05)  # uvicorn has no event for "listening"
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag, no event
+            await asyncio.sleep(0.05)
         if server.started:
             shown_host = f"[{host}]" if ":" in host else host
             bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port  # --port 0

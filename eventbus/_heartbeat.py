@@ -12,8 +12,8 @@ Two keys, with one hash tag so that a cluster keeps them on one node (and one MG
   process whose key has expired stopped beating (killed, frozen, cut off): Redis's own clock says
   so, whatever the clocks of the hosts say.
 
-A runner that stops cleanly writes a last snapshot with ``stopped``. A beat costs three commands every :data:`INTERVAL` seconds (benchmarks/RESULTS.md: not measurable
-against drain throughput).
+A runner that stops cleanly writes a last snapshot with ``stopped``. A beat costs three commands
+every :data:`INTERVAL` seconds (benchmarks/RESULTS.md: not measurable against drain throughput).
 """
 
 from __future__ import annotations
@@ -109,6 +109,22 @@ class Heartbeat:
     _last: float = field(default_factory=time.monotonic)
     _task: asyncio.Task[None] | None = None
     _lines: LineLimit = field(default_factory=lambda: LineLimit(log, "heartbeat"))
+    _identity: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # What does not change while the process runs, found once (reading the version scans the
+        # installed distributions).
+        tag = worker_tag()
+        self._identity = {
+            "id": self.id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "worker": tag.removeprefix("worker ") if tag else None,
+            "app": self.app,
+            "version": _version(),
+            "hot_path": describe_hot_path(),
+            "loop": describe_loop(),
+        }
 
     def start(self) -> None:
         self._last = time.monotonic()
@@ -152,16 +168,8 @@ class Heartbeat:
         now = time.monotonic()
         elapsed = max(now - self._last, 1e-9)
         self._last = now
-        tag = worker_tag()
         return {
-            "id": self.id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "worker": tag.removeprefix("worker ") if tag else None,
-            "app": self.app,
-            "version": _version(),
-            "hot_path": describe_hot_path(),
-            "loop": describe_loop(),
+            **self._identity,
             "started": self.started,
             "ts": time.time(),
             "interval": self.interval,

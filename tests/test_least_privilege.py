@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,10 +241,13 @@ def test_dashboard(acl: Acl, subprocess_env: dict[str, str]) -> None:
         pytest.skip(needs_extra.kwargs["reason"])
     with acl.server.client() as admin:
         admin.set("dashboard-demo:broken", 1)
-    with runner(acl.server.url, subprocess_env, "sample_apps.dashboard_demo"):
-        with acl.server.client() as admin:
-            admin.publish("dashboard-demo:orders", "1")
-            admin.delete("dashboard-demo:broken")
+    with runner(acl.server.url, subprocess_env, "sample_apps.dashboard_demo"), acl.server.client() as admin:
+        admin.publish("dashboard-demo:orders", "1")
+        deadline = time.monotonic() + 30
+        while not admin.xlen(DEFAULT_STREAM):
+            assert time.monotonic() < deadline, "no dead letter written"
+            time.sleep(0.05)
+        admin.delete("dashboard-demo:broken")
     url = acl.user("dashboard", "~dashboard-demo:*", "&dashboard-demo:*")  # the handlers' keys and channels
     with acl.server.client() as admin:
         admin.execute_command("ACL", "LOG", "RESET")

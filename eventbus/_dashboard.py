@@ -23,12 +23,14 @@ Safe by default:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from hashlib import sha256
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -277,7 +279,7 @@ async def serve(
         state = State(bus.redis, dead_letter_stream, apps)
         app = build_app(state, token=token, server=redact_url(resolved))
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-        server = uvicorn.Server(config)
+        server = _quiet_exit(uvicorn.Server)(config)
         serving = asyncio.create_task(server.serve(), name="eventbus:dashboard")
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn sets a flag, no event
             await asyncio.sleep(0.05)
@@ -288,3 +290,25 @@ async def serve(
             how = " (open it once with ?token=..., or send Authorization: Bearer)" if token else ""
             print(f"eventbus dashboard at {address}{how}, Redis {redact_url(resolved)}", flush=True)
         await serving
+
+
+def _quiet_exit(base: type[Any]) -> type[Any]:
+    """uvicorn's server, stopping on SIGINT/SIGTERM as every eventbus command does: exit 0.
+
+    uvicorn raises the signal again once it has shut down, so a dashboard stopped by SIGTERM
+    would exit -15 to its supervisor; the loop's handlers here stop it the same way, and no more.
+    """
+
+    class Server(base):  # type: ignore[misc]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    return Server

@@ -93,3 +93,21 @@ async def test_a_killed_runner_is_shown_as_gone(
         await eventually(gone, timeout=TTL + 60, what="the process shown as gone")
     finally:
         proc.kill()
+
+
+async def test_workers_are_numbered_as_the_logs_number_them(
+    redis_server: RedisServer, subprocess_env: dict[str, str]
+) -> None:
+    args = ["run", "sample_apps.dashboard_demo", "--url", redis_server.url, "--workers", "2"]
+    proc = EventbusProcess(args, subprocess_env)
+    try:
+        proc.wait_for("subscribed")
+
+        async def both() -> bool:
+            return sorted(p.get("worker") or "" for p in await _processes(redis_server.url)) == ["1/2", "2/2"]
+
+        await eventually(both, what="both workers' heartbeats")
+    finally:
+        proc.signal()
+        proc.wait(30)
+        proc.kill()

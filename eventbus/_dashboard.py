@@ -111,6 +111,7 @@ class Guard:
         self.token = token
         secret = token.encode() if token is not None else secrets.token_bytes(32)
         self.csrf = hmac.new(secret, b"eventbus dashboard csrf", sha256).hexdigest()
+        self._secret = hmac.new(secret, b"eventbus dashboard notices", sha256).digest()
 
     def refuse(self, request: Request) -> Response | None:
         """A 401/403 for a request that may not pass; None for one that may."""
@@ -130,6 +131,13 @@ class Guard:
         if authorization.lower().startswith("bearer "):
             given.append(authorization[7:].strip())
         return any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given if g)
+
+    def sign(self, notice: str) -> str:
+        return hmac.new(self._secret, notice.encode(), sha256).hexdigest()
+
+    def notice(self, text: str, signature: str) -> str:
+        """What an action said, shown only if this dashboard wrote it (a link cannot put words on the page)."""
+        return text if text and hmac.compare_digest(self.sign(text).encode(), signature.encode()) else ""
 
     def cross_site(self, request: Request, form: dict[str, list[str]]) -> str | None:
         """Why a POST is refused as coming from another site, or None."""
@@ -180,7 +188,7 @@ def build_app(state: State, *, token: str | None, server: str) -> Starlette:
             sections=await sections(wanted),
             wanted=wanted,
             csrf=guard.csrf,
-            notice=request.query_params.get("done", "")[:2000],
+            notice=guard.notice(request.query_params.get("done", ""), request.query_params.get("sig", "")),
             can_replay=bool(state.apps),
         )
         return HTMLResponse(html)
@@ -213,7 +221,10 @@ def build_app(state: State, *, token: str | None, server: str) -> Starlette:
                 ids = form.get("selected", [])
             done = summarize(await state.replay(ids)) if kind == "replay" else f"{await state.delete(ids)} deleted"
             log.info("dashboard: %s of %d dead letter(s): %s", kind, len(ids), done)
-            query = {"handler": wanted.handler, "channel": wanted.channel, "error": wanted.error, "done": done}
+            query = {
+                **{"handler": wanted.handler, "channel": wanted.channel, "error": wanted.error},
+                **{"done": done, "sig": guard.sign(done)},
+            }
             return RedirectResponse("../?" + urlencode({k: v for k, v in query.items() if v}), status_code=303)
 
         return act

@@ -3,6 +3,7 @@ the trust boundary, payloads masked. The browser drives it in tests/test_dashboa
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from urllib.parse import urlencode
@@ -162,3 +163,22 @@ def test_it_serves_a_cluster_and_sentinel(
         while "running" not in (sections := get(address, "live")[2]) or "billing" not in sections:
             assert time.monotonic() < deadline, sections
             time.sleep(0.2)
+
+
+def test_forged_heartbeats_and_notices_change_nothing(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    # Anyone who may write to Redis may write a heartbeat: markup is escaped, a key that is not a
+    # stream is skipped, and a link cannot put words on the page.
+    forged = {
+        "app": "<script>alert(1)</script>",
+        "handlers": [{"name": "h", "streams": [{"stream": "not-a-stream", "group": "g", "max_deliveries": 1}]}],
+        "ts": time.time(),
+    }
+    sync_redis.hset("eventbus:{heartbeat}:processes", "evil:1", json.dumps(forged))
+    sync_redis.set("eventbus:{heartbeat}:alive:evil:1", 1, ex=60)
+    sync_redis.set("not-a-stream", "x")
+    with dashboard(redis_server.url, subprocess_env) as address:
+        status, _, page = get(address, "?done=Your+session+expired")
+        assert status == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+        assert "session expired" not in page

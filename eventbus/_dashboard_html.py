@@ -8,6 +8,7 @@ anything else): no front-end build, nothing vendored.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,15 @@ from urllib.parse import urlencode
 
 from eventbus._dashboard_state import ERROR_SHOWN, Filter, Shown
 from eventbus._lag import GroupLag
+from eventbus._urls import redact_url
+
+# A URL inside free text (a handler's error quoting the connection it failed on): its password goes.
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with every URL in it redacted as the logs redact them (``redis://user:***@host``)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def _e(value: Any) -> str:
@@ -161,7 +171,8 @@ def letters_html(letters: Sequence[Shown], total: int, stream: str) -> str:
         where = f"stream {letter.stream}" if letter.stream else f"channel {letter.channel}"
         if letter.pattern:
             where += f" (via pattern {letter.pattern})"
-        error = letter.error if len(letter.error) <= ERROR_SHOWN else letter.error[:ERROR_SHOWN] + "..."
+        error = without_credentials(letter.error)
+        error = error if len(error) <= ERROR_SHOWN else error[:ERROR_SHOWN] + "..."
         button = f'<button type="submit" name="id" value="{_e(letter.id)}" formaction="dead-letters/'
         if shown.replay is None:
             replay = f'{button}replay">Replay</button>'

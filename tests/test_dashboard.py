@@ -178,7 +178,11 @@ def test_forged_heartbeats_and_notices_change_nothing(
     sync_redis.hset("eventbus:{heartbeat}:processes", "evil:1", json.dumps(forged))
     sync_redis.set("eventbus:{heartbeat}:alive:evil:1", 1, ex=60)
     sync_redis.set("not-a-stream", "x")
+    # A handler's error may quote the URL it failed on: shown without its password.
+    error = "ConnectionError: redis://bob:s3cret-pw@db:6379/0 refused"
+    sync_redis.xadd("eventbus:dead-letter", {"handler": "h", "channel": "c", "payload": "p", "error": error})
     with dashboard(redis_server.url, subprocess_env) as address:
         status, _, page = get(address, "?done=Your+session+expired")
         assert status == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
         assert "session expired" not in page
+        assert "s3cret-pw" not in page and "redis://bob:***@db:6379/0" in page

@@ -186,3 +186,22 @@ def test_forged_heartbeats_and_notices_change_nothing(
         assert status == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
         assert "session expired" not in page
         assert "s3cret-pw" not in page and "redis://bob:***@db:6379/0" in page
+
+
+def test_a_selection_and_a_filter_choose_what_is_deleted(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    ids = [
+        sync_redis.xadd("eventbus:dead-letter", {"handler": h, "channel": "c", "payload": "p", "error": e}).decode()
+        for h, e in (("a", "timeout"), ("b", "timeout"), ("c", "KeyError"), ("d", "KeyError"))
+    ]
+    with dashboard(redis_server.url, subprocess_env) as address:
+        page = get(address, "?error=keyerror")[2]
+        assert ids[2] in page and ids[3] in page and ids[0] not in page  # filtered, case-insensitively
+        selected = urlencode([("csrf", _csrf(page)), ("scope", "selected"), ("selected", ids[0]), ("selected", ids[1])])
+        status, headers, _ = get(address, "dead-letters/delete", data=selected.encode())
+        assert status == 303 and "2+deleted" in headers["location"]
+        matching = urlencode({"csrf": _csrf(page), "scope": "matching", "handler": "c", "error": "KeyError"})
+        status, headers, _ = get(address, "dead-letters/delete", data=matching.encode())
+        assert status == 303 and "1+deleted" in headers["location"]
+    assert [e.decode() for e, _ in sync_redis.xrange("eventbus:dead-letter")] == [ids[3]]

@@ -22,6 +22,7 @@ from eventbus._errors import (
     Reject,
     SubscribeError,
 )
+from eventbus._masking import payload_mask
 from eventbus._message import Message
 from eventbus._publisher import Publisher
 from eventbus._replay import ReplayReport, replay_dead_letters, replay_verdict
@@ -60,6 +61,7 @@ __all__ = [
     "on_shutdown",
     "on_startup",
     "on_stream",
+    "payload_mask",
     "replay_dead_letters",
     "replay_verdict",
     "run",

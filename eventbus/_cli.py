@@ -1,4 +1,4 @@
-"""``python -m eventbus``: run, publish, routes, docs, dead-letters.
+"""``python -m eventbus``: run, publish, routes, docs, dead-letters, dashboard.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscription);
 2 bad usage or a handler module that cannot be loaded.
@@ -162,6 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument("--json", action="store_true", help="one JSON array instead of the table")
     add_settings(streams, "streams")
     loop_option(streams)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve a web page of every process, handler, stream group and dead letter (needs eventbus[dashboard])",
+        description="Reads the heartbeats every runner writes to Redis, the stream groups and the dead-letter "
+        "stream. Binds to 127.0.0.1; any other address needs a token ($EVENTBUS_DASHBOARD_TOKEN or --token).",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8089, help="port to bind (8089)")
+    dashboard.add_argument(
+        "--token",
+        help="the token every request must carry (default: $EVENTBUS_DASHBOARD_TOKEN; required off loopback; "
+        "prefer the variable: options show in the process list)",
+    )
+    dashboard.add_argument(
+        "--module",
+        metavar="TARGET",
+        action="append",
+        default=[],
+        help="a handler module (repeatable): replay sends entries only where its handlers read; "
+        "its @payload_mask function masks payloads",
+    )
+    add_settings(dashboard, "dashboard")
+    loop_option(dashboard)
     return parser
 
 
@@ -261,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_on_loop(_check(args) if args.command == "check" else _streams(args), args.loop)
         if args.command == "docs":
             return _docs(args)
+        if args.command == "dashboard":
+            return _dashboard(args)
         from eventbus._deadletter_cli import dead_letters
 
         return run_on_loop(dead_letters(args), args.loop)
@@ -396,6 +422,27 @@ def _run_worker(args: argparse.Namespace, argv: Sequence[str]) -> int:
     loop_factory(loop)
     os.environ[ENV_WORKER], os.environ[ENV_WORKERS] = str(index), str(count)  # the log tag: [worker 2/4]
     return _run(args.target, settings, loop)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from eventbus._dashboard import missing_extra, serve
+
+    missing = missing_extra()
+    if missing is not None:
+        raise ConfigError(missing)
+    run_on_loop(
+        serve(
+            args.url,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            modules=args.module,
+            dead_letter_stream=args.dead_letter_stream,
+            connect_timeout=args.connect_timeout,
+        ),
+        args.loop,
+    )
+    return 0
 
 
 async def _publish(args: argparse.Namespace) -> int:

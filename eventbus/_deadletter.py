@@ -51,8 +51,9 @@ REQUIRED = ("handler", "channel", "payload", "error", "attempts", "ts")
 log = logging.getLogger("eventbus.deadletter")
 
 # list() without payloads: XRANGE on the server, returning each entry's fields with the payload's
-# value left out and every value cut to ARGV[3] bytes, plus each value's full length, so listing
-# 10,000 entries of 1 MiB transfers kilobytes. Read-only (EVAL_RO), so a read-only user may run it.
+# value left out (unless ARGV[6] is 1: then cut like the others) and every value cut to ARGV[4]
+# bytes, plus each value's full length, so listing 10,000 entries of 1 MiB transfers kilobytes.
+# Read-only (EVAL_RO), so a read-only user may run it.
 _SUMMARIES = """
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
 local limit, max_fields = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -62,7 +63,7 @@ for i, entry in ipairs(entries) do
   for j = 1, math.min(#raw, max_fields * 2), 2 do
     local name, value = raw[j], raw[j + 1]
     fields[#fields + 1] = string.sub(name, 1, limit)
-    if name == 'payload' then value = '' end
+    if name == 'payload' and ARGV[6] ~= '1' then value = '' end
     fields[#fields + 1] = string.sub(value, 1, limit)
     sizes[#sizes + 1] = #raw[j + 1]
   end
@@ -297,21 +298,24 @@ class DeadLetterStore:
                 return
             low = f"({batch[-1].id}"
 
-    async def summaries(self, count: int = 100, start: str = "-") -> _Letters:
+    async def summaries(self, count: int = 100, start: str = "-", *, payloads: bool = False) -> _Letters:
         """As :meth:`list` without the payloads (``payload`` is empty, ``size`` its length) and with
-        every value cut to :data:`SHOWN_BYTES`: the payloads stay on the server.
+        every value cut to :data:`SHOWN_BYTES`: the payloads stay on the server. ``payloads=True``
+        keeps the first :data:`SHOWN_BYTES` of each payload (what a dashboard shows).
 
         Through a read-only script (EVAL_RO); where that is refused or unknown (Redis before 7,
         fakeredis, an ACL without it), entries are read whole, a few at a time, and their
         payloads dropped after measuring.
         """
         try:
-            reply = await self.redis.eval_ro(_SUMMARIES, 1, self.stream, start, "+", count, SHOWN_BYTES, SHOWN_FIELDS)
+            reply = await self.redis.eval_ro(
+                _SUMMARIES, 1, self.stream, start, "+", count, SHOWN_BYTES, SHOWN_FIELDS, int(payloads)
+            )
         except ResponseError as exc:
             if not refusal(exc):
                 raise
             log.debug("listing without payloads is not possible here (%s): reading whole entries", exc)
-            return await self._summaries_by_reading(count, start)
+            return await self._summaries_by_reading(count, start, payloads)
         letters = []
         for entry_id, flat, sizes, total in reply or []:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -322,11 +326,11 @@ class DeadLetterStore:
             letters.append(letter)
         return letters
 
-    async def _summaries_by_reading(self, count: int, start: str) -> _Letters:
+    async def _summaries_by_reading(self, count: int, start: str, payloads: bool) -> _Letters:
         letters: _Letters = []
         async for batch in self.pages(page=min(count, 10), start=start):
             for letter in batch[: count - len(letters)]:
-                fields = {k: v[:SHOWN_BYTES] for k, v in letter.fields.items() if k != b"payload"}
+                fields = {k: v[:SHOWN_BYTES] for k, v in letter.fields.items() if payloads or k != b"payload"}
                 size = letter.size if b"payload" in letter.fields else None
                 letters.append(parse_entry(letter.id, fields, payload_size=size))
             if len(letters) >= count:

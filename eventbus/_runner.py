@@ -30,6 +30,8 @@ from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
+from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
+from eventbus._heartbeat import Heartbeat
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
 from eventbus._keyed import KeyedOrdering
@@ -130,6 +132,8 @@ class Runner:
         self._stop_requested: asyncio.Event | None = None
         self._signals = 0
         self._starting: asyncio.Task[None] | None = None
+        # Seconds between heartbeats in Redis (eventbus._heartbeat); None: none (the benchmarks' baseline).
+        self.heartbeat_interval: float | None = HEARTBEAT_INTERVAL
 
     @property
     def embedded(self) -> Any:
@@ -168,6 +172,7 @@ class Runner:
             dispatcher = self._start_workers(stack, base)
             await self._subscribe(stack, dispatcher)
             self._report_periodically(stack)
+            self._beat(stack)
         except BaseException:
             # Undone through the same stack as a stop, without the grace period (nothing ran yet);
             # the error that stopped the start is the one to raise, not one met while undoing it.
@@ -312,6 +317,23 @@ class Runner:
         if interval:
             task = asyncio.create_task(self._log_stats(interval), name="eventbus:stats")
             stack.push_async_callback(cancel_and_wait, [task])
+
+    def _beat(self, stack: AsyncExitStack) -> None:
+        """Say in Redis, every few seconds, who this process is and how its handlers are doing."""
+        if self.heartbeat_interval is None or self.broker is not None or self.settings.url == MEMORY_URL:
+            return  # in memory, no dashboard can see it
+        heartbeat = Heartbeat(
+            self.redis,
+            self.router.name,
+            self.workers,
+            self.stats,
+            self.read_gate,
+            dead_letter_stream=lambda: self.dead_letter_stream,
+            connected=lambda: self.subscriber is not None and self.subscriber.is_connected(),
+            interval=self.heartbeat_interval,
+        )
+        heartbeat.start()
+        stack.push_async_callback(heartbeat.stop)
 
     async def _log_stats(self, interval: float) -> None:
         while True:

@@ -29,11 +29,12 @@ LEAVES = {
     "_children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
     "_tables",  # terminal tables aligned by display width (routes, streams)
     "_settings",  # Settings and ConnectionSettings: every default, and how the CLI offers it
+    "_masking",  # @payload_mask: how an application's payloads are shown outside its logs
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
 ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts"}
-RUNNER = {"_runner"}
+RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",
     "testing",
@@ -45,6 +46,9 @@ TOP = {
     "_asyncapi",
     "_replay",
     "_deadletter_cli",
+    "_dashboard",  # the dashboard: the web application, its HTML, what it reads and does
+    "_dashboard_html",
+    "_dashboard_state",
 }
 RANK = {"leaves": 0, "backends": 1, "model": 1, "engine": 2, "runner": 3, "top": 4}
 

@@ -31,6 +31,7 @@ from tests.redis_server import RedisServer, acl_denials
 
 # What the runner needs on its dead-letter stream, as the README's ACL table says.
 RUNNER_DEAD_LETTERS = ("+xadd", "+xlen", "+xtrim", "+memory|usage", f"~{DEFAULT_STREAM}")
+RUNNER_HEARTBEAT = ("+hset", "+set", "+expire", "~eventbus:{heartbeat}:*")  # docs/security.md's runner rule
 
 
 def test_sizes_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,7 +78,7 @@ async def test_a_flood_of_large_bad_messages_stays_under_the_budget(
     with own_redis_server.client() as admin:
         admin.execute_command(
             "ACL", "SETUSER", "runner", "on", ">pw", "allchannels", "-@all", "+@pubsub", "+ping", "+info",
-            *RUNNER_DEAD_LETTERS,
+            *RUNNER_DEAD_LETTERS, *RUNNER_HEARTBEAT,
         )  # fmt: skip
 
     @on("junk", concurrency=8)

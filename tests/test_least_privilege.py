@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def test_the_table_has_every_role() -> None:
         "check",
         "check --module",
         "lag figures",
+        "dashboard",
     }
 
 
@@ -229,4 +231,32 @@ def test_check_and_the_lag_figures(acl: Acl, cli: Cli, tmp_path: Path) -> None:
     result = cli("streams", "shop", "--json", "--url", url)
     assert result.returncode == 0, result.stderr
     assert '"lag": 1' in result.stdout
+    assert acl.denied() == []
+
+
+def test_dashboard(acl: Acl, subprocess_env: dict[str, str]) -> None:
+    from tests.dashboard_process import dashboard, needs_extra, request, runner
+
+    if needs_extra.args[0]:
+        pytest.skip(needs_extra.kwargs["reason"])
+    with acl.server.client() as admin:
+        admin.set("dashboard-demo:broken", 1)
+    with runner(acl.server.url, subprocess_env, "sample_apps.dashboard_demo"), acl.server.client() as admin:
+        admin.publish("dashboard-demo:orders", "1")
+        deadline = time.monotonic() + 30
+        while not admin.xlen(DEFAULT_STREAM):
+            assert time.monotonic() < deadline, "no dead letter written"
+            time.sleep(0.05)
+        admin.delete("dashboard-demo:broken")
+    url = acl.user("dashboard", "~dashboard-demo:*", "&dashboard-demo:*")  # the handlers' keys and channels
+    with acl.server.client() as admin:
+        admin.execute_command("ACL", "LOG", "RESET")
+    with dashboard(url, subprocess_env, "--module", "sample_apps.dashboard_demo") as address:
+        status, _, page = request(address)
+        assert status == 200 and "record_order" in page and "stopped" in page
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert csrf is not None
+        form = f"csrf={csrf.group(1)}&scope=matching".encode()
+        status, headers, _ = request(address, "dead-letters/replay", data=form)
+        assert status == 303 and "1+replayed" in headers["location"], headers
     assert acl.denied() == []

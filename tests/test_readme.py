@@ -12,7 +12,7 @@ HTML comment just before it:
 - any other ``python``: run as a script (``<!-- run: call NAME -->`` then awaits ``NAME()``);
 - ``bash`` / ``console``: each command (``$ `` prompts stripped in console blocks) runs in the
   scratch folder and must exit 0; ``<!-- run: serve -->``: one long-running command, which must
-  log that it subscribed, then stop cleanly on SIGTERM;
+  log that it subscribed (or that the dashboard serves), then stop cleanly on SIGTERM;
 - ``<!-- not-run: REASON -->``: shown as a skip with its reason, so every block left out is visible.
 
 ``text`` blocks are output, not code. An untagged block fails: say what it is. Every block runs
@@ -200,7 +200,7 @@ def test_document_block_runs(
         assert len(cmds) == 1, f"{block.id}: a served block holds one command"
         process = EventbusProcess(["-c", cmds[0]], env, command=["bash"], cwd=tmp_path)
         try:
-            process.wait_for(r"subscribed to \d+ channel", timeout=60)
+            process.wait_for(r"subscribed to \d+ channel|eventbus dashboard at", timeout=60)
             process.signal(signal.SIGTERM)
             assert process.wait(30) == 0, process.output
         finally:

@@ -85,6 +85,24 @@ CONTENDERS: list[Contender] = [
         "opentelemetry.sdk",
         scenarios=frozenset({"drain"}),
     ),
+    # What the heartbeat costs (issue 25): the eventbus contender without it, and beating every
+    # 50 ms (100 times the default rate, so that beats land inside a sub-second drain).
+    Contender(
+        "eventbus_no_heartbeat",
+        "eventbus, no heartbeat",
+        "eventbus_app",
+        "eventbus",
+        scenarios=frozenset({"drain"}),
+        env=(("BENCH_HEARTBEAT_INTERVAL", "off"),),
+    ),
+    Contender(
+        "eventbus_heartbeat_50ms",
+        "eventbus, heartbeat every 50 ms",
+        "eventbus_app",
+        "eventbus",
+        scenarios=frozenset({"drain"}),
+        env=(("BENCH_HEARTBEAT_INTERVAL", "0.05"),),
+    ),
     # Issue 13: the same drain with the payload decoded into a msgspec Struct by the handler's annotation.
     Contender(
         "eventbus_typed", "eventbus, typed msgspec handler", "eventbus_typed", "msgspec", scenarios=frozenset({"drain"})

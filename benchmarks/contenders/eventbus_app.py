@@ -8,6 +8,7 @@ run is incomplete and eventbus's own drop counters say so in the report.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,10 @@ async def main(rec: Recorder, middleware: Sequence[Any] = ()) -> None:
     handlers = [make_handler(h, rec) for h in rec.spec.handlers]
     # middleware: the eventbus_middleware / eventbus_tracing variants (issue 14); none by default.
     runner = eventbus.Runner(handlers, url=rec.spec.url, middleware=middleware)
+    # The heartbeat's cost (issue 25): "off" for none, or seconds between beats (default: the runner's).
+    beats = os.environ.get("BENCH_HEARTBEAT_INTERVAL")
+    if beats:
+        runner.heartbeat_interval = None if beats == "off" else float(beats)
 
     def stats() -> dict[str, Any]:
         s = getattr(runner, "stats", None)

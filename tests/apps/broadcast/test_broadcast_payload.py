@@ -126,3 +126,15 @@ def test_malformed_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name) as info:
         Settings.from_env({"TWILIO_ACCOUNT_SID": "ACx", "TWILIO_AUTH_TOKEN": "tok", name: value})
     assert "secret" not in str(info.value)
+
+
+def test_the_dashboard_shows_numbers_masked_and_no_body() -> None:
+    import apps.broadcast
+    from eventbus._masking import find_mask
+
+    mask = find_mask(apps.broadcast)
+    assert mask is apps.broadcast.masked_payload
+    shown = mask(b'{"message": "your code is 1234", "from": "+12028165004", "to": "+5584981341213"}')
+    assert shown == '{"message": "<17 chars>", "from": "+1202***5004", "to": "+5584*****1213"}'
+    assert mask(b'{"message": "cut sho') == "<20 bytes, not JSON>"
+    assert mask(b'["+5584981341213"]') == "<18 bytes of JSON, not an object>"

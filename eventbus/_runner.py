@@ -28,6 +28,7 @@ from eventbus._backends.memory import MemoryBroker
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
+from eventbus._errors import ConfigError
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
@@ -99,6 +100,13 @@ class Runner:
         if settings.log_level is not None:
             configure_logging(settings.log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
+        for handler in self.router.handlers:
+            if handler.options.batch is not None:
+                # The collector is a part of the worker loop still to come; refusing is better than
+                # calling the handler with one message instead of a list.
+                raise ConfigError(
+                    f"handler {handler.name}: batch handlers cannot run yet (routes and docs can read them)"
+                )
         # Global middleware: around every handler, outside the module's and the handler's own.
         self.middleware = check_chain(settings.middleware, "Runner")
         self.broker = broker
@@ -256,7 +264,9 @@ class Runner:
         for handler in self.router.handlers:
             if self.middleware:
                 handler = replace(handler, middleware=(*self.middleware, *handler.middleware))
-            stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
+            stats = self.stats.handlers.setdefault(
+                handler.name, HandlerStats(batching=handler.options.batch is not None)
+            )
             context = base.for_handler(handler.name)
             parts = ordering_for(handler), settlement_for(handler)
             worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, *parts)

@@ -29,7 +29,7 @@ from eventbus import Context, Reject, StreamMessage, on_startup, on_stream
 CLAIM_IDLE = float(os.environ.get("OLYMPICS_STREAMS_CLAIM_IDLE", "30"))
 MARKER_TTL = 7 * 24 * 3600  # longer than any redelivery can take
 CONCURRENCY = 8
-STREAM_OPTIONS: dict[str, Any] = {"claim_idle": CLAIM_IDLE, "concurrency": CONCURRENCY, "batch": 200}
+STREAM_OPTIONS: dict[str, Any] = {"claim_idle": CLAIM_IDLE, "concurrency": CONCURRENCY, "read_count": 200}
 
 # KEYS: marker, histogram, event histogram. ARGV: hour, qty, marker ttl.
 SALES_SCRIPT = """

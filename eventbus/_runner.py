@@ -25,17 +25,17 @@ from typing import Any
 from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url
 from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
+from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
-from eventbus._errors import ConfigError
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from eventbus._heartbeat import Heartbeat
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
-from eventbus._keyed import KeyedOrdering
+from eventbus._keyed import KeyedOrdering, key_function
 from eventbus._lag import LagCollector, LagMonitor
 from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
@@ -72,7 +72,11 @@ def reads_streams(handler: Handler) -> bool:
 
 
 def ordering_for(handler: Handler) -> Ordering | None:
-    """Keyed handlers keep the order per key; the others share one FIFO inbox (no part)."""
+    """Batch handlers collect batches (per key lane with a key); keyed handlers keep the order per
+    key; the others share one FIFO inbox (no part)."""
+    batch = handler.options.batch
+    if batch is not None:
+        return BatchCollector(handler, batch, key_function(handler) if handler.options.key is not None else None)
     return KeyedOrdering(handler) if handler.options.key is not None else None
 
 
@@ -100,13 +104,6 @@ class Runner:
         if settings.log_level is not None:
             configure_logging(settings.log_level)  # first: loading the target may already log
         self.router: Router = load_target(target)
-        for handler in self.router.handlers:
-            if handler.options.batch is not None:
-                # The collector is a part of the worker loop still to come; refusing is better than
-                # calling the handler with one message instead of a list.
-                raise ConfigError(
-                    f"handler {handler.name}: batch handlers cannot run yet (routes and docs can read them)"
-                )
         # Global middleware: around every handler, outside the module's and the handler's own.
         self.middleware = check_chain(settings.middleware, "Runner")
         self.broker = broker

@@ -33,7 +33,7 @@ LEAVES = {
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts"}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

@@ -1,71 +1,105 @@
 """The five listeners of the tutorial, as eventbus handlers.
 
 A purchase is announced by its order id, on ``purchase_orders`` and on
-``purchase_orders:<event>``. Each listener reads the order back from Redis and keeps its own
-analytics, or prints an alert.
+``purchase_orders:<event>``. Each listener takes the ids in batches (up to 500, or whatever
+arrived within 50 ms), reads the orders back from Redis in one round trip, adds the batch up and
+writes its totals in another, or prints the alerts.
 
 An order whose hash is missing or malformed is refused with ``Reject``: eventbus logs it, counts it
-and keeps it in the dead-letter stream, and the listener goes on with the next one. So is an order
-whose key, or a key a listener writes, holds another type of value: the reason names the key.
+and keeps it in the dead-letter stream, and the listener goes on with the rest of the batch. A key
+the listener writes that holds another type of value refuses the batch, with a reason naming the key.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+
 from apps.olympics.keys import CEREMONY_PATTERN, OPENING_CEREMONY, ORDERS_CHANNEL, event_channel
 from apps.olympics.orders import Order, format_amount
-from apps.olympics.store import app_keys, count_tickets, load_order, refusing_wrong_types
-from eventbus import Context, on, on_pattern
+from apps.olympics.store import app_keys, count_tickets, load_orders, refusing_wrong_types
+from eventbus import Batch, BatchFailed, Context, on, on_pattern
+
+PURCHASES = Batch(max_size=500, max_wait=0.05)
 
 
-@on(ORDERS_CHANNEL, concurrency=16)
-async def sales_analytics(order_id: str, ctx: Context) -> None:
+@on(ORDERS_CHANNEL, batch=PURCHASES)
+async def sales_analytics(order_ids: list[str], ctx: Context) -> None:
     """Tickets sold per UTC hour of day, over all events and per event."""
-    order = await load_order(order_id, ctx)
+    orders, refused = await load_orders(order_ids, ctx)
     keys = app_keys(ctx)
-    histograms = (keys.histogram, keys.event_histogram(order.event))
-    with refusing_wrong_types(*histograms):
+    tickets: dict[str, Counter[int]] = defaultdict(Counter)  # histogram -> hour -> tickets
+    for order in orders:
+        tickets[keys.histogram][order.hour] += order.qty
+        tickets[keys.event_histogram(order.event)][order.hour] += order.qty
+    with refusing_wrong_types(*tickets):
         async with ctx.redis.pipeline(transaction=False) as pipe:
-            for histogram in histograms:
-                count_tickets(pipe, histogram, order)
+            for histogram, per_hour in tickets.items():
+                count_tickets(pipe, histogram, per_hour)
             await pipe.execute()
+    if refused:
+        raise BatchFailed(refused)
 
 
-@on(ORDERS_CHANNEL, concurrency=16)
-async def events_analytics(order_id: str, ctx: Context) -> None:
+@on(ORDERS_CHANNEL, batch=PURCHASES)
+async def events_analytics(order_ids: list[str], ctx: Context) -> None:
     """The orders of each event, and its sales and ticket totals."""
-    order = await load_order(order_id, ctx)
+    orders, refused = await load_orders(order_ids, ctx)
     keys = app_keys(ctx)
-    sales, summary = keys.sales(order.event), keys.sales_summary
-    with refusing_wrong_types(sales, summary):
+    order_ids_of: dict[str, list[str]] = defaultdict(list)
+    sales: dict[str, float] = defaultdict(float)
+    tickets: Counter[str] = Counter()
+    for order in orders:
+        order_ids_of[order.event].append(order.id)
+        sales[order.event] += order.cost
+        tickets[order.event] += order.qty
+    summary = keys.sales_summary
+    with refusing_wrong_types(summary, *map(keys.sales, order_ids_of)):
         async with ctx.redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(sales, order.id)
-            pipe.hincrbyfloat(summary, f"{order.event}:total_sales", order.cost)
-            pipe.hincrby(summary, f"{order.event}:total_tickets_sold", order.qty)
+            for event, ids in order_ids_of.items():
+                pipe.sadd(keys.sales(event), *ids)
+                pipe.hincrbyfloat(summary, f"{event}:total_sales", sales[event])
+                pipe.hincrby(summary, f"{event}:total_tickets_sold", tickets[event])
             await pipe.execute()
+    if refused:
+        raise BatchFailed(refused)
 
 
-@on(ORDERS_CHANNEL, concurrency=16)
-async def customer_purchases(order_id: str, ctx: Context) -> None:
+@on(ORDERS_CHANNEL, batch=PURCHASES)
+async def customer_purchases(order_ids: list[str], ctx: Context) -> None:
     """Each customer's orders, for invoicing."""
-    order = await load_order(order_id, ctx)
-    invoices = app_keys(ctx).invoices(order.who)
-    with refusing_wrong_types(invoices):
-        await ctx.redis.sadd(invoices, order.id)
+    orders, refused = await load_orders(order_ids, ctx)
+    keys = app_keys(ctx)
+    order_ids_of: dict[str, list[str]] = defaultdict(list)
+    for order in orders:
+        order_ids_of[order.who].append(order.id)
+    with refusing_wrong_types(*map(keys.invoices, order_ids_of)):
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for who, ids in order_ids_of.items():
+                pipe.sadd(keys.invoices(who), *ids)
+            await pipe.execute()
+    if refused:
+        raise BatchFailed(refused)
 
 
-@on(event_channel(OPENING_CEREMONY), concurrency=16)
-async def opening_ceremony_alerter(order_id: str, ctx: Context) -> None:
+@on(event_channel(OPENING_CEREMONY), batch=PURCHASES)
+async def opening_ceremony_alerter(order_ids: list[str], ctx: Context) -> None:
     """Every Opening Ceremony purchase, from its exact channel."""
-    order = await load_order(order_id, ctx)
-    alert(f"===> Purchase {describe(order)}")
+    orders, refused = await load_orders(order_ids, ctx)
+    for order in orders:
+        alert(f"===> Purchase {describe(order)}")
+    if refused:
+        raise BatchFailed(refused)
 
 
-@on_pattern(CEREMONY_PATTERN, concurrency=16)
-async def ceremony_alerter(order_id: str, ctx: Context) -> None:
+@on_pattern(CEREMONY_PATTERN, batch=PURCHASES)
+async def ceremony_alerter(order_ids: list[str], ctx: Context) -> None:
     """Every ceremony purchase, from the pattern: with the exact alerter above, an Opening
     Ceremony order is announced twice, once per subscription (Redis Pub/Sub semantics)."""
-    order = await load_order(order_id, ctx)
-    alert(f"Purchase {describe(order)}")
+    orders, refused = await load_orders(order_ids, ctx)
+    for order in orders:
+        alert(f"Purchase {describe(order)}")
+    if refused:
+        raise BatchFailed(refused)
 
 
 def describe(order: Order) -> str:

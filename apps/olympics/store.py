@@ -6,7 +6,7 @@ under a prefix of its own (see apps.olympics.demo).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,26 +22,45 @@ def app_keys(ctx: Context) -> Keys:
     return keys_in_use(ctx.state)
 
 
-async def load_order(order_id: str, ctx: Context) -> Order:
-    """The order a purchase announces; Reject if its id or its hash is unusable."""
+async def load_orders(order_ids: list[str], ctx: Context) -> tuple[list[Order], dict[int, Exception]]:
+    """The orders these purchases announce, read in one round trip, and the ones refused (by
+    their position in ``order_ids``: a ``Reject`` each, saying why)."""
+    keys = app_keys(ctx)
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for order_id in order_ids:
+            pipe.hgetall(keys.order(order_id))
+        replies = await pipe.execute(raise_on_error=False)
+    orders: list[Order] = []
+    refused: dict[int, Exception] = {}
+    for position, (order_id, reply) in enumerate(zip(order_ids, replies, strict=True)):
+        try:
+            orders.append(read_order(order_id, reply, keys.order(order_id)))
+        except Reject as exc:
+            refused[position] = exc
+    return orders, refused
+
+
+def read_order(order_id: str, reply: Any, key: str) -> Order:
+    """An order from its HGETALL reply; Reject if its id or its hash is unusable."""
     if not order_id:
         raise Reject("empty order id")
-    key = app_keys(ctx).order(order_id)
-    with refusing_wrong_types(key, action="read"):
-        fields = await ctx.redis.hgetall(key)
+    if isinstance(reply, Exception):
+        with refusing_wrong_types(key, action="read"):
+            raise reply
     try:
-        return parse_order(order_id, fields)
+        return parse_order(order_id, reply)
     except InvalidOrder as exc:
         raise Reject(str(exc)) from None
 
 
-def count_tickets(redis: Any, histogram: str, order: Order) -> Any:
-    """Add the order's tickets to its UTC hour's counter in ``histogram``.
+def count_tickets(redis: Any, histogram: str, tickets_per_hour: Mapping[int, int]) -> Any:
+    """Add tickets to the UTC hours' counters in ``histogram``, in one command.
 
     24 unsigned 32-bit counters addressed by index (``#hour``); OVERFLOW SAT keeps a full counter
     at its maximum instead of wrapping to a small, plausible-looking number.
     """
-    return redis.execute_command("BITFIELD", histogram, "OVERFLOW", "SAT", "INCRBY", "u32", f"#{order.hour}", order.qty)
+    increments = [arg for hour, qty in tickets_per_hour.items() for arg in ("INCRBY", "u32", f"#{hour}", qty)]
+    return redis.execute_command("BITFIELD", histogram, "OVERFLOW", "SAT", *increments)
 
 
 @contextmanager

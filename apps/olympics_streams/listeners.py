@@ -21,7 +21,7 @@ from apps.olympics.keys import (
 )
 from apps.olympics.orders import Order, format_amount
 from apps.olympics_streams.producer import PURCHASES_STREAM
-from eventbus import Context, on_startup, on_stream
+from eventbus import Batch, Context, on_startup, on_stream
 
 CLAIM_IDLE = float(os.environ.get("OLYMPICS_STREAMS_CLAIM_IDLE", "30"))
 MARKER_TTL = 7 * 24 * 3600  # longer than any redelivery can take
@@ -76,10 +76,14 @@ async def events_analytics(order: Order, ctx: Context) -> None:
     await ctx.state["events_script"](keys=keys, args=args)
 
 
-@on_stream(PURCHASES_STREAM, claim_idle=CLAIM_IDLE, concurrency=8)
-async def customer_purchases(order: Order, ctx: Context) -> None:
-    """Each customer's orders; SADD is idempotent, so a redelivery changes nothing."""
-    await ctx.redis.sadd(invoices_key(order.who), order.id)
+@on_stream(PURCHASES_STREAM, claim_idle=CLAIM_IDLE, batch=Batch(max_size=200, max_wait=0.05))
+async def customer_purchases(orders: list[Order], ctx: Context) -> None:
+    """Each customer's orders, a batch of entries at a time; SADD is idempotent, so a redelivery
+    changes nothing."""
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        for order in orders:
+            pipe.sadd(invoices_key(order.who), order.id)
+        await pipe.execute()
 
 
 @on_stream(PURCHASES_STREAM, claim_idle=CLAIM_IDLE)

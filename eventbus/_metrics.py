@@ -74,11 +74,7 @@ class StatsCollector(Collector):
         )
         bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
         for name, handler_stats in handlers:
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, list(handler_stats.latency_buckets), strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            latency.add_metric([name], buckets, handler_stats.latency_total)
+            latency.add_metric([name], _cumulative(bounds, handler_stats.latency_buckets), handler_stats.latency_total)
         yield latency
         batching = [(name, s) for name, s in handlers if s.batching]
         if batching:
@@ -93,10 +89,7 @@ class StatsCollector(Collector):
             size_bounds = [*(str(b) for b in BATCH_SIZE_BUCKETS), "+Inf"]
             for name, handler_stats in batching:
                 batches.add_metric([name], handler_stats.batches)
-                cumulative, buckets = 0, []
-                for bound, count in zip(size_bounds, list(handler_stats.batch_size_buckets), strict=True):
-                    cumulative += count
-                    buckets.append((bound, cumulative))
+                buckets = _cumulative(size_bounds, handler_stats.batch_size_buckets)
                 sizes.add_metric([name], buckets, handler_stats.batch_size_total)
             yield batches
             yield sizes
@@ -148,6 +141,15 @@ class StatsCollector(Collector):
                 '1 while reading is paused because an overflow="pause" handler is over its budget.',
                 float(self.reading_paused()),
             )
+
+
+def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]:
+    """Prometheus's cumulative ``le`` buckets from per-bucket counts (a copy: the loop goes on counting)."""
+    total, buckets = 0, []
+    for bound, count in zip(bounds, list(counts), strict=True):
+        total += count
+        buckets.append((bound, float(total)))
+    return buckets
 
 
 class MetricsServer:

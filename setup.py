@@ -1,8 +1,8 @@
 """Builds eventbus with its hot path compiled by mypyc wherever that can be done.
 
 The metadata lives in pyproject.toml; this file only adds the optional extension modules.
-``eventbus/_message.py``, ``_dispatch.py``, ``_worker.py`` and the loop's parts ``_parts.py`` and
-``_keyed.py`` (routing a socket read, the inbox hand-off, the ``Message`` type, the worker loop
+``eventbus/_message.py``, ``_dispatch.py``, ``_worker.py`` and the loop's parts ``_parts.py``,
+``_keyed.py`` and ``_batch.py`` (routing a socket read, the inbox hand-off, the ``Message`` type, the worker loop
 every handler runs) are compiled unchanged from the same source:
 like hiredis for redis-py, the same behaviour, faster. The pure-Python modules stay the
 reference and are always installed beside the compiled ones; ``eventbus._hotpath`` picks
@@ -29,7 +29,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-HOT_MODULES = ("_message", "_parts", "_keyed", "_dispatch", "_worker")  # keep in step with eventbus/_hotpath.py
+HOT_MODULES = ("_message", "_parts", "_keyed", "_batch", "_dispatch", "_worker")  # keep in step with eventbus/_hotpath.py
 # What the build did, for eventbus._hotpath: when compiled, the hash of each source it was
 # compiled from (so an edited source is never shadowed by a stale build); when not, why not, so
 # `python -m eventbus --version` can give the true reason (pip shows a build's output only with -v).

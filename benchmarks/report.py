@@ -393,6 +393,15 @@ def _targets(data: dict[str, Table]) -> list[str]:
             0.52,
             True,
         ),
+        # Issue 23: a batch handler that does nothing, against the per-message limit.
+        (
+            "no-op batch handler ÷ Python limit",
+            ("drain", "1 channel", "eventbus_batch"),
+            ("drain", "1 channel", LIMIT),
+            "value",
+            1.5,
+            True,
+        ),
         ("drain ÷ redis.asyncio listen()", drain_eb, ("drain", "1 channel", "redis_listen"), "value", 6.0, True),
         ("fan-out ÷ Python limit", ("fanout", None, EVENTBUS), ("fanout", None, LIMIT), "value", 0.9, True),
         (
@@ -419,9 +428,17 @@ def _targets(data: dict[str, Table]) -> list[str]:
             10.0,
             True,
         ),
+        (
+            "olympics, pure-Python path ÷ tutorial threads",
+            ("olympics", o_var, EVENTBUS_PURE),
+            ("olympics", o_var, "tutorial_threads"),
+            "value",
+            10.0,
+            True,
+        ),
     ]
     lines = [
-        "## Targets (issue 5, raised by issue 15)",
+        "## Targets (issue 5, raised by issues 15 and 23)",
         "",
         "Wall-clock ratios decide; the same ratio in consumer CPU time is shown where there is one, because "
         "it is much less affected by whatever else the machine is doing.",

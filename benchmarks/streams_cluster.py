@@ -44,7 +44,7 @@ TARGET = int(os.environ.get("BENCH_TARGET", "0"))
 # -- the handler modules the worker processes load ----------------------------------------------
 
 
-@on_stream(STREAM, group=GROUP, batch=500, block=1.0, claim_idle=600)
+@on_stream(STREAM, group=GROUP, read_count=500, block=1.0, claim_idle=600)
 async def stream_noop(msg: StreamMessage, ctx: Context) -> None:
     pass
 

@@ -11,9 +11,11 @@ Run a module of handlers with ``python -m eventbus run mymod``.
 
 # First of all: whether the compiled or the pure-Python hot path is imported (eventbus._hotpath).
 import eventbus._hotpath  # noqa: F401  # isort: split
+from eventbus._batch_options import Batch
 from eventbus._context import Context, ServerInfo
 from eventbus._deadletter import DeadLetter, DeadLetterStore
 from eventbus._errors import (
+    BatchFailed,
     ConfigError,
     ConnectError,
     EventbusError,
@@ -35,6 +37,8 @@ from eventbus._subscription import on, on_pattern, on_shutdown, on_startup, on_s
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
+    "BatchFailed",
     "BusStats",
     "ConfigError",
     "ConnectError",

@@ -5,7 +5,9 @@ What is described, from the code alone (nothing runs, nothing connects):
 - every subscription as a channel: plain channels, patterns (the glob is the address), sharded
   channels and streams, told apart by the ``x-eventbus-kind`` extension (AsyncAPI has no words for
   Redis's kinds); a stream's receive operation names its consumer group (``x-eventbus-group``)
-  and a handler ordered per key says by what (``x-eventbus-ordered-by``);
+  and a handler ordered per key says by what (``x-eventbus-ordered-by``), a batch handler how its
+  batches close (``x-eventbus-batch``: ``maxSize``, ``maxWait`` seconds; each message is still one
+  payload of the schema);
 - one ``receive`` operation per handler and subscription, and one ``send`` operation per channel a
   handler declares with ``@on(..., publishes={"channel": Type})``;
 - each message's payload schema from the handler's annotation (msgspec and pydantic produce the
@@ -178,6 +180,10 @@ class _Builder:
             operation["x-eventbus-ordered-by"] = o.key if isinstance(o.key, str) else "a key function"
         if group is not None:
             operation["x-eventbus-group"] = group
+        # A batch handler's messages are each the payload above; what it adds is up to max_wait of
+        # delay before a message is handled, which a producer may want to know.
+        if o.batch is not None:
+            operation["x-eventbus-batch"] = {"maxSize": o.batch.max_size, "maxWait": o.batch.max_wait}
         self.operations[operation_id] = operation
 
     def send(self, address: str, annotation: Any, handler: Handler) -> None:

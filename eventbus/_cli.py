@@ -496,6 +496,8 @@ def _routes(args: argparse.Namespace) -> int:
         o = handler.options
         options = f"concurrency={o.concurrency} inbox={o.inbox_limits} overflow={o.overflow} retries={o.retries}"
         options = f"payload={describe_payload(handler)} {options}{describe_key(o.key)}"
+        if o.batch is not None:
+            options += f" batch={o.batch.describe()}"
         if not handler.is_async:
             options += " sync"
         if handler.middleware:

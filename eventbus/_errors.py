@@ -7,12 +7,15 @@
     ├── SubscribeError       Redis refused a subscription (e.g. an ACL forbids the channel)
     └── PayloadError         a message's payload is not valid UTF-8 / JSON / within the size cap
     Reject                   raised by a handler: do not retry, dead-letter the message
+    BatchFailed              raised by a batch handler: only these messages of the batch failed
 
 Lower-level errors (redis-py, OSError) are re-raised as these at the runner's boundary so that
 the CLI can print one readable line and pick an exit code.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 
 class EventbusError(Exception):
@@ -49,3 +52,35 @@ class Reject(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class BatchFailed(Exception):
+    """Raise from a batch handler when only some messages of its batch failed.
+
+    ``failed`` names them by their position in the list the handler received: a collection of
+    positions (each failed with ``error``), or a mapping from position to that message's own
+    exception. The other messages count as handled. Only the failed ones are retried (together,
+    with the handler's ``retries`` and ``backoff``) and, after the last attempt, dead-lettered one by
+    one with their error; one whose error is a :class:`Reject` is dead-lettered at once.
+
+        raise BatchFailed({3: Reject("no such customer"), 7: TimeoutError("upstream")})
+        raise BatchFailed([3, 7], "the upstream refused them")
+    """
+
+    def __init__(
+        self, failed: Iterable[int] | Mapping[int, BaseException], error: BaseException | str | None = None
+    ) -> None:
+        if isinstance(failed, Mapping):
+            errors = dict(failed)
+        else:
+            if isinstance(failed, (str, bytes)):
+                raise TypeError(f"BatchFailed takes the positions of the failed messages, not {type(failed).__name__}")
+            default = error if isinstance(error, BaseException) else Exception(error or "failed in its batch")
+            errors = dict.fromkeys(failed, default)
+        for position, exc in errors.items():
+            if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+                raise TypeError(f"BatchFailed positions are integers >= 0 (indexes into the batch), got {position!r}")
+            if not isinstance(exc, BaseException):
+                raise TypeError(f"BatchFailed maps each position to an exception, got {exc!r} for {position}")
+        super().__init__(f"{len(errors)} message(s) of the batch failed" + (f": {error}" if error else ""))
+        self.errors: dict[int, BaseException] = errors

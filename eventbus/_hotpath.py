@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-HOT_MODULES = ("_message", "_parts", "_keyed", "_dispatch", "_worker")  # keep in step with setup.py
+HOT_MODULES = ("_message", "_parts", "_keyed", "_batch", "_dispatch", "_worker")  # keep in step with setup.py
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "_build.json"  # written by setup.py: what it compiled, or why it did not
 SHARED_LIBRARY = "_speedups__mypyc"  # mypyc's runtime for the group, named in setup.py

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from eventbus._health import Probes, serve
 from eventbus._settings import DEFAULT_METRICS_ADDR
-from eventbus._stats import LATENCY_BUCKETS, BusStats
+from eventbus._stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, BusStats
 
 log = logging.getLogger("eventbus.metrics")
 
@@ -74,12 +74,25 @@ class StatsCollector(Collector):
         )
         bounds = [*(repr(b) for b in LATENCY_BUCKETS), "+Inf"]
         for name, handler_stats in handlers:
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, list(handler_stats.latency_buckets), strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            latency.add_metric([name], buckets, handler_stats.latency_total)
+            latency.add_metric([name], _cumulative(bounds, handler_stats.latency_buckets), handler_stats.latency_total)
         yield latency
+        batching = [(name, s) for name, s in handlers if s.batching]
+        if batching:
+            batches = CounterMetricFamily(
+                "eventbus_handler_batches", "Calls of a batch handler, each with one batch.", labels=["handler"]
+            )
+            sizes = HistogramMetricFamily(
+                "eventbus_handler_batch_size",
+                "Messages in each batch a batch handler was called with.",
+                labels=["handler"],
+            )
+            size_bounds = [*(str(b) for b in BATCH_SIZE_BUCKETS), "+Inf"]
+            for name, handler_stats in batching:
+                batches.add_metric([name], handler_stats.batches)
+                buckets = _cumulative(size_bounds, handler_stats.batch_size_buckets)
+                sizes.add_metric([name], buckets, handler_stats.batch_size_total)
+            yield batches
+            yield sizes
         if self.inbox_depths is not None:
             depth = GaugeMetricFamily("eventbus_handler_inbox", "Messages waiting in the inbox.", labels=["handler"])
             for name, value in self.inbox_depths().items():
@@ -128,6 +141,15 @@ class StatsCollector(Collector):
                 '1 while reading is paused because an overflow="pause" handler is over its budget.',
                 float(self.reading_paused()),
             )
+
+
+def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]:
+    """Prometheus's cumulative ``le`` buckets from per-bucket counts (a copy: the loop goes on counting)."""
+    total, buckets = 0, []
+    for bound, count in zip(bounds, list(counts), strict=True):
+        total += count
+        buckets.append((bound, float(total)))
+    return buckets
 
 
 class MetricsServer:

@@ -15,6 +15,11 @@ else is decoded from the payload before the call:
 - ``str``: the payload as UTF-8; ``bytes``: the payload as it is;
 - ``int`` / ``float``: the payload as a decimal number (the olympics order id, ``PUBLISH ch 42``).
 
+A batch handler (``batch=Batch(...)``) takes a list: ``list[Message]`` (or no annotation) for the
+raw messages, ``list[Order]`` for each message decoded as an ``Order``; its envelope parameter is a
+``list[Message]``. Without ``batch=``, ``list[Order]`` keeps its meaning: one message whose payload
+is a JSON array of orders.
+
 A typed handler may take the envelope (channel, pattern, raw bytes, a stream entry's id) as a
 third parameter annotated ``Message``: ``async def store(order: Order, ctx: Context, msg: Message)``.
 A parameter rather than ``ctx.message`` because one context serves every message a handler works on
@@ -33,6 +38,7 @@ path and what was expected, never the payload's values (they may be personal dat
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import dataclasses
 import datetime
 import enum
@@ -97,9 +103,12 @@ class PayloadPlan:
         return self.decoder.label
 
 
-def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str) -> PayloadPlan | None:
+def plan_call(
+    func: Callable[..., Any], decoders: dict[Any, Decoder], name: str, *, batch: bool = False
+) -> PayloadPlan | None:
     """Read ``func``'s signature: None for a raw-message handler, else how to decode its payload.
 
+    With ``batch``, the first parameter is a list and the plan decodes each of its messages.
     Raises :class:`LoadError` (one line) for annotations that cannot be resolved or decoded.
     """
     try:
@@ -116,15 +125,23 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
     if not positional:
         return None
     annotation = _resolve(positional[0].annotation, func, name)
+    if batch:
+        annotation = _batch_element(annotation, name)
+    elif _is_message_type(_list_element(annotation)):
+        raise LoadError(
+            f"handler {name} takes a {type_label(annotation)} but has no batch=: give it batch=Batch(...) to "
+            "receive batches (without it, a list[...] payload is one message holding a JSON array)"
+        )
     if _is_raw(annotation):
         return None
     # Called as func(payload, ctx) or func(payload, ctx, msg): say so now rather than fail per message.
     takes_more = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values())
     if len(positional) < 2 and not takes_more:
         raise LoadError(f"handler {name}: a typed handler takes (payload, ctx), optionally a third `msg: Message`")
-    envelope = len(positional) >= 3 and _is_message_type(_resolve(positional[2].annotation, func, name))
+    envelope = len(positional) >= 3 and _is_envelope(_resolve(positional[2].annotation, func, name), batch)
     if len(positional) >= 3 and not envelope and positional[2].default is inspect.Parameter.empty:
-        raise LoadError(f"handler {name}: its third parameter {positional[2].name!r} must be annotated Message")
+        wanted = "list[Message]" if batch else "Message"
+        raise LoadError(f"handler {name}: its third parameter {positional[2].name!r} must be annotated {wanted}")
     try:
         decoder = decoders.get(annotation)
         if decoder is None:
@@ -137,6 +154,39 @@ def plan_call(func: Callable[..., Any], decoders: dict[Any, Decoder], name: str)
 
 # Names that mean "the raw message" even when they cannot be resolved (imported under TYPE_CHECKING).
 _RAW_NAMES = frozenset({"Message", "StreamMessage", "Any", "object"})
+# The same inside a list, for batch handlers: ``list[Message]``, ``Sequence[eventbus.Message]``.
+_RAW_LIST = re.compile(r"(?:[\w.]+\.)?(?:list|List|Sequence)\[(?:[\w.]+\.)?(?:Message|StreamMessage|Any|object)\]")
+_LIST_ORIGINS = (list, collections.abc.Sequence)
+
+
+def _list_element(annotation: Any) -> Any:
+    """``X`` for ``list[X]`` / ``Sequence[X]``, ``Any`` for a bare ``list``; None for anything else."""
+    if annotation is list or annotation is collections.abc.Sequence:
+        return Any
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in _LIST_ORIGINS and len(args) == 1:
+        return args[0]
+    return None
+
+
+def _batch_element(annotation: Any, name: str) -> Any:
+    """What each message of a batch handler's list is decoded as (raw: ``Any``); LoadError if not a list."""
+    if _is_raw(annotation):
+        return Any
+    element = _list_element(annotation)
+    if element is None:
+        raise LoadError(
+            f"handler {name} has batch=, so it takes a list: annotate its first parameter list[Message] or "
+            f"list[<payload type>], not {type_label(annotation)}"
+        )
+    return element
+
+
+def _is_envelope(annotation: Any, batch: bool) -> bool:
+    if not batch:
+        return _is_message_type(annotation)
+    element = _list_element(annotation)
+    return element is not None and _is_message_type(element)
 
 
 def _resolve(annotation: Any, func: Callable[..., Any], name: str) -> Any:
@@ -153,6 +203,8 @@ def _resolve(annotation: Any, func: Callable[..., Any], name: str) -> Any:
     except NameError as exc:
         if annotation.rpartition(".")[2] in _RAW_NAMES:
             return Any  # a raw-message handler whose Message import is for type checkers only
+        if _RAW_LIST.fullmatch(annotation.replace(" ", "")):
+            return list[Message]  # the same for a batch handler
         # A payload type imported only under TYPE_CHECKING, or from a library that is not installed:
         # say which handler, at load time, not at the first message.
         raise LoadError(f"handler {name}: cannot resolve its annotations: {exc}") from None
@@ -184,9 +236,12 @@ def build_invoke(plan: PayloadPlan, func: Callable[..., Any], is_async: bool, ke
 def describe_payload(handler: Any) -> str:
     """What a handler receives, for ``eventbus routes``: ``Message`` or ``Order(msgspec)``."""
     plan: PayloadPlan | None = handler.payload
+    batch = handler.options.batch is not None
     if plan is None:
-        return "Message"
-    return f"{plan.label}({plan.decoder.codec}){'+Message' if plan.envelope else ''}"
+        return "list[Message]" if batch else "Message"
+    label = f"list[{plan.label}]" if batch else plan.label
+    envelope = "list[Message]" if batch else "Message"
+    return f"{label}({plan.decoder.codec}){'+' + envelope if plan.envelope else ''}"
 
 
 def describe_key(key: Any) -> str:

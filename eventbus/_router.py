@@ -31,7 +31,7 @@ class Handler:
     # The whole chain around the handler, outermost first: the router's (module) middleware, then
     # the handler's own. The runner puts its global middleware in front (eventbus.middleware).
     middleware: tuple[Middleware, ...] = ()
-    payload: PayloadPlan | None = None  # None: the handler takes the raw Message
+    payload: PayloadPlan | None = None  # None: the handler takes the raw Message (a list of them with batch=)
 
 
 class Router:
@@ -91,9 +91,11 @@ class Router:
         # A callable object whose __call__ is async counts as async too.
         is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
         chain = (*self.middleware, *spec.options.middleware)
-        payload = plan_call(func, self._decoders, name)
+        batch = spec.options.batch is not None
+        payload = plan_call(func, self._decoders, name, batch=batch)
+        first = "msgs" if batch else "msg"
         call = (
-            ("msg", "ctx") if payload is None else ("payload", "ctx", "msg") if payload.envelope else ("payload", "ctx")
+            (first, "ctx") if payload is None else ("payload", "ctx", first) if payload.envelope else ("payload", "ctx")
         )
         _check_call(func, call, f"handler {name}")
         handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain, payload)
@@ -313,7 +315,8 @@ def _check_call(func: Callable[..., Any], args: tuple[str, ...], what: str) -> N
         takes = signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
         raise LoadError(
             f"{what}{takes} cannot be called as ({', '.join(args)}): {exc}; handlers take (msg, ctx), "
-            "typed ones (payload: T, ctx) with an optional third `msg: Message`; hooks take (ctx)"
+            "batch handlers (msgs, ctx), typed ones (payload: T, ctx) with an optional third `msg: Message`; "
+            "hooks take (ctx)"
         ) from None
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url
 from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
+from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
@@ -34,7 +35,7 @@ from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from eventbus._heartbeat import Heartbeat
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
-from eventbus._keyed import KeyedOrdering
+from eventbus._keyed import KeyedOrdering, key_function
 from eventbus._lag import LagCollector, LagMonitor
 from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
@@ -71,7 +72,11 @@ def reads_streams(handler: Handler) -> bool:
 
 
 def ordering_for(handler: Handler) -> Ordering | None:
-    """Keyed handlers keep the order per key; the others share one FIFO inbox (no part)."""
+    """Batch handlers collect batches (per key lane with a key); keyed handlers keep the order per
+    key; the others share one FIFO inbox (no part)."""
+    batch = handler.options.batch
+    if batch is not None:
+        return BatchCollector(handler, batch, key_function(handler) if handler.options.key is not None else None)
     return KeyedOrdering(handler) if handler.options.key is not None else None
 
 
@@ -256,7 +261,9 @@ class Runner:
         for handler in self.router.handlers:
             if self.middleware:
                 handler = replace(handler, middleware=(*self.middleware, *handler.middleware))
-            stats = self.stats.handlers.setdefault(handler.name, HandlerStats())
+            stats = self.stats.handlers.setdefault(
+                handler.name, HandlerStats(batching=handler.options.batch is not None)
+            )
             context = base.for_handler(handler.name)
             parts = ordering_for(handler), settlement_for(handler)
             worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, *parts)

@@ -12,6 +12,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+# Upper bounds (messages) of the batch size histogram's buckets; the last bucket is +Inf.
+BATCH_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000)
+
+
 def _no_backlog() -> int:
     return 0
 
@@ -44,6 +48,12 @@ class HandlerStats:
     # Handled messages per latency bucket (not cumulative; index len(LATENCY_BUCKETS) is +Inf).
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     backlog: Callable[[], int] = field(default=_no_backlog, repr=False, compare=False)
+    # Batch handlers only: calls of the handler, and how many messages each one carried (batches
+    # per size bucket, not cumulative; index len(BATCH_SIZE_BUCKETS) is +Inf).
+    batching: bool = False
+    batches: int = 0
+    batch_size_total: int = 0
+    batch_size_buckets: list[int] = field(default_factory=lambda: [0] * (len(BATCH_SIZE_BUCKETS) + 1))
 
     @property
     def handled(self) -> int:
@@ -59,9 +69,21 @@ class HandlerStats:
         self.latency_total += seconds
         self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
+    def observe_batch(self, seconds: float, size: int) -> None:
+        """Count one call of a batch handler that handled ``size`` messages in ``seconds``: each of
+        them spent that long in the handler."""
+        self.latency_total += seconds * size
+        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += size
+        self.batches += 1
+        self.batch_size_total += size
+        self.batch_size_buckets[bisect_left(BATCH_SIZE_BUCKETS, size)] += 1
+
     def as_dict(self) -> dict[str, float]:
         counters: dict[str, float] = {name: getattr(self, name) for name in COUNTERS}
         counters["latency_total"] = self.latency_total
+        if self.batching:
+            counters["batches"] = self.batches
+            counters["batch_size_total"] = self.batch_size_total
         return counters
 
 

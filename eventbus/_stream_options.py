@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from eventbus._errors import ConfigError
 
-STREAM_OPTION_NAMES = ("group", "consumer", "batch", "block", "claim_idle", "max_deliveries", "start")
+STREAM_OPTION_NAMES = ("group", "consumer", "read_count", "block", "claim_idle", "max_deliveries", "start")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,8 @@ class StreamOptions:
     group:          the consumer group (default: the handler's name, so each handler sees every entry
                     once while the processes running it share the work).
     consumer:       this process's consumer name in the group (default: ``<hostname>-<pid>``).
-    batch:          entries asked for per XREADGROUP / XAUTOCLAIM.
+    read_count:     entries asked for per XREADGROUP / XAUTOCLAIM (the COUNT argument); before
+                    batch handlers it was ``batch=<int>``, still accepted with a DeprecationWarning.
     block:          seconds one XREADGROUP waits for new entries before it is issued again.
     claim_idle:     seconds an entry may stay pending (delivered, not acknowledged) before another
                     consumer takes it over with XAUTOCLAIM: longer than the handler ever needs.
@@ -31,7 +32,7 @@ class StreamOptions:
 
     group: str | None = None
     consumer: str | None = None
-    batch: int = 100
+    read_count: int = 100
     block: float = 5.0
     claim_idle: float = 60.0
     max_deliveries: int = 5
@@ -42,8 +43,8 @@ class StreamOptions:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise ConfigError(f"batch must be an integer >= 1, got {self.batch!r}")
+        if isinstance(self.read_count, bool) or not isinstance(self.read_count, int) or self.read_count < 1:
+            raise ConfigError(f"read_count must be an integer >= 1, got {self.read_count!r}")
         if not isinstance(self.block, (int, float)) or self.block <= 0:
             raise ConfigError(f"block must be a number of seconds > 0, got {self.block!r}")
         if not isinstance(self.claim_idle, (int, float)) or self.claim_idle <= 0:

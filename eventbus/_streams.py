@@ -239,7 +239,7 @@ class StreamConsumer:
     def release(self, entry_id: str) -> None:
         """The entry left our hands (acked, or left pending for redelivery)."""
         self.held.discard(entry_id)
-        if len(self.worker.inbox) < self.options.batch:
+        if len(self.worker.inbox) < self.options.read_count:
             self._room.set()
 
     async def _ack_loop(self) -> None:
@@ -266,7 +266,7 @@ class StreamConsumer:
     async def _wait_for_room(self) -> None:
         # Backpressure: read more only when the inbox has room for a batch, so nothing is dropped
         # and a crash abandons at most a couple of batches (which are then claimed by others).
-        while len(self.worker.inbox) >= self.options.batch:
+        while len(self.worker.inbox) >= self.options.read_count:
             self._room.clear()
             await self._room.wait()
 
@@ -293,7 +293,7 @@ class StreamConsumer:
                     await self.reader.ping()
                     self.reading = True
                 reply = await self.reader.xreadgroup(
-                    self.group, self.name, {self.stream: cursor}, count=self.options.batch, block=block_ms
+                    self.group, self.name, {self.stream: cursor}, count=self.options.read_count, block=block_ms
                 )
                 backoff.reset()
             except asyncio.CancelledError:
@@ -359,7 +359,7 @@ class StreamConsumer:
         while True:
             await self._wait_for_room()
             reply = await self.redis.xautoclaim(
-                self.stream, self.group, self.name, idle_ms, start_id=cursor, count=self.options.batch
+                self.stream, self.group, self.name, idle_ms, start_id=cursor, count=self.options.read_count
             )
             cursor = _text(reply[0])
             entries = [(_text(i), f) for i, f in reply[1] if _text(i) not in self.held]

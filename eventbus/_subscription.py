@@ -8,11 +8,13 @@ test, has no side effects.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
+from eventbus._batch_options import Batch
 from eventbus._errors import ConfigError
 from eventbus._stream_options import STREAM_OPTION_NAMES, StreamOptions
 from eventbus.middleware import check_chain
@@ -62,6 +64,8 @@ class HandlerOptions:
                  fields; messages with equal keys are handled one at a time in delivery order,
                  different keys in parallel up to ``concurrency`` (see eventbus._keyed).
     publishes:   what the handler publishes, {channel: payload type}, for the AsyncAPI document.
+    batch:       a :class:`~eventbus.Batch`: the handler takes a list of messages (``list[Message]``,
+                 or ``list[Order]`` decoded one by one), closed by size or by time.
     """
 
     concurrency: int = 1
@@ -74,6 +78,7 @@ class HandlerOptions:
     middleware: tuple[Any, ...] = ()
     key: Callable[[Any], Hashable] | str | None = None
     publishes: Mapping[str, Any] | None = None
+    batch: Batch | None = None
 
     @property
     def inbox_limits(self) -> str:
@@ -108,6 +113,10 @@ class HandlerOptions:
                 raise ConfigError(f"publishes must map channel names to payload types, got {self.publishes!r}")
             # Frozen and hashable like the other options: a read-only copy the caller cannot change.
             object.__setattr__(self, "publishes", MappingProxyType(dict(self.publishes)))
+        if self.batch is not None and not isinstance(self.batch, Batch):
+            raise ConfigError(
+                f"batch must be an eventbus.Batch, such as Batch(max_size=100, max_wait=0.1), got {self.batch!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +183,22 @@ def on_stream(*streams: str, group: str | None = None, **options: Any) -> Callab
     Entries are acknowledged after the handler succeeds, reclaimed from dead consumers after
     ``claim_idle`` seconds, and dead-lettered after ``max_deliveries`` failed deliveries. Every
     process running the handler shares the group's work. Stream options (see
-    :class:`~eventbus._stream_options.StreamOptions`): consumer, batch, block, claim_idle,
-    max_deliveries, start; the other options are the handler options of :func:`on`.
+    :class:`~eventbus._stream_options.StreamOptions`): consumer, read_count, block, claim_idle,
+    max_deliveries, start; the other options are the handler options of :func:`on`, ``batch=``
+    included (a :class:`~eventbus.Batch`: the handler takes a list of entries).
     """
+    if "batch" in options and isinstance(options["batch"], int) and not isinstance(options["batch"], bool):
+        # Before Batch existed, batch= was the entries asked for per read: it keeps that meaning
+        # for now, under its own name.
+        if "read_count" in options:
+            raise ConfigError("give read_count= alone: batch=<int> is its deprecated name")
+        warnings.warn(
+            "@on_stream(batch=<int>) is deprecated: the entries asked for per XREADGROUP are now read_count=; "
+            "batch= takes an eventbus.Batch (the handler then receives a list)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        options["read_count"] = options.pop("batch")
     stream_options = {key: options.pop(key) for key in STREAM_OPTION_NAMES if key in options}
     return _mark("stream", streams, options, StreamOptions(group=group, **stream_options))
 

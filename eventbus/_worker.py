@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
+from eventbus._batch import BatchMessage, batch_invoke, run_batch
 from eventbus._context import Context
 from eventbus._deadletter import DeadLetterStore
 from eventbus._errors import PayloadError, Reject
@@ -149,8 +150,12 @@ class HandlerWorker:
         # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
         # the handler's middleware chain (composed once here; no wrapper when there is none).
         # Typed handlers get their payload decoded first (eventbus._payloads; built at load time).
+        # A batch handler is called with its batch's list (eventbus._batch).
+        self._batching = options.batch is not None
         call: Callable[[Message, Context], Awaitable[Any]] = (
-            build_invoke(handler.payload, handler.func, handler.is_async, options.key is not None)
+            batch_invoke(handler)
+            if self._batching
+            else build_invoke(handler.payload, handler.func, handler.is_async, options.key is not None)
             if handler.payload is not None
             else handler.func
             if handler.is_async
@@ -181,9 +186,14 @@ class HandlerWorker:
             self._wake_one()
 
     def _wake_one(self) -> None:
-        waiter = self._sleepers.popleft()
-        if not waiter.done():
-            waiter.set_result(None)
+        # A task parked with a deadline (a batch's window) may have woken by itself and left its
+        # waiter here, done: wake the next one instead, so that the message is not left unseen.
+        sleepers = self._sleepers
+        while sleepers:
+            waiter = sleepers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _overflowing(self, msg: Message, size: int) -> None:
         """The inbox is over its budget (or count cap): apply the handler's overflow policy."""
@@ -320,6 +330,7 @@ class HandlerWorker:
         now_ = clock
         ordering = self.ordering
         settlement = self.settlement
+        batching = self._batching
         # Set by the ordering part: the message this task must handle before taking another from the
         # inbox (the next of the key it holds, a batch whose time is up).
         following: Message | None = None
@@ -357,6 +368,16 @@ class HandlerWorker:
                                 continue  # the part keeps it (behind its key): still in the budget
                             msg = turn
                     self.queued_bytes -= len(msg.data) + overhead
+                    if batching and failure is None and isinstance(msg, BatchMessage):
+                        # A closed batch: run, retried, counted and settled message by message there.
+                        if timed:
+                            self._timed(now_() - now, timed, run)
+                        timed, run = 0, 1
+                        await run_batch(self, msg, overhead)
+                        if ordering is not None:
+                            following = ordering.after(msg)
+                        now = now_()
+                        continue
                     if settlement is not None and failure is None:
                         refusal = settlement.refusal(msg)
                         if refusal is not None:

@@ -23,7 +23,7 @@ PUBLIC = {"__init__", "__main__", "testing", "middleware", "middlewares"}
 # handler model and the engine never import a backend, and backends import only leaves.
 LEAVES = {
     *("_errors", "_message", "_names", "_backoff", "_stats", "_urls", "_flow", "_logs", "_loops"),
-    *("_stream_options", "_metrics", "_health", "_lag"),
+    *("_stream_options", "_batch_options", "_metrics", "_health", "_lag"),
     "_hotpath",  # which hot path is imported: decided before any other eventbus module loads
     "_payloads",  # typed payloads: decoders, and encoding what is published
     "_children",  # child processes that die with their parent (the supervisor's, the embedded Redis)
@@ -33,7 +33,7 @@ LEAVES = {
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts"}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

@@ -55,7 +55,9 @@ def all_refs(node: Any) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("target", [*APP_DOCUMENTS.values(), "tests.sample_apps.typed_orders"])
+@pytest.mark.parametrize(
+    "target", [*APP_DOCUMENTS.values(), "tests.sample_apps.typed_orders", "tests.sample_apps.batches"]
+)
 def test_documents_validate_against_the_asyncapi_schema(target: str) -> None:
     doc = document(load_target(target), DEFAULT_URL)
     validate(doc)
@@ -171,3 +173,20 @@ def test_routes_shows_payload_types(capsys: pytest.CaptureFixture[str]) -> None:
     assert any("store" in line and "payload=Order(msgspec)" in line and "key=customer" in line for line in lines)
     assert any("refund" in line and "payload=Refund(msgspec)+Message" in line for line in lines)
     assert any("watch" in line and "payload=Message" in line for line in lines)
+
+
+def test_batch_handlers_say_how_their_batches_close_and_keep_the_message_schema() -> None:
+    doc = document(load_target("tests.sample_apps.batches"), DEFAULT_URL)
+    operations = {o["x-eventbus-handler"]: o for o in doc["operations"].values()}
+    assert operations["tally"]["x-eventbus-batch"] == {"maxSize": 500, "maxWait": 0.05}
+    assert operations["audit"]["x-eventbus-batch"] == {"maxSize": 200, "maxWait": 1.0}
+    message = resolve(doc, resolve(doc, operations["store"]["messages"][0]["$ref"])["$ref"])
+    assert message["payload"] == {"$ref": "#/components/schemas/Order"}  # each message, not the list
+
+
+def test_routes_shows_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["routes", "tests.sample_apps.batches"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("tally" in line and "payload=list[Message]" in line and "batch=500/0.05s" in line for line in lines)
+    assert any("store" in line and "payload=list[Order](msgspec)+list[Message]" in line for line in lines)
+    assert any("audit" in line and line.startswith("stream") and "batch=200/1s" in line for line in lines)

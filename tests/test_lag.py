@@ -88,7 +88,7 @@ async def test_lag_metrics_and_summary_of_a_running_consumer(
     backlog(sync_redis, "jobs", 50)
     release = asyncio.Event()
 
-    @on_stream("jobs", batch=10)
+    @on_stream("jobs", read_count=10)
     async def worker(msg: StreamMessage, ctx: Context) -> None:
         await release.wait()  # hold the entries: they stay pending, the rest stay undelivered
 

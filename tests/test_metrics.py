@@ -11,7 +11,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventbus import Context, Message, Reject, on
-from eventbus._stats import LATENCY_BUCKETS, HandlerStats
+from eventbus._metrics import StatsCollector
+from eventbus._stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, BusStats, HandlerStats
 from tests.cli_process import NOT_LOCAL_ADDR, ROOT, EventbusProcess
 from tests.fault.helpers import eventually, publish_all, running
 from tests.redis_server import RedisServer, free_port
@@ -35,6 +36,31 @@ def test_histogram_buckets_are_le_bounds() -> None:
     assert stats.latency_buckets[1] == 1
     assert stats.latency_buckets[len(LATENCY_BUCKETS)] == 1  # +Inf
     assert "latency_buckets" not in stats.as_dict()
+
+
+def test_batches_count_their_messages_and_sizes() -> None:
+    stats = HandlerStats(batching=True)
+    stats.observe_batch(0.002, 500)
+    stats.observe_batch(0.0004, 1)
+    assert stats.handled == 501 and stats.batches == 2 and stats.batch_size_total == 501
+    assert stats.batch_size_buckets[0] == 1  # a batch of one: le 1
+    assert stats.batch_size_buckets[BATCH_SIZE_BUCKETS.index(500)] == 1
+    assert stats.latency_buckets[LATENCY_BUCKETS.index(0.0025)] == 500  # each message waited the call
+    assert stats.as_dict()["batches"] == 2 and "batches" not in HandlerStats().as_dict()
+
+
+def test_batch_metric_families_only_for_batch_handlers() -> None:
+    bus = BusStats(handlers={"sales": HandlerStats(batching=True), "alerts": HandlerStats()})
+    bus.handlers["sales"].observe_batch(0.01, 20)
+    families = {family.name: family for family in StatsCollector(bus).collect()}
+    batches = families["eventbus_handler_batches"]
+    assert [(s.labels, s.value) for s in batches.samples] == [({"handler": "sales"}, 1)]
+    sizes = {(s.name, s.labels.get("le")): s.value for s in families["eventbus_handler_batch_size"].samples}
+    assert sizes[("eventbus_handler_batch_size_bucket", "10")] == 0
+    assert sizes[("eventbus_handler_batch_size_bucket", "20")] == 1
+    assert sizes[("eventbus_handler_batch_size_sum", None)] == 20
+    handled = {s.labels["handler"]: s.value for s in families["eventbus_handler_handled"].samples}
+    assert handled == {"sales": 20, "alerts": 0}
 
 
 async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) -> None:

@@ -106,7 +106,7 @@ async def test_consumers_of_one_group_share_the_work(redis_server: RedisServer) 
     by_consumer: dict[str, list[str]] = {"a": [], "b": []}
 
     def make(consumer: str) -> Any:
-        @on_stream("shared", group="g", consumer=consumer, batch=5, block=0.2, name="h")
+        @on_stream("shared", group="g", consumer=consumer, read_count=5, block=0.2, name="h")
         async def h(msg: StreamMessage, ctx: Context) -> None:
             by_consumer[consumer].append(msg.text)
             await asyncio.sleep(0.001)  # let the other consumer get a turn

@@ -21,10 +21,6 @@ from eventbus import ConfigError, Context, Message, Reject, on_pattern, on_shutd
 
 STATE_KEY = "apps.broadcast.sender"
 
-# The inbox keeps eventbus's default memory budget (128 MiB, ~300,000 messages of 300 bytes): room
-# for a large bulk send to wait for its turn, since the service is paced by Twilio's concurrency
-# and producers are not. Past it, eventbus drops and counts the newest messages (see docs/semantics.md).
-
 
 @on_startup
 async def open_sender(ctx: Context) -> None:
@@ -70,13 +66,10 @@ async def close_sender(ctx: Context) -> None:
 
 
 # retries=0: eventbus must never resend on its own - only the sender knows what is safe to retry.
-@on_pattern(
-    "channel-*",
-    name="broadcast",
-    concurrency=handler_concurrency(),
-    retries=0,
-)
+@on_pattern("channel-*", name="broadcast", concurrency=handler_concurrency(), retries=0)
 async def broadcast(msg: Message, ctx: Context) -> None:
+    """Send one SMS. The payload is parsed here rather than by annotation: :func:`parse_sms`
+    caps its size before parsing and words every error without the message's numbers or text."""
     try:
         sms = parse_sms(msg.data)
     except InvalidPayload as exc:

@@ -31,6 +31,17 @@ class Order:
     cost: float  # total price of the order, in dollars
     ts: int  # when it was bought: Unix seconds (UTC)
 
+    def __post_init__(self) -> None:
+        # Checked however the order was built: parsed from its hash, or decoded from a stream entry.
+        if not self.who or not self.event:
+            raise InvalidOrder(f"order {self.id!r}: malformed, missing field(s) who or event")
+        if not 1 <= self.qty <= MAX_QTY:
+            raise InvalidOrder(f"order {self.id!r}: malformed, qty {self.qty} is not between 1 and {MAX_QTY}")
+        if not 0.0 <= self.cost < math.inf:  # false for NaN and infinities too
+            raise InvalidOrder(f"order {self.id!r}: malformed, cost '{format_amount(self.cost)}' is not an amount >= 0")
+        if self.ts < 0:
+            raise InvalidOrder(f"order {self.id!r}: malformed, ts '{self.ts}' is not a Unix time")
+
     @property
     def hour(self) -> int:
         """The UTC hour of day (0..23) the order was placed in."""
@@ -80,13 +91,7 @@ def parse_order(order_id: str, raw: Mapping[Any, Any]) -> Order:
         ts = float(ts_text)
     except ValueError as exc:
         raise InvalidOrder(f"order {order_id!r}: malformed, {exc}") from None
-    if not 1 <= qty <= MAX_QTY:
-        raise InvalidOrder(f"order {order_id!r}: malformed, qty {qty} is not between 1 and {MAX_QTY}")
-    # 0 <= x < inf is false for NaN, infinities and negatives: math.isfinite(x) and x >= 0 in one
-    # comparison (every listener parses every order).
-    if not 0.0 <= cost < math.inf:
-        raise InvalidOrder(f"order {order_id!r}: malformed, cost {cost_text!r} is not an amount >= 0")
-    if not 0.0 <= ts < math.inf:
+    if not math.isfinite(ts):
         raise InvalidOrder(f"order {order_id!r}: malformed, ts {ts_text!r} is not a Unix time")
     return Order(order_id, who, event, qty, cost, int(ts))
 

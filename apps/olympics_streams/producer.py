@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from apps.olympics.keys import order_key
 from apps.olympics.orders import Order
 from apps.olympics.simulator import create_events, generate_orders
@@ -13,9 +15,10 @@ from apps.olympics.simulator import create_events, generate_orders
 PURCHASES_STREAM = "olympics:purchase_orders"
 
 
-def entry_fields(order: Order) -> dict[str, str]:
-    """The stream entry carries the whole order, so listeners need not read the hash back."""
-    return {"id": order.id, **order.fields()}
+def entry_fields(order: Order) -> dict[str, bytes]:
+    """The stream entry carries the whole order as JSON, so listeners take it typed
+    (``order: Order``) and need not read the hash back."""
+    return {"data": orjson.dumps(order)}
 
 
 async def post_purchase(redis: Any, order: Order, *, maxlen: int | None = None) -> str:

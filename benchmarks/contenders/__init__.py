@@ -55,7 +55,7 @@ CONTENDERS: list[Contender] = [
         "eventbus, pure-Python hot path (EVENTBUS_PURE_PYTHON=1)",
         "eventbus_app",
         "eventbus",
-        scenarios=frozenset({"drain", "fanout", "many"}),
+        scenarios=frozenset({"drain", "fanout", "many", "olympics"}),
         env=(("EVENTBUS_PURE_PYTHON", "1"),),
     ),
     Contender(
@@ -106,6 +106,15 @@ CONTENDERS: list[Contender] = [
     # Issue 13: the same drain with the payload decoded into a msgspec Struct by the handler's annotation.
     Contender(
         "eventbus_typed", "eventbus, typed msgspec handler", "eventbus_typed", "msgspec", scenarios=frozenset({"drain"})
+    ),
+    # Issue 23: a batch handler that does nothing, `batch=Batch()` with default sizes: what the
+    # framework costs per message when the handler's own per-message work is gone.
+    Contender(
+        "eventbus_batch",
+        "eventbus, no-op batch handler (Batch())",
+        "eventbus_batch",
+        "eventbus",
+        scenarios=frozenset({"drain"}),
     ),
     Contender("redis_listen", "redis.asyncio PubSub.listen()", "redis_listen", "redis"),
     Contender("redis_run", "redis.asyncio PubSub.run() callbacks", "redis_run", "redis"),

@@ -58,6 +58,13 @@ async def main(rec: Recorder, middleware: Sequence[Any] = ()) -> None:
     await runner.serve()
 
 
+async def serve(rec: Recorder, handlers: list[Any]) -> None:
+    """Run ``handlers`` with default settings, the runner's counters in the result."""
+    runner = eventbus.Runner(handlers, url=rec.spec.url)
+    rec.extra = runner.stats.as_dict
+    await runner.serve()
+
+
 if __name__ == "__main__":
     _, recorder = load(sys.argv, "eventbus")
     run(recorder, lambda: main(recorder))

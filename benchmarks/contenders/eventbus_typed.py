@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-import eventbus
+from benchmarks.contenders.eventbus_app import serve
 from benchmarks.contenders.recorder import Recorder, load, run
 from benchmarks.spec import HandlerDef
 from eventbus import Context, on, on_pattern
@@ -43,13 +43,7 @@ def make_handler(h: HandlerDef, rec: Recorder) -> Any:
 
 
 async def main(rec: Recorder) -> None:
-    runner = eventbus.Runner([make_handler(h, rec) for h in rec.spec.handlers], url=rec.spec.url)
-
-    def stats() -> dict[str, Any]:
-        return runner.stats.as_dict()
-
-    rec.extra = stats
-    await runner.serve()
+    await serve(rec, [make_handler(h, rec) for h in rec.spec.handlers])
 
 
 if __name__ == "__main__":

@@ -86,6 +86,22 @@ class Counter:
 
         return body
 
+    def batch_body(self) -> Callable[[int], None]:
+        """For a batch handler that does nothing: call it with each batch's size."""
+        expected = self._expected
+
+        def body(size: int) -> None:
+            before = self.n
+            n = self.n = before + size
+            if before == 0:
+                self.t_first = clock()
+                self._recorder.mark_start()
+            if before < expected <= n:
+                self.t_done = clock()
+                self._recorder.handler_done()
+
+        return body
+
     def count_body(self) -> Body:
         """For handlers that do their own work (olympics): call it when a message is finished."""
         expected = self._expected

@@ -1,6 +1,6 @@
 """Where the olympics listeners' CPU goes per purchase (issue 15): the app beside variants that do less.
 
-    python -m benchmarks.olympics.ablation [--variants noop,rawread,read,lean,full] [--n 5000] [--reps 5]
+    python -m benchmarks.olympics.ablation [--variants noop,rawread,read,lean,tuned,full] [--n 5000] [--reps 5]
     python -m benchmarks.olympics.ablation --micro [sleep0,hgetall,sadd,pipe1,pipe3] [--micro-n 20000] [--reps 5]
 
 Each variant has the app's five listeners on the app's subscriptions, with the app's options, and
@@ -8,14 +8,16 @@ adds one thing to the one before; each runs through :func:`benchmarks.olympics.r
 (the in-process drain: the backlog is published while the loop is blocked, then the clock and
 ``process_time`` run until every listener is done). Printed: medians of CPU µs per purchase,
 purchases/s, redis-server CPU, commands and round trips per purchase, and whether the final state
-was exact (only ``lean`` and ``full`` write it).
+was exact (only ``lean``, ``tuned`` and ``full`` write it).
 
 - ``noop``: the handlers return at once (reading, routing, the workers);
 - ``rawread``: each awaits ``ctx.redis.hgetall`` of the order;
 - ``read``: each calls the app's ``load_order`` (key name, WRONGTYPE guard, parse, checks);
 - ``lean``: the app's exact Redis commands with the least Python around them (no checks, no
   alerts), which leaves the exact final state;
-- ``full``: ``apps.olympics`` itself.
+- ``tuned``: the listeners tuned per message as the app shipped them before batch handlers
+  (:mod:`benchmarks.olympics.tuned`);
+- ``full``: ``apps.olympics`` itself, as a user writes it.
 
 ``--micro`` times the command client alone: 16 callers on one lane, CPU µs per ``await`` of a
 ``sleep(0)``, ``hgetall``, ``sadd`` and plain pipelines of 1 and 3 commands. For instruction
@@ -36,13 +38,13 @@ import types
 from typing import Any
 
 from apps.olympics.keys import CEREMONY_PATTERN, OPENING_CEREMONY, ORDERS_CHANNEL, event_channel
-from apps.olympics.listeners import OPTIONS, load_order
 from benchmarks.olympics import roundtrips
+from benchmarks.olympics.tuned import OPTIONS, load_order
 from benchmarks.redisproc import RedisServer
 from eventbus import Context, Message, on, on_pattern
 from eventbus._backends.autopipeline import autopipeline_client
 
-VARIANTS = ("noop", "rawread", "read", "lean", "full")
+VARIANTS = ("noop", "rawread", "read", "lean", "tuned", "full")
 MICRO = ("sleep0", "hgetall", "sadd", "pipe1", "pipe3")
 LISTENERS = ("sales_analytics", "events_analytics", "customer_purchases", "opening_ceremony_alerter")
 
@@ -107,6 +109,8 @@ def variant_module(variant: str) -> str:
     """Register the variant's listeners as a module; its name, for ``roundtrips.APP``."""
     if variant == "full":
         return "apps.olympics"
+    if variant == "tuned":
+        return "benchmarks.olympics.tuned"
     name = f"{__name__}_{variant}"
     module = types.ModuleType(name)
     for listener in LISTENERS[:3]:

@@ -38,22 +38,31 @@ def app_handlers(expected: dict[str, int] | None = None) -> list[HandlerDef]:
     return out
 
 
-def counted(func: Any, done: Body, is_async: bool) -> Any:
+def counted(func: Any, done: Body, is_async: bool, batch: bool = False) -> Any:
+    """``func`` counting each message it finished: one per call, or each of a batch's.
+
+    The wrapper takes whatever the handler takes (eventbus reads the signature through
+    ``functools.wraps``: typed payloads, the envelope, a batch's list)."""
+
+    def finished(first: Any) -> None:
+        for _ in range(len(first) if batch else 1):
+            done(b"")
+
     if is_async:
 
         @functools.wraps(func)
-        async def async_wrapper(msg: Any, ctx: Any) -> None:
-            await func(msg, ctx)
-            done(b"")
+        async def async_wrapper(first: Any, *rest: Any) -> None:
+            await func(first, *rest)
+            finished(first)
 
         return async_wrapper
     lock = threading.Lock()  # sync handlers run in worker threads, maybe several at once
 
     @functools.wraps(func)
-    def sync_wrapper(msg: Any, ctx: Any) -> None:
-        func(msg, ctx)
+    def sync_wrapper(first: Any, *rest: Any) -> None:
+        func(first, *rest)
         with lock:
-            done(b"")
+            finished(first)
 
     return sync_wrapper
 
@@ -62,7 +71,9 @@ async def main() -> None:
     spec, rec = load(sys.argv, "eventbus_olympics")
     app = importlib.import_module(APP)
     router = eventbus.Router.from_module(app)
-    wrapped = {h.func: counted(h.func, rec.body(h.name), h.is_async) for h in router.handlers}
+    wrapped = {
+        h.func: counted(h.func, rec.body(h.name), h.is_async, h.options.batch is not None) for h in router.handlers
+    }
     module = types.ModuleType(app.__name__, app.__doc__)
     for name, value in vars(app).items():
         with contextlib.suppress(TypeError):  # an unhashable attribute is not a handler

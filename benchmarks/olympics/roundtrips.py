@@ -100,17 +100,17 @@ async def one_run(n: int, profile: cProfile.Profile | None = None, eager: bool =
     done = asyncio.Event()
     left = [expected]
 
-    def wrap(func: Any) -> Any:
+    def wrap(func: Any, batch: bool) -> Any:
         @functools.wraps(func)
-        async def counted(msg: Any, ctx: Any) -> None:
-            await func(msg, ctx)
-            left[0] -= 1
+        async def counted(first: Any, *rest: Any) -> None:
+            await func(first, *rest)
+            left[0] -= len(first) if batch else 1
             if not left[0]:
                 done.set()
 
         return counted
 
-    wrapped = {h.func: wrap(h.func) for h in router.handlers}
+    wrapped = {h.func: wrap(h.func, h.options.batch is not None) for h in router.handlers}
     module = types.ModuleType(app.__name__, app.__doc__)
     for name, value in vars(app).items():
         with contextlib.suppress(TypeError):  # an unhashable attribute is not a handler

@@ -12,7 +12,7 @@ import fnmatch
 import importlib.util
 
 from benchmarks.consumer import consumer
-from benchmarks.contenders import EVENTBUS, Contender
+from benchmarks.contenders import EVENTBUS, EVENTBUS_PURE, Contender
 from benchmarks.olympics import data
 from benchmarks.redisproc import RedisServer
 from benchmarks.scenarios.base import Case, Measurement, Scenario
@@ -23,6 +23,14 @@ TUTORIAL = Contender(
     "tutorial_threads", "tutorial: thread per listener", "olympics.tutorial", "redis", connection_per_handler=True
 )
 EVENTBUS_APP = Contender(EVENTBUS, "eventbus apps.olympics", "olympics.eventbus_app", "eventbus")
+# The same app on the pure-Python hot path, which is what an install without a C compiler runs.
+EVENTBUS_APP_PURE = Contender(
+    EVENTBUS_PURE,
+    "eventbus apps.olympics, pure-Python path",
+    "olympics.eventbus_app",
+    "eventbus",
+    env=(("EVENTBUS_PURE_PYTHON", "1"),),
+)
 
 
 def expected_calls(handler: HandlerDef, channels: list[str]) -> int:
@@ -100,6 +108,10 @@ def build(s: Settings, contenders: list[Contender]) -> list[Case]:
     cases = [Case("olympics", f"{n:,} purchases", TUTORIAL.key, lambda: measure(TUTORIAL, tutorial_handlers(), n))]
     if any(c.key == EVENTBUS for c in contenders) and app_missing() is None:
         cases.append(Case("olympics", f"{n:,} purchases", EVENTBUS, lambda: measure(EVENTBUS_APP, app_handlers(), n)))
+    if any(c.key == EVENTBUS_PURE for c in contenders) and app_missing() is None:
+        cases.append(
+            Case("olympics", f"{n:,} purchases", EVENTBUS_PURE, lambda: measure(EVENTBUS_APP_PURE, app_handlers(), n))
+        )
     return cases
 
 
@@ -116,6 +128,6 @@ SCENARIO = Scenario(
         "exact expected state (histograms are `BITFIELD INCRBY u32 #<UTC hour>`)."
     ),
     build=build,
-    labels={TUTORIAL.key: TUTORIAL.label, EVENTBUS: EVENTBUS_APP.label},
+    labels={TUTORIAL.key: TUTORIAL.label, EVENTBUS: EVENTBUS_APP.label, EVENTBUS_PURE: EVENTBUS_APP_PURE.label},
     skip=lambda: None,
 )

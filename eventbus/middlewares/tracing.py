@@ -32,7 +32,7 @@ from eventbus._errors import LoadError
 
 try:
     from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test without OpenTelemetry
     missing = getattr(exc, "name", None) or str(exc)
@@ -144,8 +144,15 @@ class _Tracing:
         pattern = msg.pattern
         if pattern is not None:
             attributes["messaging.destination.template"] = pattern
+        links: list[Link] = []
+        batch: list[Message] | None = getattr(msg, "messages", None)
         fields = getattr(msg, "fields", None)
-        if fields is not None:  # a stream entry
+        if batch is not None:  # a batch handler's call: one span, linked to each message's trace
+            attributes["messaging.batch.message_count"] = len(batch)
+            del attributes["messaging.message.body.size"]
+            links = _links(batch)
+            carrier: dict[str, str] = {}
+        elif fields is not None:  # a stream entry
             attributes["messaging.consumer.group.name"] = getattr(msg, "group", "")
             attributes["messaging.message.id"] = getattr(msg, "id", "")
             attributes["eventbus.stream.deliveries"] = getattr(msg, "deliveries", 1)
@@ -158,6 +165,7 @@ class _Tracing:
             f"process {pattern or msg.channel}",
             context=parent,
             kind=SpanKind.CONSUMER,
+            links=links,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
@@ -185,6 +193,19 @@ class _Tracing:
             attempts.pop(key, None)
             # Success leaves the status unset, as the OpenTelemetry spec asks of instrumentation.
             return result
+
+
+def _links(batch: list[Message]) -> list[Link]:
+    """A link to the trace each message of a batch carries (the ones that carry one)."""
+    links = []
+    for message in batch:
+        fields = getattr(message, "fields", None)
+        carrier = _stream_fields_carrier(fields) if fields is not None else _pubsub_carrier(message.data)
+        if carrier:
+            context = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+            if context.is_valid:
+                links.append(Link(context))
+    return links
 
 
 def tracing_middleware(*, tracer_provider: TracerProvider | None = None) -> Middleware:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from eventbus import Context, Message, Reject, Runner, on, on_pattern, on_stream
+from eventbus import Batch, Context, Message, Reject, Runner, on, on_pattern, on_stream
 from eventbus.middlewares.tracing import (
     trace_publishing,
     tracing_middleware,
@@ -152,6 +152,30 @@ async def test_pub_sub_continues_a_trace_only_by_the_opt_in_convention(
     assert continued.name == "process orders.*"
     assert dict(continued.attributes or {})["messaging.destination.template"] == "orders.*"
     assert dict(continued.attributes or {})["messaging.consumer.group.name"] == "audit"
+
+
+async def test_a_batch_is_one_span_linked_to_each_message_trace(
+    redis_server: RedisServer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    @on("orders", batch=Batch(max_size=3, max_wait=5.0))
+    async def store(msgs: list[Message], ctx: Context) -> None:
+        pass
+
+    tracer = trace.get_tracer("test", tracer_provider=provider)
+    async with Runner([store], url=redis_server.url, middleware=[tracing_middleware(tracer_provider=provider)]) as r:
+        assert r.publisher is not None
+        with tracer.start_as_current_span("checkout") as checkout:
+            await r.publisher.publish("orders", with_trace_context({"order": 1}))
+        await r.publisher.publish("orders", {"order": 2})  # no trace context: no link
+        with tracer.start_as_current_span("refund") as refund:
+            await r.publisher.publish("orders", with_trace_context({"order": 3}))
+        spans = [s for s in await wait_for_spans(exporter, 3) if s.name == "process orders"]
+    [span] = spans
+    assert dict(span.attributes or {})["messaging.batch.message_count"] == 3
+    assert [link.context.span_id for link in span.links] == [
+        checkout.get_span_context().span_id,
+        refund.get_span_context().span_id,
+    ]
 
 
 async def test_retries_and_dead_letters_are_span_events_with_error_status(

@@ -131,6 +131,7 @@ class StatsCollector(Collector):
             "Seconds without a subscription connection (pub/sub messages of that time are lost).",
             stats.gap_seconds,
         )
+        yield from _recovery_metrics(stats)
         if self.connected is not None:
             yield GaugeMetricFamily(
                 "eventbus_connected", "1 while the subscription connection is up.", float(self.connected())
@@ -150,6 +151,33 @@ def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]
         total += count
         buckets.append((bound, float(total)))
     return buckets
+
+
+RECOVERY_COUNTERS = {
+    "recovered": "Missed messages of a recoverable channel read back from its history and delivered.",
+    "unrecovered": "Missed messages of a recoverable channel its history no longer had (trimmed or expired).",
+    "history_lost": "Gaps after which a recoverable channel's history was gone (epoch changed): an unknown number lost.",
+    "foreign": "Messages on a recoverable channel published without its history (a plain PUBLISH): unrecoverable.",
+    "duplicates": "Messages of a recoverable channel that arrived twice (live and recovered) and were skipped.",
+    "recoveries": "Reads of a recoverable channel's history after a gap.",
+}
+
+
+def _recovery_metrics(stats: BusStats) -> Iterable[Metric]:
+    channels = list(stats.channels.items())
+    for field, doc in RECOVERY_COUNTERS.items():
+        family = CounterMetricFamily(f"eventbus_channel_{field}", doc, labels=["channel"])
+        for name, channel_stats in channels:
+            family.add_metric([name], getattr(channel_stats, field))
+        yield family
+    seconds = CounterMetricFamily(
+        "eventbus_channel_recovery_seconds",
+        "Time from a gap's detection to its missed messages delivered, summed over recoveries.",
+        labels=["channel"],
+    )
+    for name, channel_stats in channels:
+        seconds.add_metric([name], channel_stats.recovery_seconds)
+    yield seconds
 
 
 class MetricsServer:

@@ -1,0 +1,345 @@
+"""Recovering what a subscriber missed on a recoverable channel, in order, each message once.
+
+Every message of a recoverable channel carries its offset and its history's epoch
+(eventbus._history). Per subscription and channel a :class:`Track` remembers the last offset
+delivered to the handlers. A message whose offset is the next one is delivered at once (the
+common case: a compare and an assignment). Anything else is a gap:
+
+- the subscription connection was replaced (a reconnect, a half-open connection found by the
+  ping, Redis dropping us past its output-buffer limit): the subscriber says so after it has
+  resubscribed, and every track of that connection reads the history after its position;
+- an offset jumps (a message lost on its way, whatever the cause): that track reads the range.
+
+While a track recovers, live messages wait in its buffer. Subscribing comes first and reading the
+history second, so together they cover everything: the history is delivered after the position,
+then the buffer merged by offset (what both hold is delivered once). When the history no longer
+has part of the range (trimmed, expired) or was lost (another epoch), a WARNING names the
+channel, how many messages were not recovered and their offsets, and the counters of
+``BusStats.channels`` count them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from eventbus._history import History, parse_envelope
+from eventbus._logs import LineLimit
+from eventbus._message import Message
+from eventbus._stats import BusStats, RecoveryStats
+
+log = logging.getLogger("eventbus.recovery")
+
+# Entries per history read: large enough that a backlog of 100,000 is ten round trips.
+PAGE = 10_000
+# A read that fails (Redis went away again) is retried this many times before the range is
+# reported as not recovered.
+READ_ATTEMPTS = 5
+
+CHANNEL = 0
+PATTERN = 1
+SHARDED = 2
+KIND_NAMES = {"channel": CHANNEL, "pattern": PATTERN, "sharded": SHARDED}
+
+TrackKey = tuple[int, bytes, bytes]
+
+
+class Track:
+    """One channel as one subscription receives it: its position and, while recovering, a buffer."""
+
+    __slots__ = ("buffer", "channel", "declared", "epoch", "kind", "last", "pattern", "stats", "warned", "workers")
+
+    def __init__(
+        self, kind: int, channel: str, pattern: str | None, workers: Sequence[Any], stats: RecoveryStats
+    ) -> None:
+        self.kind = kind
+        self.channel = channel
+        self.pattern = pattern
+        self.workers = tuple(workers)
+        self.stats = stats
+        self.declared = False  # subscribed as a recoverable Channel: positioned at start
+        self.epoch: bytes | None = None  # None: no position yet (the next message gives one)
+        self.last = 0  # the last offset delivered to the handlers
+        # Not None while recovering: live messages (offset, epoch, message) waiting for the history.
+        self.buffer: list[tuple[int, bytes, Message]] | None = None
+        self.warned = False  # the unrecoverable-publisher warning, once per track
+
+
+class Recovery:
+    """The tracks of one runner and the tasks that recover them (see the module docstring)."""
+
+    def __init__(self, history: History, stats: BusStats, max_payload: int | None = None) -> None:
+        self.history = history
+        self.stats = stats
+        self.max_payload = max_payload
+        self.tracks: dict[TrackKey, Track] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.lines = LineLimit(log, "recovery")
+        self._closing = False
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def declare(self, kind: str, channel: str, workers: Sequence[Any]) -> None:
+        """A channel subscribed as a recoverable :class:`~eventbus.Channel`: positioned at start
+        (at the history's top), so that a gap before its first message is recovered too."""
+        key = (KIND_NAMES[kind], b"", channel.encode("utf-8", "surrogateescape"))
+        track = self.tracks.get(key)
+        if track is None:
+            track = self.tracks[key] = Track(key[0], channel, None, workers, self.stats.recovery(channel))
+        track.declared = True
+        track.buffer = []  # until start() has read the position
+
+    async def start(self) -> None:
+        """Subscribed: read each declared channel's position (its live messages wait meanwhile).
+
+        Returns once every position is known, so that what is published after a runner's start
+        returns is after its position.
+        """
+        tracks = [track for track in self.tracks.values() if track.declared and track.epoch is None]
+        await asyncio.gather(*(self._position(track) for track in tracks))
+
+    def resubscribed(self, kinds: Sequence[int]) -> None:
+        """A subscription connection was replaced: every track it carries reads what it missed."""
+        for track in list(self.tracks.values()):
+            if track.kind in kinds and track.buffer is None and track.epoch is not None:
+                track.buffer = []
+                self._spawn(self._recover(track, "a reconnect", time.monotonic()))
+
+    def busy(self) -> bool:
+        """A recovery (or the reading of a position) is under way."""
+        return bool(self.tasks)
+
+    async def close(self) -> None:
+        """Reading has stopped: recoveries under way end here (their messages stay in the history)."""
+        self._closing = True
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- the reader's side (synchronous, one call per message of a recoverable channel) --------
+
+    def accept(
+        self,
+        kind: int,
+        pattern_key: bytes,
+        channel_key: bytes,
+        channel: str,
+        pattern: str | None,
+        data: bytes,
+        workers: Sequence[Any],
+        declared: bool,
+    ) -> bool:
+        """Take a message over if it has an envelope (True); False: deliver it as a plain one."""
+        env = parse_envelope(data)
+        key = (kind, pattern_key, channel_key)
+        track = self.tracks.get(key)
+        if env is None:
+            if declared or track is not None:
+                self._foreign(track, channel, workers, kind, key)
+            return False
+        if track is None:
+            track = self.tracks[key] = Track(kind, channel, pattern, workers, self.stats.recovery(channel))
+        self._advance(track, env.offset, env.epoch, Message(channel, env.payload, pattern))
+        return True
+
+    def _advance(self, track: Track, offset: int, epoch: bytes, msg: Message) -> None:
+        if track.buffer is not None:
+            track.buffer.append((offset, epoch, msg))
+            return
+        if epoch == track.epoch:
+            if offset == track.last + 1:
+                track.last = offset
+                self._deliver(track, msg)
+            elif offset <= track.last:
+                track.stats.duplicates += 1
+            else:
+                track.buffer = [(offset, epoch, msg)]
+                reason = f"offset {offset} after {track.last}"
+                self._spawn(self._recover(track, reason, time.monotonic()))
+            return
+        if track.epoch is None or offset == 1:
+            # A first message, or a history that began again (its TTL passed while idle, Redis
+            # restarted): nothing before it was missed.
+            track.epoch, track.last = epoch, offset
+            self._deliver(track, msg)
+            return
+        # A history that began again while we were not looking: read it from its start.
+        track.epoch, track.last = epoch, 0
+        track.buffer = [(offset, epoch, msg)]
+        self._spawn(self._recover(track, f"a new history (offset {offset})", time.monotonic()))
+
+    def _deliver(self, track: Track, msg: Message) -> None:
+        cap = self.max_payload
+        for worker in track.workers:
+            if cap is not None and len(msg.data) > cap:
+                worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
+            else:
+                worker.put(msg)
+
+    def _foreign(self, track: Track | None, channel: str, workers: Sequence[Any], kind: int, key: TrackKey) -> None:
+        if track is None:
+            track = self.tracks[key] = Track(kind, channel, None, workers, self.stats.recovery(channel))
+        track.stats.foreign += 1
+        if not track.warned:
+            track.warned = True
+            log.warning(
+                "a message on recoverable channel %r was published without its history (a plain PUBLISH, "
+                "redis-cli?): it is delivered, but it has no offset and cannot be recovered after a gap; "
+                "publish with eventbus (bus.publish(Channel(...)), eventbus publish --history N); counted "
+                "as eventbus_channel_foreign, warned once",
+                channel,
+            )
+
+    # -- recovering --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro, name="eventbus:recovery")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _position(self, track: Track) -> None:
+        """Start where the history is now (the subscription is already live)."""
+        try:
+            page = await self._read(track, 0, 0)
+            if page is not None and page.epoch and track.epoch is None:
+                # What arrived since the subscription began is ours even if the history's top
+                # already counts it: start before the first of it.
+                ours = [offset for offset, epoch, _ in track.buffer or () if epoch == page.epoch]
+                track.epoch, track.last = page.epoch, min(page.top, min(ours, default=page.top + 1) - 1)
+        finally:
+            self._flush(track)
+
+    async def _recover(self, track: Track, reason: str, began: float) -> None:
+        after = track.last
+        recovered, missing, lost = 0, [], False
+        try:
+            first = after + 1
+            while True:
+                page = await self._read(track, first, PAGE)
+                if page is None:  # Redis did not answer: everything asked for is reported
+                    missing.append((first, None))
+                    break
+                if page.epoch != track.epoch:
+                    lost = lost or track.epoch is not None
+                    if lost:
+                        track.stats.history_lost += 1
+                    if not page.epoch:
+                        track.epoch = None
+                        break
+                    track.epoch, track.last, first = page.epoch, 0, 1
+                    continue
+                entries = page.entries
+                # What the buffer holds is delivered from there, in order: read only up to it.
+                live = min((o for o, e, _ in track.buffer or () if e == track.epoch), default=page.top + 1)
+                start = min(entries[0][0] if entries else page.top + 1, live)
+                if start > first:
+                    missing.append((first, start - 1))
+                    track.stats.unrecovered += start - first
+                    track.last = start - 1
+                taken = 0
+                for offset, payload in entries:
+                    if offset >= live:
+                        break
+                    self._deliver(track, Message(track.channel, payload, track.pattern))
+                    track.last = offset
+                    taken += 1
+                recovered += taken
+                if taken < PAGE:
+                    break
+                first = track.last + 1
+                await self._room(track)
+        finally:
+            track.stats.recovered += recovered
+            track.stats.recoveries += 1
+            track.stats.recovery_seconds += time.monotonic() - began
+            self._report(track, reason, after, recovered, missing, lost)
+            self._flush(track)
+
+    async def _read(self, track: Track, first: int, count: int) -> Any:
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return await self.history.read(track.channel, first, count)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis errors of any kind: try again, then report
+                if self.lines.allow("read failed"):
+                    log.warning(
+                        "reading the history of %r failed (attempt %d of %d): %s",
+                        track.channel,
+                        attempt,
+                        READ_ATTEMPTS,
+                        exc,
+                    )
+                await asyncio.sleep(0.2 * attempt)
+        return None
+
+    @staticmethod
+    async def _room(track: Track) -> None:
+        # A replay must not overflow the inboxes it fills: wait until each is at most half full.
+        while any(w.queued_bytes > w.budget // 2 for w in track.workers):
+            await asyncio.sleep(0.005)
+
+    def _flush(self, track: Track) -> None:
+        """The recovery is over: merge the live messages that waited, by offset."""
+        buffer, track.buffer = track.buffer or [], None
+        if self._closing:
+            return
+        buffer.sort(key=_offset)
+        for offset, epoch, msg in buffer:
+            self._advance(track, offset, epoch, msg)
+
+    def _report(
+        self,
+        track: Track,
+        reason: str,
+        after: int,
+        recovered: int,
+        missing: list[tuple[int, int | None]],
+        lost: bool,
+    ) -> None:
+        where = repr(track.channel) if track.pattern is None else f"{track.channel!r} (via {track.pattern!r})"
+        if recovered or not (missing or lost):
+            log.info(
+                "recovered %d message(s) on %s missed after offset %d (%s); %d not recovered",
+                recovered,
+                where,
+                after,
+                reason,
+                sum(0 if end is None else end - start + 1 for start, end in missing),
+            )
+        for start, end in missing:
+            if end is None:
+                log.warning(
+                    "NOT recovered: messages on %s from offset %d on: Redis did not answer the history read",
+                    where,
+                    start,
+                )
+            else:
+                log.warning(
+                    "NOT recovered: %d message(s) on %s, offsets %d-%d (%s): the history no longer has them "
+                    "(trimmed to its last `history` entries, or expired)",
+                    end - start + 1,
+                    where,
+                    start,
+                    end,
+                    reason,
+                )
+        if lost:
+            log.warning(
+                "NOT recovered: messages on %s published after offset %d (%s): the channel's history was lost "
+                "(its epoch changed: Redis restarted without persistence, or the history expired); how many "
+                "is unknown",
+                where,
+                after,
+                reason,
+            )
+
+
+def _offset(item: tuple[int, bytes, Message]) -> int:
+    return item[0]

@@ -1,0 +1,254 @@
+"""Recoverable channels against real redis-server processes: gaps of every kind are recovered in
+order, each message once, and what cannot be recovered is reported (eventbus._recovery)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from eventbus import Channel, Context, Message, Publisher, Runner, connect, on, on_pattern
+from eventbus._history import history_keys
+from eventbus._metrics import StatsCollector
+from tests.fault.helpers import Proxy, eventually, running, wait_reconnected
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.fault]
+
+ORDERS = Channel("orders", history=1000)
+
+
+def recorder(channel: Channel | str = ORDERS, *, pattern: str | None = None) -> tuple[Any, list[int]]:
+    seen: list[int] = []
+
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(int(msg.text))
+
+    if pattern is not None:
+        return on_pattern(pattern, name=f"via {pattern}")(record), seen
+    handler = on(channel)(record)
+    return handler, seen
+
+
+async def publish_range(runner: Runner | Publisher, channel: Channel, numbers: range) -> None:
+    publisher = runner.publisher if isinstance(runner, Runner) else runner
+    assert publisher is not None
+    for n in numbers:
+        await publisher.publish(channel, n)
+
+
+async def delivered(seen: list[int], count: int) -> None:
+    await eventually(lambda: len(seen) >= count, what=f"{count} messages (have {len(seen)})")
+
+
+async def test_client_kill_while_publishing_loses_nothing(own_redis_server: RedisServer) -> None:
+    """The subscription connection is killed three times while a publisher keeps going: every
+    message arrives once, in publish order."""
+    handler, seen = recorder()
+    async with running([handler], own_redis_server.url) as runner:
+        publishing = asyncio.create_task(publish_range(runner, ORDERS, range(1, 3001)))
+        with own_redis_server.client() as admin:
+            for kills in range(1, 4):
+                await eventually(lambda k=kills: len(seen) >= 500 * k, what="progress before a kill")  # type: ignore[misc]
+                admin.client_kill_filter(_type="pubsub")
+                await wait_reconnected(runner, kills)
+        await publishing
+        await delivered(seen, 3000)
+        assert await runner.drain(10)
+    assert seen == list(range(1, 3001))
+    stats = runner.stats.channels["orders"]
+    assert stats.unrecovered == 0 and stats.history_lost == 0
+    assert stats.recoveries >= 3
+
+
+async def test_half_open_connection_recovers_what_it_swallowed(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages published while the path to Redis swallows everything are read back once the ping
+    has replaced the connection: first the missed ones, then the live ones, in order."""
+    caplog.set_level(logging.INFO, "eventbus")
+    proxy = await Proxy(own_redis_server.port).start()
+    handler, seen = recorder()
+    pattern_handler, via_pattern = recorder(pattern="ord*")
+    try:
+        async with running([handler, pattern_handler], proxy.url) as runner:
+            await publish_range(runner, ORDERS, range(1, 11))
+            await delivered(seen, 10)
+            await delivered(via_pattern, 10)
+            proxy.blackhole = True
+            async with connect(own_redis_server.url) as producer:
+                await publish_range(producer, ORDERS, range(11, 111))
+                await eventually(lambda: runner.stats.reconnects == 0 and not runner.subscriber.is_connected())  # type: ignore[union-attr]
+                proxy.blackhole = False
+                await wait_reconnected(runner)
+                await publish_range(producer, ORDERS, range(111, 121))
+            await delivered(seen, 120)
+            await delivered(via_pattern, 120)
+            assert await runner.drain(10)
+    finally:
+        await proxy.close()
+    assert seen == list(range(1, 121))
+    assert via_pattern == list(range(1, 121))
+    assert runner.stats.channels["orders"].recovered >= 200  # 100 missed, on each subscription
+    assert "recovered 100 message(s) on 'orders' missed after offset 10 (a reconnect); 0 not recovered" in caplog.text
+
+
+async def test_trimmed_history_is_reported_not_recovered(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    short = Channel("short", history=5)
+    handler, seen = recorder(short)
+    proxy = await Proxy(own_redis_server.port).start()
+    try:
+        async with running([handler], proxy.url) as runner:
+            await publish_range(runner, short, range(1, 3))
+            await delivered(seen, 2)
+            proxy.blackhole = True
+            async with connect(own_redis_server.url) as producer:
+                await publish_range(producer, short, range(3, 23))  # offsets 3-22; the history keeps 18-22
+                await eventually(lambda: not runner.subscriber.is_connected())  # type: ignore[union-attr]
+                proxy.blackhole = False
+                await wait_reconnected(runner)
+            await delivered(seen, 7)
+            assert await runner.drain(10)
+    finally:
+        await proxy.close()
+    assert seen == [1, 2, 18, 19, 20, 21, 22]
+    assert runner.stats.channels["short"].unrecovered == 15
+    assert runner.stats.channels["short"].recovered == 5
+    assert "NOT recovered: 15 message(s) on 'short', offsets 3-17 (a reconnect)" in caplog.text
+    warning = next(r for r in caplog.records if "NOT recovered" in r.getMessage())
+    assert warning.levelno == logging.WARNING
+
+
+async def test_an_offset_jump_is_read_from_the_history(redis_server: RedisServer) -> None:
+    """A message that never arrived (here: appended to the history without being published) is
+    found by the next one's offset and delivered before it."""
+    handler, seen = recorder()
+    async with running([handler], redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        await delivered(seen, 3)
+        stream, meta = history_keys("orders")
+        with redis_server.client() as admin:
+            admin.hincrby(meta, "s", 1)
+            admin.xadd(stream, {"d": b"4"}, id="4-0")
+        await publish_range(runner, ORDERS, range(5, 7))
+        await delivered(seen, 6)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert runner.stats.channels["orders"].recovered == 1
+
+
+async def test_restart_without_persistence_reports_the_lost_history(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler, seen = recorder()
+    async with running([handler], own_redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        await delivered(seen, 3)
+        own_redis_server.kill()
+        own_redis_server.start()
+        await wait_reconnected(runner)
+        await eventually(lambda: runner.stats.channels["orders"].history_lost == 1, what="the lost history noticed")
+        await publish_range(runner, ORDERS, range(4, 7))  # a new epoch, from offset 1
+        await delivered(seen, 6)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert "the channel's history was lost (its epoch changed" in caplog.text
+
+
+async def test_restart_with_persistence_recovers_across_it(tmp_path: Any) -> None:
+    """History kept by the server (AOF) across its restart: what was published after the
+    subscriber lost its connection, before and after the restart, is recovered."""
+    server = RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]).start()
+    handler, seen = recorder()
+    try:
+        async with running([handler], server.url) as runner:
+            await publish_range(runner, ORDERS, range(1, 4))
+            await delivered(seen, 3)
+            assert server.process is not None
+            server.process.terminate()  # a clean stop writes everything; a start reads it back
+            server.process.wait(10)
+            server.process = None
+            server.start()
+            async with connect(server.url) as producer:
+                await publish_range(producer, ORDERS, range(4, 9))  # possibly before the subscriber is back
+            await delivered(seen, 8)
+    finally:
+        server.stop()
+    assert seen == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert runner.stats.channels["orders"].history_lost == 0
+
+
+async def test_a_plain_publish_on_a_recoverable_channel_is_delivered_and_warned_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    @on(ORDERS)
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(msg.text)
+
+    async with running([record], redis_server.url) as runner:
+        assert runner.publisher is not None
+        await runner.publisher.publish(ORDERS, "kept")
+        with redis_server.client() as admin:
+            admin.publish("orders", "plain-1")
+            admin.publish("orders", "plain-2")
+        await runner.publisher.publish(ORDERS, "kept-2")
+        await eventually(lambda: len(seen) == 4)
+    assert seen == ["kept", "plain-1", "plain-2", "kept-2"]
+    assert runner.stats.channels["orders"].foreign == 2
+    assert caplog.text.count("was published without its history") == 1
+
+
+async def test_plain_channels_and_patterns_see_no_envelope(redis_server: RedisServer) -> None:
+    """A handler subscribed with a plain string to a channel published with history gets the
+    payload alone, and recovers too (the envelope says the channel is recoverable)."""
+    handler, seen = recorder("orders")
+    async with running([handler], redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        assert runner.publisher is not None
+        await runner.publisher.publish("orders", 4)
+        await delivered(seen, 4)
+    assert seen == [1, 2, 3, 4]
+
+
+async def test_the_history_is_bounded_and_expires(redis_server: RedisServer) -> None:
+    channel = Channel("bounded", history=3, ttl=30)
+    async with connect(redis_server.url) as producer:
+        await publish_range(producer, channel, range(1, 11))
+    stream, meta = history_keys("bounded")
+    with redis_server.client() as admin:
+        assert [entry_id for entry_id, _ in admin.xrange(stream)] == [b"8-0", b"9-0", b"10-0"]
+        assert admin.hget(meta, "s") == b"10"
+        assert 0 < admin.ttl(stream) <= 30 and 0 < admin.ttl(meta) <= 30
+
+
+async def test_recovery_metrics(own_redis_server: RedisServer) -> None:
+    short = Channel("short", history=2)
+    handler, seen = recorder(short)
+    proxy = await Proxy(own_redis_server.port).start()
+    try:
+        async with running([handler], proxy.url) as runner:
+            await publish_range(runner, short, range(1, 2))
+            await delivered(seen, 1)
+            proxy.blackhole = True
+            async with connect(own_redis_server.url) as producer:
+                await publish_range(producer, short, range(2, 7))
+                await eventually(lambda: not runner.subscriber.is_connected())  # type: ignore[union-attr]
+                proxy.blackhole = False
+                await wait_reconnected(runner)
+            await delivered(seen, 3)
+    finally:
+        await proxy.close()
+    samples = {
+        (s.name, s.labels.get("channel")): s.value
+        for family in StatsCollector(runner.stats).collect()
+        for s in family.samples
+    }
+    assert samples[("eventbus_channel_recovered_total", "short")] == 2
+    assert samples[("eventbus_channel_unrecovered_total", "short")] == 3
+    assert samples[("eventbus_channel_recoveries_total", "short")] >= 1
+    assert samples[("eventbus_channel_recovery_seconds_total", "short")] > 0
+    assert samples[("eventbus_channel_foreign_total", "short")] == 0

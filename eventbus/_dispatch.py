@@ -85,10 +85,13 @@ class Dispatcher:
                         unrouted += 1
                         continue
                     data = items[2]
-                    if (route[2] or (data and data[0] == 0)) and recovery is not None:
-                        if recovery.accept(CHANNEL, b"", items[1], route[0], None, data, route[1], route[2]):
-                            routed += 1
-                            continue
+                    if (
+                        (route[2] or (data and data[0] == 0))
+                        and recovery is not None
+                        and recovery.accept(CHANNEL, b"", items[1], route[0], None, data, route[1], route[2])
+                    ):
+                        routed += 1
+                        continue
                     msg = Message(route[0], data, None)
                 elif kind == b"pmessage":
                     route = patterns.get(items[1])
@@ -108,10 +111,13 @@ class Dispatcher:
                         unrouted += 1
                         continue
                     data = items[2]
-                    if (route[2] or (data and data[0] == 0)) and recovery is not None:
-                        if recovery.accept(SHARDED, b"", items[1], route[0], None, data, route[1], route[2]):
-                            routed += 1
-                            continue
+                    if (
+                        (route[2] or (data and data[0] == 0))
+                        and recovery is not None
+                        and recovery.accept(SHARDED, b"", items[1], route[0], None, data, route[1], route[2])
+                    ):
+                        routed += 1
+                        continue
                     msg = Message(route[0], data, None)
                 else:
                     others.append(reply)

@@ -156,7 +156,7 @@ def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]
 RECOVERY_COUNTERS = {
     "recovered": "Missed messages of a recoverable channel read back from its history and delivered.",
     "unrecovered": "Missed messages of a recoverable channel its history no longer had (trimmed or expired).",
-    "history_lost": "Gaps after which a recoverable channel's history was gone (epoch changed): an unknown number lost.",
+    "history_lost": "Gaps after which a recoverable channel's history was gone (a new epoch): an unknown number lost.",
     "foreign": "Messages on a recoverable channel published without its history (a plain PUBLISH): unrecoverable.",
     "duplicates": "Messages of a recoverable channel that arrived twice (live and recovered) and were skipped.",
     "recoveries": "Reads of a recoverable channel's history after a gap.",

@@ -217,7 +217,8 @@ class Recovery:
 
     async def _recover(self, track: Track, reason: str, began: float) -> None:
         after = track.last
-        recovered, missing, lost = 0, [], False
+        recovered, lost = 0, False
+        missing: list[tuple[int, int | None]] = []
         try:
             first = after + 1
             while True:
@@ -282,7 +283,8 @@ class Recovery:
     @staticmethod
     async def _room(track: Track) -> None:
         # A replay must not overflow the inboxes it fills: wait until each is at most half full.
-        while any(w.queued_bytes > w.budget // 2 for w in track.workers):
+        # (The workers signal nothing when they drain: polling, only while a replay is held back.)
+        while any(w.queued_bytes > w.budget // 2 for w in track.workers):  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
     def _flush(self, track: Track) -> None:

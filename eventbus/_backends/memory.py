@@ -21,7 +21,7 @@ from eventbus._backends.base import Consume, OneReply, client_publish
 from eventbus._backends.glob import glob_match
 from eventbus._channels import Channel
 from eventbus._flow import ReadGate
-from eventbus._history import HistoryPage, envelope
+from eventbus._history import History, HistoryPage, envelope
 from eventbus._names import decode_name, encode_name
 from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
@@ -223,7 +223,7 @@ class MemoryBackend:
         self.redis: Any = self.broker.client()
         # The client's publish is the broker's: ctx.redis.publish and ctx.publish agree.
         self.publish = client_publish(self.redis)
-        self.history = MemoryHistory(self.broker)
+        self.history: History = MemoryHistory(self.broker)
 
     def subscriber(self, stats: BusStats) -> MemorySubscriber:
         return MemorySubscriber(self.broker, self.settings.gate)

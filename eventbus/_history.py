@@ -4,7 +4,9 @@ Per channel, two keys that share a hash tag (so that on Redis Cluster both, and 
 channel itself, live in one slot):
 
 - ``eventbus:history:{channel}``: a stream of the latest ``history`` payloads, each entry's id
-  its offset (``<offset>-0``), trimmed exactly to ``history`` entries;
+  its offset (``<offset>-0``), trimmed with ``MAXLEN ~ history``: at least ``history`` entries
+  are kept (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x
+  slower, see benchmarks/RESULTS.md);
 - ``eventbus:history-meta:{channel}``: a hash with the epoch (``e``), the top offset (``s``) and the
   channel's name (``n``).
 
@@ -19,7 +21,10 @@ sees another epoch knows its position means nothing there.
 
 from __future__ import annotations
 
+from hashlib import sha1
 from typing import Any, NamedTuple, Protocol
+
+from redis.exceptions import NoScriptError
 
 from eventbus._channels import Channel
 from eventbus._names import encode_name
@@ -30,15 +35,18 @@ META_PREFIX = "eventbus:history-meta:"
 
 # KEYS: the stream, the meta hash. ARGV: payload, history, ttl in ms (0: none), channel, command.
 PUBLISH_SCRIPT = """
-local epoch = redis.call('hget', KEYS[2], 'e')
-if not epoch then
+local offset = redis.call('hincrby', KEYS[2], 's', 1)
+local epoch
+if offset == 1 then
   local now = redis.call('time')
   epoch = now[1] .. string.format('%06d', tonumber(now[2]))
-  redis.call('del', KEYS[1])
   redis.call('hset', KEYS[2], 'e', epoch, 'n', ARGV[4])
+  redis.call('del', KEYS[1])
+else
+  epoch = redis.call('hget', KEYS[2], 'e')
 end
-local offset = string.format('%d', redis.call('hincrby', KEYS[2], 's', 1))
-redis.call('xadd', KEYS[1], 'MAXLEN', ARGV[2], offset .. '-0', 'd', ARGV[1])
+offset = string.format('%d', offset)
+redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
 if ARGV[3] ~= '0' then
   redis.call('pexpire', KEYS[1], ARGV[3])
   redis.call('pexpire', KEYS[2], ARGV[3])
@@ -134,21 +142,37 @@ class RedisHistory:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self._publish = client.register_script(PUBLISH_SCRIPT)
-        self._read = client.register_script(READ_SCRIPT)
+        self._publish_sha = sha1(PUBLISH_SCRIPT.encode()).hexdigest()
+        self._read_sha = sha1(READ_SCRIPT.encode()).hexdigest()
+        # Per channel, the script's arguments but the payload: built once, not per publish.
+        self._args: dict[Channel, tuple[bytes, bytes, bytes, int, int, str]] = {}
 
     async def publish(self, channel: Channel, payload: bytes) -> int:
-        ttl_ms = 0 if channel.ttl is None else max(1, int(channel.ttl * 1000))
-        command = "spublish" if channel.sharded else "publish"
-        reply = await self._publish(
-            keys=[encode_name(key) for key in history_keys(channel.name)],
-            args=[payload, channel.history, ttl_ms, encode_name(channel.name), command],
+        args = self._args.get(channel)
+        if args is None:
+            stream, meta = (encode_name(key) for key in history_keys(channel.name))
+            ttl_ms = 0 if channel.ttl is None else max(1, int(channel.ttl * 1000))
+            command = "spublish" if channel.sharded else "publish"
+            args = self._args[channel] = (stream, meta, encode_name(channel.name), channel.history, ttl_ms, command)
+        stream, meta, name, history, ttl_ms, command = args
+        reply = await self._call(
+            self._publish_sha, PUBLISH_SCRIPT, stream, meta, payload, history, ttl_ms, name, command
         )
         return int(reply[2])
 
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
-        reply = await self._read(keys=[encode_name(key) for key in history_keys(channel)], args=[first, count])
+        stream, meta = (encode_name(key) for key in history_keys(channel))
+        reply = await self._call(self._read_sha, READ_SCRIPT, stream, meta, first, count)
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
         flat = reply[2:]
         entries = [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
         return HistoryPage(epoch, int(reply[1]), entries)
+
+    async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
+        # EVALSHA straight through the client (one command, auto-pipelined), and the script
+        # loaded once if the server does not know it yet (a new or restarted server).
+        try:
+            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])
+        except NoScriptError:
+            await self.client.script_load(script)
+            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])

@@ -29,6 +29,7 @@ from typing import Any
 from eventbus._history import History, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message
+from eventbus._names import encode_name
 from eventbus._stats import BusStats, RecoveryStats
 
 log = logging.getLogger("eventbus.recovery")
@@ -76,6 +77,9 @@ class Recovery:
         self.stats = stats
         self.max_payload = max_payload
         self.tracks: dict[TrackKey, Track] = {}
+        # The channel and sharded tracks again, by channel: the dispatcher's fast path looks here.
+        self.by_channel: dict[bytes, Track] = {}
+        self.by_sharded: dict[bytes, Track] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.lines = LineLimit(log, "recovery")
         self._closing = False
@@ -85,10 +89,10 @@ class Recovery:
     def declare(self, kind: str, channel: str, workers: Sequence[Any]) -> None:
         """A channel subscribed as a recoverable :class:`~eventbus.Channel`: positioned at start
         (at the history's top), so that a gap before its first message is recovered too."""
-        key = (KIND_NAMES[kind], b"", channel.encode("utf-8", "surrogateescape"))
+        key = (KIND_NAMES[kind], b"", encode_name(channel))
         track = self.tracks.get(key)
         if track is None:
-            track = self.tracks[key] = Track(key[0], channel, None, workers, self.stats.recovery(channel))
+            track = self._track(key, channel, None, workers)
         track.declared = True
         track.buffer = []  # until start() has read the position
 
@@ -141,9 +145,17 @@ class Recovery:
                 self._foreign(track, channel, workers, kind, key)
             return False
         if track is None:
-            track = self.tracks[key] = Track(kind, channel, pattern, workers, self.stats.recovery(channel))
+            track = self._track(key, channel, pattern, workers)
         self._advance(track, env.offset, env.epoch, Message(channel, env.payload, pattern))
         return True
+
+    def _track(self, key: TrackKey, channel: str, pattern: str | None, workers: Sequence[Any]) -> Track:
+        track = self.tracks[key] = Track(key[0], channel, pattern, workers, self.stats.recovery(channel))
+        if key[0] == CHANNEL:
+            self.by_channel[key[2]] = track
+        elif key[0] == SHARDED:
+            self.by_sharded[key[2]] = track
+        return track
 
     def _advance(self, track: Track, offset: int, epoch: bytes, msg: Message) -> None:
         if track.buffer is not None:
@@ -181,7 +193,7 @@ class Recovery:
 
     def _foreign(self, track: Track | None, channel: str, workers: Sequence[Any], kind: int, key: TrackKey) -> None:
         if track is None:
-            track = self.tracks[key] = Track(kind, channel, None, workers, self.stats.recovery(channel))
+            track = self._track(key, channel, None, workers)
         track.stats.foreign += 1
         if not track.warned:
             track.warned = True

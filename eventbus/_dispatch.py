@@ -161,3 +161,19 @@ def _in_order(track: Any, data: bytes) -> bytes | None:
         return None
     track.last = offset
     return data[end + 1 :]
+
+
+def deliver_payloads(
+    workers: tuple[HandlerWorker, ...], channel: str, pattern: str | None, payloads: list[bytes], cap: int | None
+) -> None:
+    """Hand a run of payloads of one channel (a replay from its history) to its workers, on the
+    compiled path: a replay must run at least as fast as live messages do."""
+    payload: bytes
+    for payload in payloads:
+        msg = Message(channel, payload, pattern)
+        if cap is not None and len(payload) > cap:
+            for worker in workers:
+                worker.refuse(msg, f"payload of {len(payload)} bytes exceeds the cap of {cap}")
+            continue
+        for worker in workers:
+            worker.put(msg)

@@ -56,16 +56,19 @@ return {offset, epoch, receivers}
 """
 
 # KEYS: the stream, the meta hash. ARGV: the first offset wanted, how many at most (0: only the meta).
-# Returns {epoch or '', top offset, offset1, payload1, offset2, payload2, ...}: flat, so that a page
-# of 10,000 entries is parsed by hiredis alone, without redis-py's per-entry stream callbacks.
+# Returns {epoch or '', top offset, first offset returned, payload, payload, ...}: the entries of a
+# history are consecutive offsets (every publish appends one; trimming removes the oldest), so one
+# offset and the payloads say it all, and a page of 10,000 is parsed by hiredis alone.
 READ_SCRIPT = """
 local meta = redis.call('hmget', KEYS[2], 'e', 's')
-local out = {meta[1] or '', meta[2] or '0'}
+local out = {meta[1] or '', meta[2] or '0', 0}
 if ARGV[2] ~= '0' then
   local entries = redis.call('xrange', KEYS[1], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
-  for _, entry in ipairs(entries) do
-    out[#out + 1] = string.match(entry[1], '^%d+')
-    out[#out + 1] = entry[2][2]
+  if entries[1] then
+    out[3] = string.match(entries[1][1], '^%d+')
+  end
+  for i, entry in ipairs(entries) do
+    out[i + 3] = entry[2][2]
   end
 end
 return out
@@ -79,11 +82,13 @@ class Envelope(NamedTuple):
 
 
 class HistoryPage(NamedTuple):
-    """What a read returned: the history's epoch (b"": no history), its top offset, and entries."""
+    """What a read returned: the history's epoch (b"": no history), its top offset, and the
+    payloads of consecutive offsets from ``first`` on (none: ``first`` is 0)."""
 
     epoch: bytes
     top: int
-    entries: list[tuple[int, bytes]]
+    first: int
+    payloads: list[bytes]
 
 
 class History(Protocol):
@@ -164,9 +169,7 @@ class RedisHistory:
         stream, meta = (encode_name(key) for key in history_keys(channel))
         reply = await self._call(self._read_sha, READ_SCRIPT, stream, meta, first, count)
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
-        flat = reply[2:]
-        entries = [(int(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
-        return HistoryPage(epoch, int(reply[1]), entries)
+        return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
 
     async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
         # EVALSHA straight through the client (one command, auto-pipelined), and the script

@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventbus._history import History, parse_envelope
+from eventbus._history import History, HistoryPage, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message
 from eventbus._names import encode_name
@@ -46,6 +46,20 @@ SHARDED = 2
 KIND_NAMES = {"channel": CHANNEL, "pattern": PATTERN, "sharded": SHARDED}
 
 TrackKey = tuple[int, bytes, bytes]
+# (workers, channel, pattern, payloads, payload cap): eventbus._dispatch.deliver_payloads
+DeliverPayloads = Callable[[tuple[Any, ...], str, "str | None", list[bytes], "int | None"], None]
+
+
+def _deliver_payloads(
+    workers: tuple[Any, ...], channel: str, pattern: str | None, payloads: list[bytes], cap: int | None
+) -> None:
+    for payload in payloads:
+        msg = Message(channel, payload, pattern)
+        for worker in workers:
+            if cap is not None and len(payload) > cap:
+                worker.refuse(msg, f"payload of {len(payload)} bytes exceeds the cap of {cap}")
+            else:
+                worker.put(msg)
 
 
 class Track:
@@ -72,8 +86,16 @@ class Track:
 class Recovery:
     """The tracks of one runner and the tasks that recover them (see the module docstring)."""
 
-    def __init__(self, history: History, stats: BusStats, max_payload: int | None = None) -> None:
+    def __init__(
+        self,
+        history: History,
+        stats: BusStats,
+        max_payload: int | None = None,
+        deliver_payloads: DeliverPayloads | None = None,
+    ) -> None:
         self.history = history
+        # How a replay reaches the workers: the dispatcher's compiled loop, given by the runner.
+        self.deliver_payloads = deliver_payloads or _deliver_payloads
         self.stats = stats
         self.max_payload = max_payload
         self.tracks: dict[TrackKey, Track] = {}
@@ -231,10 +253,11 @@ class Recovery:
         after = track.last
         recovered, lost = 0, False
         missing: list[tuple[int, int | None]] = []
+        ahead: asyncio.Task[HistoryPage | None] | None = None
         try:
             first = after + 1
+            page = await self._read(track, first, PAGE)
             while True:
-                page = await self._read(track, first, PAGE)
                 if page is None:  # Redis did not answer: everything asked for is reported
                     missing.append((first, None))
                     break
@@ -246,35 +269,41 @@ class Recovery:
                         track.epoch = None
                         break
                     track.epoch, track.last, first = page.epoch, 0, 1
+                    page = await self._read(track, first, PAGE)
                     continue
-                entries = page.entries
+                payloads = page.payloads
+                if len(payloads) == PAGE:
+                    # The next page is read while this one is delivered: the replay runs at the
+                    # handlers' pace, not at that of the reads.
+                    ahead = asyncio.get_running_loop().create_task(self._read(track, page.first + PAGE, PAGE))
                 # What the buffer holds is delivered from there, in order: read only up to it.
                 live = min((o for o, e, _ in track.buffer or () if e == track.epoch), default=page.top + 1)
-                start = min(entries[0][0] if entries else page.top + 1, live)
+                start = min(page.first if payloads else page.top + 1, live)
                 if start > first:
                     missing.append((first, start - 1))
                     track.stats.unrecovered += start - first
                     track.last = start - 1
-                taken = 0
-                for offset, payload in entries:
-                    if offset >= live:
-                        break
-                    self._deliver(track, Message(track.channel, payload, track.pattern))
-                    track.last = offset
-                    taken += 1
+                taken = max(0, min(len(payloads), live - page.first))
+                if taken:
+                    run = payloads[:taken] if taken < len(payloads) else payloads
+                    self.deliver_payloads(track.workers, track.channel, track.pattern, run, self.max_payload)
+                    track.last = page.first + taken - 1
                 recovered += taken
-                if taken < PAGE:
+                if ahead is None or taken < PAGE:
                     break
                 first = track.last + 1
                 await self._room(track)
+                page, ahead = await ahead, None
         finally:
+            if ahead is not None:
+                ahead.cancel()
             track.stats.recovered += recovered
             track.stats.recoveries += 1
             track.stats.recovery_seconds += time.monotonic() - began
             self._report(track, reason, after, recovered, missing, lost)
             self._flush(track)
 
-    async def _read(self, track: Track, first: int, count: int) -> Any:
+    async def _read(self, track: Track, first: int, count: int) -> HistoryPage | None:
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
                 return await self.history.read(track.channel, first, count)

@@ -28,7 +28,7 @@ from eventbus._backends.memory import MemoryBroker
 from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
-from eventbus._dispatch import Dispatcher
+from eventbus._dispatch import Dispatcher, deliver_payloads
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
@@ -268,7 +268,7 @@ class Runner:
         assert dead_letters is not None
         backend = self.backend
         assert backend is not None
-        self.recovery = Recovery(backend.history, self.stats, self.settings.max_payload)
+        self.recovery = Recovery(backend.history, self.stats, self.settings.max_payload, deliver_payloads)
         dispatcher = Dispatcher(self.stats, self.settings.max_payload, self.recovery)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:

@@ -62,9 +62,9 @@ class MemoryHistory:
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
         log = self.broker.channel_log(channel)
         if log is None:
-            return HistoryPage(b"", 0, [])
+            return HistoryPage(b"", 0, 0, [])
         entries = [entry for entry in log.entries if entry[0] >= first][:count] if count else []
-        return HistoryPage(log.epoch, log.top, entries)
+        return HistoryPage(log.epoch, log.top, entries[0][0] if entries else 0, [p for _, p in entries])
 
 
 class MemoryBroker:

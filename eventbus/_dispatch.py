@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from eventbus._message import Message
+from eventbus._message import Message, Position
 from eventbus._names import decode_name, encode_name
 from eventbus._recovery import CHANNEL, PATTERN, SHARDED, Recovery
 from eventbus._stats import BusStats
@@ -66,6 +66,9 @@ class Dispatcher:
         others: list[Any] = []
         channels, patterns, sharded, cap = self.channels, self.patterns, self.sharded, self.max_payload
         recovery = self.recovery
+        # The recoverable channels' positions, by channel (empty dicts: no recovery).
+        by_channel: dict[bytes, Position] = recovery.by_channel if recovery is not None else {}
+        by_sharded: dict[bytes, Position] = recovery.by_sharded if recovery is not None else {}
         routed = unrouted = 0
         gets = reader.gets
         # The annotations below are free in Python; compiled (mypyc), they turn each index, compare
@@ -86,7 +89,7 @@ class Dispatcher:
                         continue
                     data = items[2]
                     if (route[2] or (data and data[0] == 0)) and recovery is not None:
-                        payload = _in_order(recovery.by_channel.get(items[1]), data)
+                        payload = _in_order(by_channel.get(items[1]), data)
                         if payload is None:
                             if recovery.accept(CHANNEL, b"", items[1], route[0], None, data, route[1], route[2]):
                                 routed += 1
@@ -113,7 +116,7 @@ class Dispatcher:
                         continue
                     data = items[2]
                     if (route[2] or (data and data[0] == 0)) and recovery is not None:
-                        payload = _in_order(recovery.by_sharded.get(items[1]), data)
+                        payload = _in_order(by_sharded.get(items[1]), data)
                         if payload is None:
                             if recovery.accept(SHARDED, b"", items[1], route[0], None, data, route[1], route[2]):
                                 routed += 1
@@ -144,14 +147,17 @@ class Dispatcher:
             worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {self.max_payload}")
 
 
-def _in_order(track: Any, data: bytes) -> bytes | None:
+def _in_order(track: Position | None, data: bytes) -> bytes | None:
     """The payload of a recoverable channel's message that is simply the next one (the common
     case, kept here on the compiled path); None: anything else, for Recovery.accept to handle.
 
     Parsed byte by byte: compiled, each index is a C operation, where ``find``, ``int`` and slices
     would each be a call and an allocation.
     """
-    if track is None or track.buffer is not None or track.epoch is None:
+    if track is None or track.buffer is not None:
+        return None
+    epoch = track.epoch
+    if epoch is None:
         return None
     size = len(data)
     if size < 7 or data[1] != 69 or data[2] != 66:  # b"\x00EB"
@@ -169,7 +175,6 @@ def _in_order(track: Any, data: bytes) -> bytes | None:
         i += 1
     if i == 3 or offset != track.last + 1:
         return None
-    epoch: bytes = track.epoch
     width = len(epoch)
     end = i + 1 + width
     if end >= size or data[end] != 58:

@@ -28,7 +28,7 @@ from typing import Any
 
 from eventbus._history import History, HistoryPage, parse_envelope
 from eventbus._logs import LineLimit
-from eventbus._message import Message
+from eventbus._message import Message, Position
 from eventbus._names import encode_name
 from eventbus._stats import BusStats, RecoveryStats
 
@@ -62,24 +62,23 @@ def _deliver_payloads(
                 worker.put(msg)
 
 
-class Track:
+class Track(Position):
     """One channel as one subscription receives it: its position and, while recovering, a buffer."""
 
-    __slots__ = ("buffer", "channel", "declared", "epoch", "kind", "last", "pattern", "stats", "warned", "workers")
+    buffer: list[tuple[int, bytes, Message]] | None
 
     def __init__(
         self, kind: int, channel: str, pattern: str | None, workers: Sequence[Any], stats: RecoveryStats
     ) -> None:
+        super().__init__()
         self.kind = kind
         self.channel = channel
         self.pattern = pattern
         self.workers = tuple(workers)
         self.stats = stats
         self.declared = False  # subscribed as a recoverable Channel: positioned at start
-        self.epoch: bytes | None = None  # None: no position yet (the next message gives one)
-        self.last = 0  # the last offset delivered to the handlers
-        # Not None while recovering: live messages (offset, epoch, message) waiting for the history.
-        self.buffer: list[tuple[int, bytes, Message]] | None = None
+        # (Position: epoch, None until the first message or the start gives one; last, the last
+        # offset delivered; buffer, while recovering the live (offset, epoch, message) that wait.)
         self.warned = False  # the unrecoverable-publisher warning, once per track
 
 
@@ -100,8 +99,8 @@ class Recovery:
         self.max_payload = max_payload
         self.tracks: dict[TrackKey, Track] = {}
         # The channel and sharded tracks again, by channel: the dispatcher's fast path looks here.
-        self.by_channel: dict[bytes, Track] = {}
-        self.by_sharded: dict[bytes, Track] = {}
+        self.by_channel: dict[bytes, Position] = {}
+        self.by_sharded: dict[bytes, Position] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.lines = LineLimit(log, "recovery")
         self._closing = False

@@ -275,6 +275,7 @@ class Recovery:
                     # The next page is read while this one is delivered: the replay runs at the
                     # handlers' pace, not at that of the reads.
                     ahead = asyncio.get_running_loop().create_task(self._read(track, page.first + PAGE, PAGE))
+                    await asyncio.sleep(0)  # let it send the read before this page keeps the loop busy
                 # What the buffer holds is delivered from there, in order: read only up to it.
                 live = min((o for o, e, _ in track.buffer or () if e == track.epoch), default=page.top + 1)
                 start = min(page.first if payloads else page.top + 1, live)

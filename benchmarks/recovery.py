@@ -55,14 +55,14 @@ def consume(url: str, n: int, history: int, out: str) -> None:
     channel = Channel("bench", history=history) if history else "bench"
     handler = on(channel)(handle)
 
-    async def main() -> None:
+    async def main() -> int:
         async with Runner([handler], url=url, log_level="WARNING") as runner:
-            Path(out + ".ready").write_text("1")
+            await asyncio.to_thread(Path(out + ".ready").write_text, "1")
             await done.wait()
-            recovered = sum(s.recovered for s in runner.stats.channels.values())
-            Path(out).write_text(json.dumps({"times": [times[0], times[-1]], "recovered": recovered, "all": times}))
+            return sum(s.recovered for s in runner.stats.channels.values())
 
-    asyncio.run(main())
+    recovered = asyncio.run(main())
+    Path(out).write_text(json.dumps({"times": [times[0], times[-1]], "recovered": recovered, "all": times}))
 
 
 # -- the measurements -------------------------------------------------------------------------

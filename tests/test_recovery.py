@@ -39,6 +39,17 @@ async def publish_range(runner: Runner | Publisher, channel: Channel, numbers: r
         await publisher.publish(channel, n)
 
 
+async def publish_in_a_gap(runner: Runner, proxy: Proxy, url: str, channel: Channel, numbers: range) -> None:
+    """Publish ``numbers`` (from another client) while the runner's path to Redis swallows
+    everything; return once the ping has replaced its connection."""
+    proxy.blackhole = True
+    async with connect(url) as producer:
+        await publish_range(producer, channel, numbers)
+    await eventually(lambda: not runner.subscriber.is_connected(), what="the half-open connection noticed")  # type: ignore[union-attr]
+    proxy.blackhole = False
+    await wait_reconnected(runner)
+
+
 async def delivered(seen: list[int], count: int) -> None:
     await eventually(lambda: len(seen) >= count, what=f"{count} messages (have {len(seen)})")
 
@@ -77,13 +88,8 @@ async def test_half_open_connection_recovers_what_it_swallowed(
             await publish_range(runner, ORDERS, range(1, 11))
             await delivered(seen, 10)
             await delivered(via_pattern, 10)
-            proxy.blackhole = True
-            async with connect(own_redis_server.url) as producer:
-                await publish_range(producer, ORDERS, range(11, 111))
-                await eventually(lambda: runner.stats.reconnects == 0 and not runner.subscriber.is_connected())  # type: ignore[union-attr]
-                proxy.blackhole = False
-                await wait_reconnected(runner)
-                await publish_range(producer, ORDERS, range(111, 121))
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, ORDERS, range(11, 111))
+            await publish_range(runner, ORDERS, range(111, 121))
             await delivered(seen, 120)
             await delivered(via_pattern, 120)
             assert await runner.drain(10)
@@ -107,13 +113,8 @@ async def test_trimmed_history_is_reported_not_recovered(
         async with running([handler], proxy.url) as runner:
             await publish_range(runner, short, range(1, 3))
             await delivered(seen, 2)
-            proxy.blackhole = True
-            async with connect(own_redis_server.url) as producer:
-                await publish_range(producer, short, range(3, 1003))
-                await eventually(lambda: not runner.subscriber.is_connected())  # type: ignore[union-attr]
-                proxy.blackhole = False
-                await wait_reconnected(runner)
-                await publish_range(producer, short, range(1003, 1004))
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, short, range(3, 1003))
+            await publish_range(runner, short, range(1003, 1004))
             await eventually(lambda: seen[-1:] == [1003], what="the last message")
             assert await runner.drain(10)
     finally:
@@ -241,12 +242,7 @@ async def test_recovery_metrics(own_redis_server: RedisServer) -> None:
         async with running([handler], proxy.url) as runner:
             await publish_range(runner, short, range(1, 2))
             await delivered(seen, 1)
-            proxy.blackhole = True
-            async with connect(own_redis_server.url) as producer:
-                await publish_range(producer, short, range(2, 502))
-                await eventually(lambda: not runner.subscriber.is_connected())  # type: ignore[union-attr]
-                proxy.blackhole = False
-                await wait_reconnected(runner)
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, short, range(2, 502))
             await eventually(lambda: seen[-1:] == [501], what="the last message")
     finally:
         await proxy.close()

@@ -83,6 +83,7 @@ async def test_recoverable_channels_on_a_cluster(redis_cluster: LocalCluster) ->
     it, SPUBLISH included, and a gap (an offset jump here) is read back from there."""
     from eventbus import Channel
     from eventbus._history import history_keys
+    from tests.fault.helpers import eventually
 
     plain, sharded = Channel("rec-plain", history=100), Channel("rec-sharded", history=100, sharded=True)
     seen: dict[str, list[int]] = {"rec-plain": [], "rec-sharded": []}
@@ -100,10 +101,7 @@ async def test_recoverable_channels_on_a_cluster(redis_cluster: LocalCluster) ->
             await runner.redis.hincrby(meta, "s", 1)
             await runner.redis.xadd(stream, {"d": b"2"}, id="2-0")
             await runner.publisher.publish(channel, 3)
-        for _ in range(1000):
-            if all(len(v) == 3 for v in seen.values()):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: all(len(v) == 3 for v in seen.values()), what="three messages on each channel")
     assert seen == {"rec-plain": [1, 2, 3], "rec-sharded": [1, 2, 3]}
     assert runner.stats.channels["rec-plain"].recovered == 1
     assert runner.stats.channels["rec-sharded"].recovered == 1

@@ -46,6 +46,9 @@ SHARDED = 2
 KIND_NAMES = {"channel": CHANNEL, "pattern": PATTERN, "sharded": SHARDED}
 
 TrackKey = tuple[int, bytes, bytes]
+# The epoch of a position taken when the channel had no history: any history that begins is read
+# from its first message.
+NO_HISTORY = b""
 # (workers, channel, pattern, payloads, payload cap): eventbus._dispatch.deliver_payloads
 DeliverPayloads = Callable[[tuple[Any, ...], str, "str | None", list[bytes], "int | None"], None]
 
@@ -245,6 +248,9 @@ class Recovery:
                 # already counts it: start before the first of it.
                 ours = [offset for offset, epoch, _ in track.buffer or () if epoch == page.epoch]
                 track.epoch, track.last = page.epoch, min(page.top, min(ours, default=page.top + 1) - 1)
+            elif page is not None and track.epoch is None:
+                # No history yet: whatever history begins, we want it from its first message.
+                track.epoch, track.last = NO_HISTORY, 0
         finally:
             self._flush(track)
 
@@ -261,11 +267,11 @@ class Recovery:
                     missing.append((first, None))
                     break
                 if page.epoch != track.epoch:
-                    lost = lost or track.epoch is not None
-                    if lost:
+                    if track.epoch:  # a history we had a position in is gone
+                        lost = True
                         track.stats.history_lost += 1
                     if not page.epoch:
-                        track.epoch = None
+                        track.epoch, track.last = NO_HISTORY, 0  # the next history, from its start
                         break
                     track.epoch, track.last, first = page.epoch, 0, 1
                     page = await self._read(track, first, PAGE)

@@ -125,3 +125,13 @@ async def test_testbus_replays_a_gap_longer_than_a_page_in_order() -> None:
         await bus.drain()
         assert bus.stats.channels["big"].recovered == 25_000
     assert seen == list(range(25_002))
+
+
+async def test_a_gap_before_the_first_message_ever_is_recovered() -> None:
+    targets, seen = handlers()
+    async with TestBus(targets) as bus:
+        async with bus.gap():  # the channel has no history yet when the runner starts
+            for n in range(1, 4):
+                await bus.publish(ORDERS, str(n))
+        await bus.drain()
+    assert seen["channel"] == ["1", "2", "3"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -258,3 +259,57 @@ async def test_recovery_metrics(own_redis_server: RedisServer) -> None:
     assert samples[("eventbus_channel_recovery_seconds_total", "short")] > 0
     assert samples[("eventbus_channel_foreign_total", "short")] == 0
     assert samples[("eventbus_channel_history_lost_total", "short")] == 0
+
+
+async def test_a_steady_publisher_through_kills_freezes_and_output_buffer_drops(own_redis_server: RedisServer) -> None:
+    """About 1,000 messages/s while the subscription connection is killed, Redis is frozen past the
+    ping deadline, and Redis drops the subscriber past a small output-buffer limit: every message
+    arrives once, in order. A few seconds by default; EVENTBUS_FAULT_SECONDS=60 runs the long one."""
+    seconds = float(os.environ.get("EVENTBUS_FAULT_SECONDS", "3"))
+    channel = Channel("steady", history=100_000)
+    handler, seen = recorder(channel)
+    total = int(seconds * 1000)
+    async with running([handler], own_redis_server.url) as runner:
+        assert runner.publisher is not None
+        publisher = runner.publisher
+
+        async def steady() -> None:
+            for n in range(1, total + 1):
+                await publisher.publish(channel, n)
+                if n % 10 == 0:
+                    await asyncio.sleep(0.01)
+
+        publishing = asyncio.create_task(steady())
+        faults = 0
+        subscriber = runner.subscriber
+        assert subscriber is not None
+        with own_redis_server.client() as admin:
+            while not publishing.done():
+                step = faults % 3
+                if step == 0:
+                    admin.client_kill_filter(_type="pubsub")
+                elif step == 1:
+                    own_redis_server.pause()  # until the ping finds the connection dead
+                    await eventually(lambda: not subscriber.is_connected(), what="the freeze noticed")
+                    own_redis_server.resume()
+                else:
+                    admin.config_set("client-output-buffer-limit", "pubsub 64kb 0 0")
+                    protocol = subscriber._protocol  # type: ignore[attr-defined]
+                    protocol.pause_reading()  # not reading, as a stopped process would not
+                    await eventually(lambda p=protocol: p.lost.done(), what="Redis dropping the subscriber")  # type: ignore[misc]
+                    admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+                faults += 1
+                await wait_reconnected(runner, faults)
+                before = len(seen)
+                await eventually(lambda b=before: len(seen) > b + 50 or publishing.done(), what="progress")  # type: ignore[misc]
+        await publishing
+        try:
+            await delivered(seen, total)
+        finally:
+            print("MISSING", sorted(set(range(1, total + 1)) - set(seen)), "DUPS", len(seen) - len(set(seen)))
+            print("STATS", runner.stats.channels["steady"])
+        assert await runner.drain(10)
+    assert seen == list(range(1, total + 1))
+    stats = runner.stats.channels["steady"]
+    assert stats.unrecovered == 0 and stats.history_lost == 0
+    assert faults >= 3

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -41,7 +42,7 @@ BATCH = 100
 
 
 def consume(url: str, n: int, history: int, out: str) -> None:
-    from eventbus import Channel, Context, Message, Runner, on
+    from eventbus import Context, Message, Runner, on
 
     times: list[float] = []
     done = asyncio.Event()
@@ -52,14 +53,18 @@ def consume(url: str, n: int, history: int, out: str) -> None:
         if len(times) >= n:
             done.set()
 
-    channel = Channel("bench", history=history) if history else "bench"
+    channel: Any = "bench"
+    if history:
+        from eventbus import Channel
+
+        channel = Channel("bench", history=history)
     handler = on(channel)(handle)
 
     async def main() -> int:
         async with Runner([handler], url=url, log_level="WARNING") as runner:
             await asyncio.to_thread(Path(out + ".ready").write_text, "1")
             await done.wait()
-            return sum(s.recovered for s in runner.stats.channels.values())
+            return sum(s.recovered for s in getattr(runner.stats, "channels", {}).values())
 
     recovered = asyncio.run(main())
     Path(out).write_text(json.dumps({"times": [times[0], times[-1]], "recovered": recovered, "all": times}))
@@ -68,11 +73,19 @@ def consume(url: str, n: int, history: int, out: str) -> None:
 # -- the measurements -------------------------------------------------------------------------
 
 
-def start_consumer(url: str, n: int, history: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_consumer(url: str, n: int, history: int, baseline: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """The consumer, on this checkout's eventbus, or on ``baseline``'s (its .venv and sources)."""
     out = tempfile.mktemp(prefix="eventbus-recovery-bench-")
+    root = str(Path(__file__).resolve().parent.parent)
+    python, env = sys.executable, {**os.environ, "PYTHONPATH": root}
+    if baseline is not None:
+        python = f"{baseline}/.venv/bin/python"
+        env["PYTHONPATH"] = f"{baseline}{os.pathsep}{root}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.recovery", "--consume", url, str(n), str(history), out],
+        [python, str(Path(__file__).resolve()), "--consume", url, str(n), str(history), out],
         preexec_fn=die_with_parent,
+        env=env,
+        cwd=baseline or root,
     )
     while not os.path.exists(out + ".ready"):
         if process.poll() is not None:
@@ -101,10 +114,10 @@ async def publish_all(url: str, n: int, history: int) -> float:
         return (n // BATCH) * BATCH / (time.perf_counter() - began)
 
 
-def drain(n: int, history: int) -> float:
+def drain(n: int, history: int, baseline: str | None = None) -> float:
     with RedisServer() as server:
         server.unlimited_pubsub_buffers()
-        process, out = start_consumer(server.url, n, history)
+        process, out = start_consumer(server.url, n, history, baseline)
         os.kill(process.pid, signal.SIGSTOP)
         asyncio.run(publish_all(server.url, n, history))
         os.kill(process.pid, signal.SIGCONT)
@@ -135,11 +148,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="only the plain drain, this checkout against DIR's (a checkout with its own .venv), interleaved",
+    )
     parser.add_argument("--consume", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.consume:
         url, n, history, out = args.consume
         consume(url, int(n), int(history), out)
+        return
+    if args.baseline:
+        before, after = [], []
+        for rep in range(args.reps):
+            before.append(drain(args.n, 0, args.baseline))
+            after.append(drain(args.n, 0))
+            print(f"rep {rep + 1}: baseline {before[-1]:,.0f}/s, this checkout {after[-1]:,.0f}/s", flush=True)
+        b, a = statistics.median(before), statistics.median(after)
+        print(f"| plain drain of {args.n:,} (msg/s) | {b:,.0f} | {a:,.0f} | {a / b:.2f}x |")
         return
     figures: dict[str, list[float]] = {k: [] for k in ("pub_plain", "pub_rec", "drain_plain", "drain_rec", "replay")}
     recovered = []

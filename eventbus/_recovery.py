@@ -107,6 +107,7 @@ class Recovery:
         self.tasks: set[asyncio.Task[None]] = set()
         self.lines = LineLimit(log, "recovery")
         self._closing = False
+        self.on_idle: Callable[[], None] = _nothing  # set by the runner: its drain waits on it
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -237,7 +238,12 @@ class Recovery:
             return
         task = asyncio.get_running_loop().create_task(coro, name="eventbus:recovery")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self.on_idle()  # a drain waiting for the recoveries to end looks again
 
     async def _position(self, track: Track) -> None:
         """Start where the history is now (the subscription is already live)."""
@@ -388,6 +394,10 @@ class Recovery:
                 after,
                 reason,
             )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _offset(item: tuple[int, bytes, Message]) -> int:

@@ -269,6 +269,7 @@ class Runner:
         backend = self.backend
         assert backend is not None
         self.recovery = Recovery(backend.history, self.stats, self.settings.max_payload, deliver_payloads)
+        self.recovery.on_idle = self._became_idle.set
         dispatcher = Dispatcher(self.stats, self.settings.max_payload, self.recovery)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:

@@ -9,7 +9,7 @@ runners in one process (tests) do not collide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -62,11 +62,7 @@ class StatsCollector(Collector):
         # Runs in the HTTP server's thread while the loop mutates the counters: reading an int is
         # atomic under the GIL, and a scrape a few messages stale is fine.
         handlers = list(stats.handlers.items())
-        for field, doc in HANDLER_COUNTERS.items():
-            family = CounterMetricFamily(f"eventbus_handler_{field}", doc, labels=["handler"])
-            for name, handler_stats in handlers:
-                family.add_metric([name], getattr(handler_stats, field))
-            yield family
+        yield from _counter_families("eventbus_handler", "handler", HANDLER_COUNTERS, handlers)
         latency = HistogramMetricFamily(
             "eventbus_handler_latency_seconds",
             "Time spent in the handler for each successfully handled message.",
@@ -163,13 +159,20 @@ RECOVERY_COUNTERS = {
 }
 
 
+def _counter_families(
+    prefix: str, label: str, counters: Mapping[str, str], subjects: Sequence[tuple[str, object]]
+) -> Iterable[Metric]:
+    """One counter family per field of ``counters``, a sample per subject (a handler, a channel)."""
+    for field, doc in counters.items():
+        family = CounterMetricFamily(f"{prefix}_{field}", doc, labels=[label])
+        for name, subject_stats in subjects:
+            family.add_metric([name], getattr(subject_stats, field))
+        yield family
+
+
 def _recovery_metrics(stats: BusStats) -> Iterable[Metric]:
     channels = list(stats.channels.items())
-    for field, doc in RECOVERY_COUNTERS.items():
-        family = CounterMetricFamily(f"eventbus_channel_{field}", doc, labels=["channel"])
-        for name, channel_stats in channels:
-            family.add_metric([name], getattr(channel_stats, field))
-        yield family
+    yield from _counter_families("eventbus_channel", "channel", RECOVERY_COUNTERS, channels)
     seconds = CounterMetricFamily(
         "eventbus_channel_recovery_seconds",
         "Time from a gap's detection to its missed messages delivered, summed over recoveries.",

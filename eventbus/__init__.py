@@ -12,6 +12,7 @@ Run a module of handlers with ``python -m eventbus run mymod``.
 # First of all: whether the compiled or the pure-Python hot path is imported (eventbus._hotpath).
 import eventbus._hotpath  # noqa: F401  # isort: split
 from eventbus._batch_options import Batch
+from eventbus._channels import Channel
 from eventbus._context import Context, ServerInfo
 from eventbus._deadletter import DeadLetter, DeadLetterStore
 from eventbus._errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "Batch",
     "BatchFailed",
     "BusStats",
+    "Channel",
     "ConfigError",
     "ConnectError",
     "Context",

@@ -162,6 +162,10 @@ class _Builder:
     def receive(self, subscription: Subscription, handler: Handler) -> None:
         group = stream_group(subscription, handler) if subscription.kind == "stream" else None
         channel_id = self.channel(subscription.kind, subscription.name)
+        declared = subscription.declared
+        if declared is not None and declared.recoverable:
+            # Part of the contract too: how far back a subscriber can recover.
+            self.channels[channel_id]["x-eventbus-history"] = {"messages": declared.history, "ttl": declared.ttl}
         annotation = handler.payload.decoder.annotation if handler.payload is not None else None
         message = self._channel_message(channel_id, self.message(annotation))
         operation_id = _unique(_ID.sub("_", f"{handler.name}.receive.{channel_id}"), self.operations)

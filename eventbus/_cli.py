@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from eventbus import __version__
 from eventbus._backends import reachable, resolve_url, wait_until_reachable
+from eventbus._channels import Channel
 from eventbus._errors import ConfigError, EventbusError, LoadError
 from eventbus._hotpath import describe as describe_hot_path
 from eventbus._logs import ENV_WORKER, ENV_WORKERS
@@ -109,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--sharded", action="store_true", help="SPUBLISH to a sharded channel")
     publish.add_argument("--stream", action="store_true", help="CHANNEL names a stream: append entries (XADD)")
     publish.add_argument("--maxlen", type=int, help="with --stream: trim the stream to at most this many entries")
+    publish.add_argument(
+        "--history",
+        type=int,
+        metavar="N",
+        help="a recoverable channel: keep its last N messages for subscribers to recover (as Channel(history=N))",
+    )
+    publish.add_argument(
+        "--ttl", type=float, metavar="S", help="with --history: keep the history S seconds after the last publish"
+    )
     add_settings(publish, "publish")
     loop_option(publish)
 
@@ -451,6 +461,11 @@ async def _publish(args: argparse.Namespace) -> int:
         payloads = [line for line in raw.splitlines() if line] if args.lines else [raw]
     else:
         payloads = [encode_name(args.data)]
+    channel: str | Channel = args.channel
+    if args.history is not None or args.ttl is not None:
+        if args.stream:
+            raise ConfigError("--history and --ttl are for channels, not with --stream (use --maxlen)")
+        channel = Channel(args.channel, history=args.history or 0, ttl=args.ttl, sharded=args.sharded)
     await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
     async with connect(args.url) as bus:
         receivers = 0
@@ -459,7 +474,7 @@ async def _publish(args: argparse.Namespace) -> int:
                 if args.stream:
                     await bus.append(args.channel, payload, maxlen=args.maxlen, approximate=False)
                 else:
-                    receivers += await bus.publish(args.channel, payload, sharded=args.sharded)
+                    receivers += await bus.publish(channel, payload, sharded=args.sharded)
         except OSError as exc:
             url = redact_url(resolve_url(args.url).url)
             print(f"eventbus: error: cannot publish to {url}: {exc}", file=sys.stderr)
@@ -503,6 +518,8 @@ def _routes(args: argparse.Namespace) -> int:
         if handler.middleware:
             # The module's and the handler's own, outermost first (global ones come from `run`).
             options += " middleware=" + ",".join(describe_middleware(m) for m in handler.middleware)
+        if subscription.recoverable:
+            options += " recovers"
         rows.append((subscription.kind, subscription.name, handler.name, options))
     for line in aligned(rows, last_free=True):
         print(line)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from eventbus._channels import Channel
     from eventbus._deadletter import DeadLetterStore
     from eventbus._publisher import Publisher
     from eventbus._stats import BusStats
@@ -81,11 +82,12 @@ class Context:
         logger = logging.getLogger("eventbus.handler" if handler is None else f"eventbus.handler.{handler}")
         self.log = logging.LoggerAdapter(logger, {"handler": handler})
 
-    async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
+    async def publish(self, channel: str | Channel, data: Any, *, sharded: bool = False) -> int:
         """Publish ``data`` (bytes, str, number, or JSON-serializable) to ``channel``.
 
         Returns the number of subscribers that received it, as Redis PUBLISH does.
-        ``sharded=True`` publishes with SPUBLISH (sharded pub/sub).
+        ``sharded=True`` publishes with SPUBLISH (sharded pub/sub); a recoverable
+        :class:`~eventbus.Channel` is kept in its history too.
         """
         return await self.publisher.publish(channel, data, sharded=sharded)
 

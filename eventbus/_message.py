@@ -54,3 +54,16 @@ class Message:
         # The payload may be personal data: show its size, never its content.
         where = f"{self.channel!r}" if self.pattern is None else f"{self.channel!r} via {self.pattern!r}"
         return f"<Message {where} {len(self.data)} bytes>"
+
+
+# Compiled with the dispatcher, which reads it once per message of a recoverable channel: native
+# attributes there, where a Python object's would each be a lookup. eventbus._recovery subclasses it.
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Position:
+    """Where one subscription is on a recoverable channel: the history's epoch (None: no position
+    yet), the last offset delivered, and while recovering the live messages that wait (else None)."""
+
+    def __init__(self) -> None:
+        self.epoch: bytes | None = None
+        self.last: int = 0
+        self.buffer: list[Any] | None = None

@@ -9,7 +9,7 @@ runners in one process (tests) do not collide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -62,11 +62,7 @@ class StatsCollector(Collector):
         # Runs in the HTTP server's thread while the loop mutates the counters: reading an int is
         # atomic under the GIL, and a scrape a few messages stale is fine.
         handlers = list(stats.handlers.items())
-        for field, doc in HANDLER_COUNTERS.items():
-            family = CounterMetricFamily(f"eventbus_handler_{field}", doc, labels=["handler"])
-            for name, handler_stats in handlers:
-                family.add_metric([name], getattr(handler_stats, field))
-            yield family
+        yield from _counter_families("eventbus_handler", "handler", HANDLER_COUNTERS, handlers)
         latency = HistogramMetricFamily(
             "eventbus_handler_latency_seconds",
             "Time spent in the handler for each successfully handled message.",
@@ -131,6 +127,7 @@ class StatsCollector(Collector):
             "Seconds without a subscription connection (pub/sub messages of that time are lost).",
             stats.gap_seconds,
         )
+        yield from _recovery_metrics(stats)
         if self.connected is not None:
             yield GaugeMetricFamily(
                 "eventbus_connected", "1 while the subscription connection is up.", float(self.connected())
@@ -150,6 +147,40 @@ def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]
         total += count
         buckets.append((bound, float(total)))
     return buckets
+
+
+RECOVERY_COUNTERS = {
+    "recovered": "Missed messages of a recoverable channel read back from its history and delivered.",
+    "unrecovered": "Missed messages of a recoverable channel its history no longer had (trimmed or expired).",
+    "history_lost": "Gaps after which a recoverable channel's history was gone (a new epoch): an unknown number lost.",
+    "foreign": "Messages on a recoverable channel published without its history (a plain PUBLISH): unrecoverable.",
+    "duplicates": "Messages of a recoverable channel that arrived twice (live and recovered) and were skipped.",
+    "recoveries": "Reads of a recoverable channel's history after a gap.",
+}
+
+
+def _counter_families(
+    prefix: str, label: str, counters: Mapping[str, str], subjects: Sequence[tuple[str, object]]
+) -> Iterable[Metric]:
+    """One counter family per field of ``counters``, a sample per subject (a handler, a channel)."""
+    for field, doc in counters.items():
+        family = CounterMetricFamily(f"{prefix}_{field}", doc, labels=[label])
+        for name, subject_stats in subjects:
+            family.add_metric([name], getattr(subject_stats, field))
+        yield family
+
+
+def _recovery_metrics(stats: BusStats) -> Iterable[Metric]:
+    channels = list(stats.channels.items())
+    yield from _counter_families("eventbus_channel", "channel", RECOVERY_COUNTERS, channels)
+    seconds = CounterMetricFamily(
+        "eventbus_channel_recovery_seconds",
+        "Time from a gap's detection to its missed messages delivered, summed over recoveries.",
+        labels=["channel"],
+    )
+    for name, channel_stats in channels:
+        seconds.add_metric([name], channel_stats.recovery_seconds)
+    yield seconds
 
 
 class MetricsServer:

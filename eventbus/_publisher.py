@@ -7,7 +7,9 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from eventbus._channels import Channel
 from eventbus._errors import ConfigError
+from eventbus._history import History
 from eventbus._names import encode_name
 from eventbus._payloads import encode_payload, stream_fields
 
@@ -36,18 +38,34 @@ class Publisher:
     producer writes an order hash, then publishes its id).
     """
 
-    def __init__(self, publish: PublishFn, redis: Redis, close: Callable[[], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        publish: PublishFn,
+        redis: Redis,
+        close: Callable[[], Awaitable[None]] | None = None,
+        history: History | None = None,
+    ):
         self._publish = publish
         self.redis: Redis = redis
         self._close = close
+        self._history = history
 
-    async def publish(self, channel: str, data: Any, *, sharded: bool = False) -> int:
+    async def publish(self, channel: str | Channel, data: Any, *, sharded: bool = False) -> int:
         """Publish one message; returns how many subscribers received it.
 
-        ``sharded=True`` sends SPUBLISH, for ``@on(channel, sharded=True)`` subscribers.
+        ``sharded=True`` sends SPUBLISH, for ``@on(channel, sharded=True)`` subscribers. A
+        :class:`~eventbus.Channel` with ``history`` is appended to its history and published with
+        its offset, atomically, in one round trip (eventbus._history).
         """
+        if isinstance(channel, Channel):
+            sharded = sharded or channel.sharded
+            if channel.recoverable:
+                if self._history is None:
+                    raise ConfigError(f"this publisher cannot keep the history of {channel.name!r}")
+                return await self._history.publish(channel, encode_payload(data))
+            channel = channel.name
         if not isinstance(channel, str) or not channel:
-            raise ConfigError(f"channel must be a non-empty string, got {channel!r}")
+            raise ConfigError(f"channel must be a non-empty string or a Channel, got {channel!r}")
         if sharded:
             return int(await self.redis.spublish(encode_name(channel), encode_payload(data)))
         return await self._publish(channel, encode_payload(data))

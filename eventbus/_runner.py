@@ -28,11 +28,12 @@ from eventbus._backends.memory import MemoryBroker
 from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
-from eventbus._dispatch import Dispatcher
+from eventbus._dispatch import Dispatcher, deliver_payloads
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from eventbus._heartbeat import Heartbeat
+from eventbus._history import RedisHistory
 from eventbus._hotpath import FELL_BACK as hot_path_fell_back
 from eventbus._hotpath import describe as describe_hot_path
 from eventbus._keyed import KeyedOrdering, key_function
@@ -43,6 +44,7 @@ from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
 from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
+from eventbus._recovery import CHANNEL, PATTERN, SHARDED, Recovery
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats
@@ -65,6 +67,13 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     """
     hangup = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
     return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
+def listen_for_gaps(subscriber: Subscriber, recovery: Recovery, kinds: tuple[int, ...]) -> None:
+    """Have ``subscriber`` tell ``recovery`` when it has resubscribed after a gap."""
+    listeners = getattr(subscriber, "resubscribed", None)
+    if listeners is not None:
+        listeners.append(lambda: recovery.resubscribed(kinds))
 
 
 def reads_streams(handler: Handler) -> bool:
@@ -133,6 +142,7 @@ class Runner:
         self.subscriber: Subscriber | None = None  # the pub/sub one
         self.sharded: Subscriber | None = None
         self.consumers: list[StreamConsumer] = []
+        self.recovery: Recovery | None = None  # recoverable channels' positions (made with the workers)
         self._teardown: AsyncExitStack | None = None  # what start() acquired, for stop() to undo
         self._stop_requested: asyncio.Event | None = None
         self._signals = 0
@@ -200,7 +210,7 @@ class Runner:
             url=redact_url(backend.url), source=backend.source, explicit=backend.explicit, owned=backend.owned
         )
         self.redis = backend.redis
-        self.publisher = Publisher(backend.publish, backend.redis)
+        self.publisher = Publisher(backend.publish, backend.redis, history=backend.history)
         self.dead_letters = DeadLetterStore(
             self.redis, s.dead_letter_stream, max_bytes=self.dead_letter_max_bytes, stats=self.stats
         )
@@ -256,7 +266,11 @@ class Runner:
         """One worker per handler, and the dispatcher that routes into their inboxes."""
         dead_letters = self.dead_letters
         assert dead_letters is not None
-        dispatcher = Dispatcher(self.stats, self.settings.max_payload)
+        backend = self.backend
+        assert backend is not None
+        self.recovery = Recovery(backend.history, self.stats, self.settings.max_payload, deliver_payloads)
+        self.recovery.on_idle = self._became_idle.set
+        dispatcher = Dispatcher(self.stats, self.settings.max_payload, self.recovery)
         by_name: dict[str, HandlerWorker] = {}
         for handler in self.router.handlers:
             if self.middleware:
@@ -294,11 +308,20 @@ class Runner:
         self.subscriber = backend.subscriber(self.stats)
         router = self.router
         channels, patterns = router.channels(), router.patterns()
+        recovery = dispatcher.recovery
+        if recovery is not None:
+            # After the sources stop reading and before the drain: recoveries under way end.
+            stack.push_async_callback(recovery.close)
+            listen_for_gaps(self.subscriber, recovery, (CHANNEL, PATTERN))
         await self._start_source(stack, SubscriberSource(self.subscriber, dispatcher.consume, channels, patterns))
         sharded = router.sharded_channels()
         if sharded:
             self.sharded = backend.sharded_subscriber(self.stats)
+            if recovery is not None:
+                listen_for_gaps(self.sharded, recovery, (SHARDED,))
             await self._start_source(stack, SubscriberSource(self.sharded, dispatcher.consume, sharded, ()))
+        if recovery is not None:
+            await recovery.start()  # subscribed: recoverable channels read their position now
         workers = {worker.name: worker for worker in self.workers}
         for subscription, handler in router.stream_routes():
             worker = workers[handler.name]
@@ -447,7 +470,8 @@ class Runner:
         return [problem for source in self.sources for problem in source.problems()]
 
     def idle(self) -> bool:
-        return all(worker.idle for worker in self.workers)
+        recovering = self.recovery is not None and self.recovery.busy()
+        return not recovering and all(worker.idle for worker in self.workers)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until every inbox is empty and no handler is running; False if ``timeout`` passed."""
@@ -611,4 +635,4 @@ def connect(
     client = command_client(
         resolve_url(url, SOURCE_CODE).url, max_connections=max_connections, autopipeline=autopipeline
     )
-    return Publisher(client_publish(client), client, client.aclose)
+    return Publisher(client_publish(client), client, client.aclose, history=RedisHistory(client))

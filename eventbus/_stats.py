@@ -88,6 +88,32 @@ class HandlerStats:
 
 
 @dataclass(slots=True)
+class RecoveryStats:
+    """What recovery did on one recoverable channel (eventbus._recovery)."""
+
+    recovered: int = 0  # missed messages read back from the history and delivered
+    unrecovered: int = 0  # missed messages the history no longer had (trimmed, expired)
+    # the history was lost (its epoch changed) after a gap: what it held past our position is
+    # gone and how many that was is unknown
+    history_lost: int = 0
+    foreign: int = 0  # messages published without the history (a plain PUBLISH): unrecoverable
+    duplicates: int = 0  # messages that arrived again (live after their recovery): skipped
+    recoveries: int = 0  # completed reads of a missed range
+    recovery_seconds: float = 0.0  # time from a gap's detection to the missed range delivered
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "recovered": self.recovered,
+            "unrecovered": self.unrecovered,
+            "history_lost": self.history_lost,
+            "foreign": self.foreign,
+            "duplicates": self.duplicates,
+            "recoveries": self.recoveries,
+            "recovery_seconds": round(self.recovery_seconds, 3),
+        }
+
+
+@dataclass(slots=True)
 class BusStats:
     """Counters of the whole runner, plus each handler's."""
 
@@ -101,6 +127,14 @@ class BusStats:
     gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
     dead_letters_trimmed: int = 0  # oldest entries this process removed to keep the dead-letter stream in budget
     handlers: dict[str, HandlerStats] = field(default_factory=dict)
+    channels: dict[str, RecoveryStats] = field(default_factory=dict)  # per recoverable channel
+
+    def recovery(self, channel: str) -> RecoveryStats:
+        """The recovery counters of ``channel`` (made on first use)."""
+        stats = self.channels.get(channel)
+        if stats is None:
+            stats = self.channels[channel] = RecoveryStats()
+        return stats
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -112,4 +146,5 @@ class BusStats:
             "gap_seconds": round(self.gap_seconds, 3),
             "dead_letters_trimmed": self.dead_letters_trimmed,
             "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
+            "channels": {name: s.as_dict() for name, s in self.channels.items()},
         }

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from eventbus._batch_options import Batch
+from eventbus._channels import Channel
 from eventbus._errors import ConfigError
 from eventbus._stream_options import STREAM_OPTION_NAMES, StreamOptions
 from eventbus.middleware import check_chain
@@ -43,6 +44,12 @@ class Subscription:
     kind: Kind
     name: str
     stream: StreamOptions | None = None  # only for kind "stream"
+    # The declaration a handler subscribed with (``@on(Channel(...))``): recoverable if it has history.
+    declared: Channel | None = None
+
+    @property
+    def recoverable(self) -> bool:
+        return self.declared is not None and self.declared.recoverable
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +136,16 @@ class HandlerSpec:
 
 
 def _mark(
-    kind: Kind, names: tuple[str, ...], options: dict[str, Any], stream: StreamOptions | None = None
+    kind: Kind,
+    names: tuple[str | Channel, ...],
+    options: dict[str, Any],
+    stream: StreamOptions | None = None,
 ) -> Callable[[F], F]:
     if not names:
         raise ConfigError(f"give at least one {kind}")
     for name in names:
+        if isinstance(name, Channel) and kind in ("channel", "sharded"):
+            continue
         if not isinstance(name, str) or not name:
             raise ConfigError(f"a {kind} must be a non-empty string, got {name!r}")
     unknown = set(options) - set(HandlerOptions.__dataclass_fields__)
@@ -141,7 +153,7 @@ def _mark(
         raise ConfigError(f"unknown handler option(s): {', '.join(sorted(unknown))}")
     new_options = HandlerOptions(**options)  # validates
     options = {key: getattr(new_options, key) for key in options}  # as stored (a middleware list as a tuple)
-    new_subscriptions = tuple(dict.fromkeys(Subscription(kind, name, stream) for name in names))
+    new_subscriptions = tuple(dict.fromkeys(_subscription(kind, name, stream) for name in names))
 
     def decorate(func: F) -> F:
         if not callable(func):
@@ -167,12 +179,20 @@ def _mark(
     return decorate
 
 
-def on(*channels: str, sharded: bool = False, **options: Any) -> Callable[[F], F]:
+def _subscription(kind: Kind, name: str | Channel, stream: StreamOptions | None) -> Subscription:
+    if isinstance(name, Channel):
+        return Subscription("sharded" if name.sharded else kind, name.name, None, name)
+    return Subscription(kind, name, stream)
+
+
+def on(*channels: str | Channel, sharded: bool = False, **options: Any) -> Callable[[F], F]:
     """Subscribe the decorated handler to exactly these channels (Redis SUBSCRIBE).
 
     A ``*`` in a name is just a character here; use :func:`on_pattern` for globs.
     ``sharded=True`` uses sharded pub/sub (SSUBSCRIBE, Redis 7): on a cluster each channel lives on
     the node owning its slot; publish to it with ``publish(..., sharded=True)`` (SPUBLISH).
+    A :class:`~eventbus.Channel` declared with ``history`` is recoverable: the handler gets what it
+    missed during a reconnect, in order (see docs/recovery.md).
     """
     return _mark("sharded" if sharded else "channel", channels, options)
 

@@ -18,11 +18,15 @@ receiver count), and ``bus.redis`` is a fakeredis client that the handlers' ``ct
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
-from eventbus._backends.memory import MemoryBroker
+from eventbus._backends.memory import MemoryBroker, MemorySubscriber
+from eventbus._channels import Channel, channel_name
 from eventbus._deadletter import DeadLetter
+from eventbus._history import parse_envelope
 from eventbus._message import Message
 from eventbus._payloads import build_decoder
 from eventbus._runner import Runner
@@ -39,7 +43,9 @@ class _RecordingBroker(MemoryBroker):
         self.log: dict[str, list[bytes]] = {}
 
     def publish(self, channel: str, payload: bytes, *, sharded: bool = False) -> int:
-        self.log.setdefault(channel, []).append(payload)
+        # A recoverable channel's payload is logged as the producer gave it, without its envelope.
+        envelope = parse_envelope(payload)
+        self.log.setdefault(channel, []).append(payload if envelope is None else envelope.payload)
         return super().publish(channel, payload, sharded=sharded)
 
 
@@ -81,17 +87,45 @@ class TestBus:
         """The counters of the handler named ``name`` (handled, failed, retried, ...)."""
         return self.runner.stats.handlers[name]
 
-    async def publish(self, channel: str, data: Any) -> int:
-        """Publish as a producer would; returns the number of receptions, like Redis."""
+    async def publish(self, channel: str | Channel, data: Any) -> int:
+        """Publish as a producer would; returns the number of receptions, like Redis.
+
+        A recoverable :class:`~eventbus.Channel` keeps its history here as Redis would.
+        """
         assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
         return await self.runner.publisher.publish(channel, data)
 
-    def published(self, channel: str, as_type: Any = bytes) -> list[Any]:
+    @asynccontextmanager
+    async def gap(self) -> AsyncIterator[None]:
+        """Simulate a lost subscription connection: what is published inside the block does not
+        reach the handlers; on leaving it the bus "reconnects", and recoverable channels read back
+        what they missed, as they do after a reconnect to Redis::
+
+            async with bus.gap():
+                await bus.publish(orders, {"id": 1})   # missed...
+            await bus.drain()                           # ...and recovered
+        """
+        subscribers = [s for s in (self.runner.subscriber, self.runner.sharded) if isinstance(s, MemorySubscriber)]
+        for subscriber in subscribers:
+            subscriber.disconnect()
+        try:
+            yield
+        finally:
+            for subscriber in subscribers:
+                subscriber.reconnect()
+
+    def lose_history(self, channel: str | Channel | None = None) -> None:
+        """Forget a recoverable channel's history (all of them by default), as a Redis restart
+        without persistence does: its next publish starts a new epoch."""
+        self.broker.lose_history(None if channel is None else channel_name(channel))
+
+    def published(self, channel: str | Channel, as_type: Any = bytes) -> list[Any]:
         """Every payload published to ``channel`` so far (by the test or by handlers), oldest first,
         decoded as ``as_type`` the way a handler annotated with it would receive it (bytes by
         default). A payload that does not decode raises :class:`~eventbus.PayloadError`."""
         decode = build_decoder(as_type, "TestBus.published").decode
-        return [decode(Message(channel, payload)) for payload in self.broker.log.get(channel, [])]
+        name = channel_name(channel)
+        return [decode(Message(name, payload)) for payload in self.broker.log.get(name, [])]
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every handler has processed everything published so far."""

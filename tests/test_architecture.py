@@ -31,9 +31,11 @@ LEAVES = {
     "_settings",  # Settings and ConnectionSettings: every default, and how the CLI offers it
     "_masking",  # @payload_mask: how an application's payloads are shown outside its logs
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
+    "_channels",  # Channel: a channel declared once, with its history
+    "_history",  # recoverable channels' histories in Redis: the Lua publish, the reads, the envelope
 }
 MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch"}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_recovery"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

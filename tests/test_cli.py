@@ -539,3 +539,17 @@ def test_an_unusable_url_file_is_one_line_naming_the_file(
     given_twice = eventbus(["check", "--url", "redis://h/0", "--url-file", str(secret)], subprocess_env)
     assert given_twice.returncode == 2 and "not allowed with argument --url" in given_twice.stderr
     assert "s3cret" not in both.stderr + given_twice.stderr
+
+
+def test_publish_with_history_keeps_it(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    env = {**subprocess_env, "EVENTBUS_URL": redis_server.url}
+    for data in ("a", "b", "c"):
+        assert eventbus(["publish", "--history", "2", "--ttl", "60", "orders", data], env).returncode == 0
+    # At least the last 2 are kept (Redis trims whole blocks of entries: docs/recovery.md).
+    assert [fields[b"d"] for _, fields in sync_redis.xrange("eventbus:history:{orders}")][-2:] == [b"b", b"c"]
+    assert sync_redis.hget("eventbus:history-meta:{orders}", "s") == b"3"
+    assert 0 < sync_redis.ttl("eventbus:history:{orders}") <= 60
+    bad = eventbus(["publish", "--ttl", "60", "orders", "x"], env)
+    assert bad.returncode != 0 and "ttl without history" in bad.stderr

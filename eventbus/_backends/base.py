@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from eventbus._history import History
 from eventbus._names import encode_name
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
@@ -111,6 +112,7 @@ class Backend(Protocol):
     owned: bool  # started for this run (embedded, memory): it goes away with the run
     redis: Any  # the command client: ``ctx.redis``
     publish: PublishFn  # PUBLISH one payload; returns the number of receivers
+    history: History  # recoverable channels' histories: the atomic publish, and the reads of recovery
 
     def subscriber(self, stats: BusStats) -> Subscriber: ...
     def sharded_subscriber(self, stats: BusStats) -> Subscriber: ...

@@ -9,20 +9,62 @@ glob rules. The command client is fakeredis, whose ``publish`` is routed through
 from __future__ import annotations
 
 import contextlib
+import itertools
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import fakeredis
 
 from eventbus._backends.base import Consume, OneReply, client_publish
 from eventbus._backends.glob import glob_match
+from eventbus._channels import Channel
 from eventbus._flow import ReadGate
+from eventbus._history import History, HistoryPage, envelope
 from eventbus._names import decode_name, encode_name
 from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
 
 _key = encode_name
+
+
+_epochs = itertools.count(1)
+
+
+class _ChannelLog:
+    """One recoverable channel's history in memory: what Redis keeps in its stream and meta hash."""
+
+    def __init__(self) -> None:
+        self.epoch = b"m%d" % next(_epochs)
+        self.top = 0
+        self.entries: deque[tuple[int, bytes]] = deque()
+        self.expires: float | None = None
+
+
+class MemoryHistory:
+    """:class:`~eventbus._history.History` on the in-memory broker: the same semantics as Redis's
+    (exact ``history`` bound, ``ttl`` after the last publish, a new epoch when the history is lost)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def publish(self, channel: Channel, payload: bytes) -> int:
+        log = self.broker.channel_log(channel.name, create=True)
+        assert log is not None
+        log.top += 1
+        log.entries.append((log.top, payload))
+        while len(log.entries) > channel.history:
+            log.entries.popleft()
+        log.expires = None if channel.ttl is None else time.monotonic() + channel.ttl
+        return self.broker.publish(channel.name, envelope(log.top, log.epoch, payload), sharded=channel.sharded)
+
+    async def read(self, channel: str, first: int, count: int) -> HistoryPage:
+        log = self.broker.channel_log(channel)
+        if log is None:
+            return HistoryPage(b"", 0, 0, [])
+        entries = [entry for entry in log.entries if entry[0] >= first][:count] if count else []
+        return HistoryPage(log.epoch, log.top, entries[0][0] if entries else 0, [p for _, p in entries])
 
 
 class MemoryBroker:
@@ -32,6 +74,23 @@ class MemoryBroker:
         self.server = fakeredis.FakeServer()
         self.subscribers: list[MemorySubscriber] = []
         self.published = 0
+        self.logs: dict[str, _ChannelLog] = {}  # recoverable channels' histories
+
+    def channel_log(self, channel: str, *, create: bool = False) -> _ChannelLog | None:
+        log = self.logs.get(channel)
+        if log is not None and log.expires is not None and time.monotonic() >= log.expires:
+            del self.logs[channel]  # expired, as Redis expires both keys
+            log = None
+        if log is None and create:
+            log = self.logs[channel] = _ChannelLog()
+        return log
+
+    def lose_history(self, channel: str | None = None) -> None:
+        """Forget one channel's history (or all): what a Redis restart without persistence does."""
+        if channel is None:
+            self.logs.clear()
+        else:
+            self.logs.pop(channel, None)
 
     def client(self) -> Any:
         """A redis.asyncio-compatible client on this broker's keyspace."""
@@ -93,6 +152,8 @@ class MemorySubscriber:
         # While paused (overflow="pause") replies wait here, as they would in Redis's output
         # buffer for a connection nobody reads (without its limit: nothing is disconnected).
         self._held: deque[list[bytes]] | None = None
+        self.disconnected = False  # a simulated gap (TestBus.gap): what is published is lost
+        self.resubscribed: list[Callable[[], None]] = []  # told after a gap, as RedisSubscriber's
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
         self._consume = consume
@@ -104,7 +165,19 @@ class MemorySubscriber:
         self.broker.subscribers.append(self)
         self.gate.attach(self)
 
+    def disconnect(self) -> None:
+        """Start a simulated gap: messages published until :meth:`reconnect` are lost to us."""
+        self.disconnected = True
+
+    def reconnect(self) -> None:
+        """End a simulated gap: resubscribed, as the Redis subscriber is after a reconnect."""
+        self.disconnected = False
+        for listener in self.resubscribed:
+            listener()
+
     def deliver(self, reply: list[bytes]) -> None:
+        if self.disconnected:
+            return
         if self._held is not None:
             self._held.append(reply)
         elif self._consume is not None:
@@ -150,6 +223,7 @@ class MemoryBackend:
         self.redis: Any = self.broker.client()
         # The client's publish is the broker's: ctx.redis.publish and ctx.publish agree.
         self.publish = client_publish(self.redis)
+        self.history: History = MemoryHistory(self.broker)
 
     def subscriber(self, stats: BusStats) -> MemorySubscriber:
         return MemorySubscriber(self.broker, self.settings.gate)

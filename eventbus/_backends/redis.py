@@ -18,6 +18,7 @@ from eventbus._backends.base import client_publish
 from eventbus._backends.sharded import ShardedSubscriber
 from eventbus._backends.subscriber import RedisSubscriber, command_client, wait_until_reachable
 from eventbus._errors import ConfigError
+from eventbus._history import History, RedisHistory
 from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
 from eventbus._urls import autopipeline_enabled, check_options, intro, split_url
@@ -96,6 +97,7 @@ class RedisBackend:
             log.info("auto-pipelining is off: ctx.redis is redis-py's own client")
         self.redis: Any = self.command_client(settings.max_connections)
         self.publish = client_publish(self.redis)
+        self.history: History = RedisHistory(self.redis)
 
     def command_client(self, max_connections: int) -> Any:
         return command_client(self.url, max_connections=max_connections, autopipeline=self.autopipeline)

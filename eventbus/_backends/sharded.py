@@ -106,6 +106,7 @@ class _NodeSubscriber(RedisSubscriber):
     def __init__(self, owner: ShardedSubscriber, url: str, stats: BusStats, settings: ConnectionSettings) -> None:
         super().__init__(url, stats, settings)
         self.owner = owner
+        self.resubscribed = owner.resubscribed
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
         await self._ssubscribe(protocol, list(self.channels))
@@ -168,6 +169,7 @@ class ShardedSubscriber:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
+        self.resubscribed: list[Callable[[], None]] = []  # told after a node's reconnect
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str] = ()) -> None:
         """Subscribe ``channels`` on their nodes (sharded pub/sub has no patterns)."""

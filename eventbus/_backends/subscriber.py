@@ -15,7 +15,7 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -265,6 +265,8 @@ class RedisSubscriber:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected = asyncio.Event()
+        # Told after each reconnect has resubscribed: recoverable channels read what they missed.
+        self.resubscribed: list[Callable[[], None]] = []
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
         """Connect and subscribe once (errors propagate), then keep the connection alive."""
@@ -408,6 +410,8 @@ class RedisSubscriber:
             reason,
         )
         attempts = await self._reconnect()
+        for listener in self.resubscribed:
+            listener()
         evidence = protocol.overflow_evidence
         if evidence is None and protocol.closed_by_server and attempts == 1:
             # Closed by a server that answered again at once: not a restart nor a network failure.
@@ -424,8 +428,8 @@ class RedisSubscriber:
         self.stats.reconnects += 1
         self.stats.gap_seconds += gap
         log.warning(
-            "reconnected to %s after a gap of %.1fs (messages published in it are lost%s); "
-            "resubscribed %d channel(s) and %d pattern(s)",
+            "reconnected to %s after a gap of %.1fs (messages published in it are lost%s, except on "
+            "recoverable channels, which read them back); resubscribed %d channel(s) and %d pattern(s)",
             self.safe_url,
             gap,
             ", counted from the last read: it includes what Redis dropped with the connection" if evidence else "",

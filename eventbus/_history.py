@@ -1,0 +1,181 @@
+"""A recoverable channel's history in Redis: the atomic publish and the reads that recover from it.
+
+Per channel, two keys that share a hash tag (so that on Redis Cluster both, and the sharded
+channel itself, live in one slot):
+
+- ``eventbus:history:{channel}``: a stream of the latest ``history`` payloads, each entry's id
+  its offset (``<offset>-0``), trimmed with ``MAXLEN ~ history``: at least ``history`` entries
+  are kept (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x
+  slower, see benchmarks/RESULTS.md);
+- ``eventbus:history-meta:{channel}``: a hash with the epoch (``e``), the top offset (``s``) and the
+  channel's name (``n``).
+
+One Lua script appends, trims, refreshes the TTL and publishes, so a publish is one round trip and
+no subscriber can see a message that is not in the history (the scheme of Centrifugo's Redis
+broker). The published payload carries its offset and epoch in an envelope
+(``\\x00EB<offset>:<epoch>:<payload>``) that eventbus subscribers strip before a handler sees it.
+The epoch names one life of the history: when the keys are lost (a restart without persistence,
+an idle channel's TTL) the next publish starts a new epoch at offset 1, and a subscriber that
+sees another epoch knows its position means nothing there.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha1
+from typing import Any, NamedTuple, Protocol
+
+from redis.exceptions import NoScriptError
+
+from eventbus._channels import Channel
+from eventbus._names import encode_name
+
+ENVELOPE = b"\x00EB"
+KEY_PREFIX = "eventbus:history:"
+META_PREFIX = "eventbus:history-meta:"
+
+# KEYS: the stream, the meta hash. ARGV: payload, history, ttl in ms (0: none), channel, command.
+PUBLISH_SCRIPT = """
+local offset = redis.call('hincrby', KEYS[2], 's', 1)
+local epoch
+if offset == 1 then
+  local now = redis.call('time')
+  epoch = now[1] .. string.format('%06d', tonumber(now[2]))
+  redis.call('hset', KEYS[2], 'e', epoch, 'n', ARGV[4])
+  redis.call('del', KEYS[1])
+else
+  epoch = redis.call('hget', KEYS[2], 'e')
+end
+offset = string.format('%d', offset)
+redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
+if ARGV[3] ~= '0' then
+  redis.call('pexpire', KEYS[1], ARGV[3])
+  redis.call('pexpire', KEYS[2], ARGV[3])
+end
+local receivers = redis.call(ARGV[5], ARGV[4], '\\0EB' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+return {offset, epoch, receivers}
+"""
+
+# KEYS: the stream, the meta hash. ARGV: the first offset wanted, how many at most (0: only the meta).
+# Returns {epoch or '', top offset, first offset returned, payload, payload, ...}: the entries of a
+# history are consecutive offsets (every publish appends one; trimming removes the oldest), so one
+# offset and the payloads say it all, and a page of 10,000 is parsed by hiredis alone.
+READ_SCRIPT = """
+local meta = redis.call('hmget', KEYS[2], 'e', 's')
+local out = {meta[1] or '', meta[2] or '0', 0}
+if ARGV[2] ~= '0' then
+  local entries = redis.call('xrange', KEYS[1], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  if entries[1] then
+    out[3] = string.match(entries[1][1], '^%d+')
+  end
+  for i, entry in ipairs(entries) do
+    out[i + 3] = entry[2][2]
+  end
+end
+return out
+"""
+
+
+class Envelope(NamedTuple):
+    offset: int
+    epoch: bytes
+    payload: bytes
+
+
+class HistoryPage(NamedTuple):
+    """What a read returned: the history's epoch (b"": no history), its top offset, and the
+    payloads of consecutive offsets from ``first`` on (none: ``first`` is 0)."""
+
+    epoch: bytes
+    top: int
+    first: int
+    payloads: list[bytes]
+
+
+class History(Protocol):
+    """Where a backend keeps recoverable channels' histories (Redis, or the in-memory broker)."""
+
+    async def publish(self, channel: Channel, payload: bytes) -> int:
+        """Append ``payload`` to the history and publish it with its offset; returns the receivers."""
+
+    async def read(self, channel: str, first: int, count: int) -> HistoryPage:
+        """Up to ``count`` entries from offset ``first`` on (``count=0``: only the epoch and top)."""
+
+
+def history_keys(channel: str) -> tuple[str, str]:
+    """The stream and meta keys of ``channel``, in the slot the channel itself hashes to.
+
+    A channel name with a hash tag of its own (``{user1}.orders``) keeps it: the keys are tagged
+    with it, so that the channel, sharded or not, and its history are in one slot.
+    """
+    tag = channel
+    start = channel.find("{")
+    if start >= 0:
+        end = channel.find("}", start + 1)
+        if end > start + 1:
+            tag = channel[start + 1 : end]
+    suffix = "" if tag == channel else ":" + channel
+    return f"{KEY_PREFIX}{{{tag}}}{suffix}", f"{META_PREFIX}{{{tag}}}{suffix}"
+
+
+def envelope(offset: int, epoch: bytes, payload: bytes) -> bytes:
+    """What the publish script sends (for the in-memory broker, which publishes without Lua)."""
+    return b"%s%d:%s:%s" % (ENVELOPE, offset, epoch, payload)
+
+
+def parse_envelope(data: bytes) -> Envelope | None:
+    """The offset, epoch and payload of a recoverable channel's message, or None if it has none.
+
+    A payload that merely starts like an envelope but is not one (a binary payload) is None: it is
+    delivered as it came.
+    """
+    if not data.startswith(ENVELOPE):
+        return None
+    colon = data.find(b":", 3, 24)
+    if colon < 4:
+        return None
+    digits = data[3:colon]
+    if not digits.isdigit():
+        return None
+    end = data.find(b":", colon + 1, colon + 40)
+    if end < 0:
+        return None
+    return Envelope(int(digits), data[colon + 1 : end], data[end + 1 :])
+
+
+class RedisHistory:
+    """Histories kept in Redis (one server, a cluster, or Sentinel's master) through a command client."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._publish_sha = sha1(PUBLISH_SCRIPT.encode()).hexdigest()
+        self._read_sha = sha1(READ_SCRIPT.encode()).hexdigest()
+        # Per channel, the script's arguments but the payload: built once, not per publish.
+        self._args: dict[Channel, tuple[bytes, bytes, bytes, int, int, str]] = {}
+
+    async def publish(self, channel: Channel, payload: bytes) -> int:
+        args = self._args.get(channel)
+        if args is None:
+            stream, meta = (encode_name(key) for key in history_keys(channel.name))
+            ttl_ms = 0 if channel.ttl is None else max(1, int(channel.ttl * 1000))
+            command = "spublish" if channel.sharded else "publish"
+            args = self._args[channel] = (stream, meta, encode_name(channel.name), channel.history, ttl_ms, command)
+        stream, meta, name, history, ttl_ms, command = args
+        reply = await self._call(
+            self._publish_sha, PUBLISH_SCRIPT, stream, meta, payload, history, ttl_ms, name, command
+        )
+        return int(reply[2])
+
+    async def read(self, channel: str, first: int, count: int) -> HistoryPage:
+        stream, meta = (encode_name(key) for key in history_keys(channel))
+        reply = await self._call(self._read_sha, READ_SCRIPT, stream, meta, first, count)
+        epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
+        return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
+
+    async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
+        # EVALSHA straight through the client (one command, auto-pipelined), and the script
+        # loaded once if the server does not know it yet (a new or restarted server).
+        try:
+            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])
+        except NoScriptError:
+            await self.client.script_load(script)
+            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])

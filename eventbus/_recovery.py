@@ -1,0 +1,404 @@
+"""Recovering what a subscriber missed on a recoverable channel, in order, each message once.
+
+Every message of a recoverable channel carries its offset and its history's epoch
+(eventbus._history). Per subscription and channel a :class:`Track` remembers the last offset
+delivered to the handlers. A message whose offset is the next one is delivered at once (the
+common case: a compare and an assignment). Anything else is a gap:
+
+- the subscription connection was replaced (a reconnect, a half-open connection found by the
+  ping, Redis dropping us past its output-buffer limit): the subscriber says so after it has
+  resubscribed, and every track of that connection reads the history after its position;
+- an offset jumps (a message lost on its way, whatever the cause): that track reads the range.
+
+While a track recovers, live messages wait in its buffer. Subscribing comes first and reading the
+history second, so together they cover everything: the history is delivered after the position,
+then the buffer merged by offset (what both hold is delivered once). When the history no longer
+has part of the range (trimmed, expired) or was lost (another epoch), a WARNING names the
+channel, how many messages were not recovered and their offsets, and the counters of
+``BusStats.channels`` count them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventbus._history import History, HistoryPage, parse_envelope
+from eventbus._logs import LineLimit
+from eventbus._message import Message, Position
+from eventbus._names import encode_name
+from eventbus._stats import BusStats, RecoveryStats
+
+log = logging.getLogger("eventbus.recovery")
+
+# Entries per history read: large enough that a backlog of 100,000 is ten round trips.
+PAGE = 10_000
+# A read that fails (Redis went away again) is retried this many times before the range is
+# reported as not recovered.
+READ_ATTEMPTS = 5
+
+CHANNEL = 0
+PATTERN = 1
+SHARDED = 2
+KIND_NAMES = {"channel": CHANNEL, "pattern": PATTERN, "sharded": SHARDED}
+
+TrackKey = tuple[int, bytes, bytes]
+# The epoch of a position taken when the channel had no history: any history that begins is read
+# from its first message.
+NO_HISTORY = b""
+# (workers, channel, pattern, payloads, payload cap): eventbus._dispatch.deliver_payloads
+DeliverPayloads = Callable[[tuple[Any, ...], str, "str | None", list[bytes], "int | None"], None]
+
+
+def _deliver_payloads(
+    workers: tuple[Any, ...], channel: str, pattern: str | None, payloads: list[bytes], cap: int | None
+) -> None:
+    for payload in payloads:
+        msg = Message(channel, payload, pattern)
+        for worker in workers:
+            if cap is not None and len(payload) > cap:
+                worker.refuse(msg, f"payload of {len(payload)} bytes exceeds the cap of {cap}")
+            else:
+                worker.put(msg)
+
+
+class Track(Position):
+    """One channel as one subscription receives it: its position and, while recovering, a buffer."""
+
+    buffer: list[tuple[int, bytes, Message]] | None
+
+    def __init__(
+        self, kind: int, channel: str, pattern: str | None, workers: Sequence[Any], stats: RecoveryStats
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.channel = channel
+        self.pattern = pattern
+        self.workers = tuple(workers)
+        self.stats = stats
+        self.declared = False  # subscribed as a recoverable Channel: positioned at start
+        # (Position: epoch, None until the first message or the start gives one; last, the last
+        # offset delivered; buffer, while recovering the live (offset, epoch, message) that wait.)
+        self.warned = False  # the unrecoverable-publisher warning, once per track
+
+
+class Recovery:
+    """The tracks of one runner and the tasks that recover them (see the module docstring)."""
+
+    def __init__(
+        self,
+        history: History,
+        stats: BusStats,
+        max_payload: int | None = None,
+        deliver_payloads: DeliverPayloads | None = None,
+    ) -> None:
+        self.history = history
+        # How a replay reaches the workers: the dispatcher's compiled loop, given by the runner.
+        self.deliver_payloads = deliver_payloads or _deliver_payloads
+        self.stats = stats
+        self.max_payload = max_payload
+        self.tracks: dict[TrackKey, Track] = {}
+        # The channel and sharded tracks again, by channel: the dispatcher's fast path looks here.
+        self.by_channel: dict[bytes, Position] = {}
+        self.by_sharded: dict[bytes, Position] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.lines = LineLimit(log, "recovery")
+        self._closing = False
+        self.on_idle: Callable[[], None] = _nothing  # set by the runner: its drain waits on it
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def declare(self, kind: str, channel: str, workers: Sequence[Any]) -> None:
+        """A channel subscribed as a recoverable :class:`~eventbus.Channel`: positioned at start
+        (at the history's top), so that a gap before its first message is recovered too."""
+        key = (KIND_NAMES[kind], b"", encode_name(channel))
+        track = self.tracks.get(key)
+        if track is None:
+            track = self._track(key, channel, None, workers)
+        track.declared = True
+        track.buffer = []  # until start() has read the position
+
+    async def start(self) -> None:
+        """Subscribed: read each declared channel's position (its live messages wait meanwhile).
+
+        Returns once every position is known, so that what is published after a runner's start
+        returns is after its position.
+        """
+        tracks = [track for track in self.tracks.values() if track.declared and track.epoch is None]
+        await asyncio.gather(*(self._position(track) for track in tracks))
+
+    def resubscribed(self, kinds: Sequence[int]) -> None:
+        """A subscription connection was replaced: every track it carries reads what it missed."""
+        for track in list(self.tracks.values()):
+            if track.kind in kinds and track.buffer is None and track.epoch is not None:
+                track.buffer = []
+                self._spawn(self._recover(track, "a reconnect", time.monotonic()))
+
+    def busy(self) -> bool:
+        """A recovery (or the reading of a position) is under way."""
+        return bool(self.tasks)
+
+    async def close(self) -> None:
+        """Reading has stopped: recoveries under way end here (their messages stay in the history)."""
+        self._closing = True
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # -- the reader's side (synchronous, one call per message of a recoverable channel) --------
+
+    def accept(
+        self,
+        kind: int,
+        pattern_key: bytes,
+        channel_key: bytes,
+        channel: str,
+        pattern: str | None,
+        data: bytes,
+        workers: Sequence[Any],
+        declared: bool,
+    ) -> bool:
+        """Take a message over if it has an envelope (True); False: deliver it as a plain one."""
+        env = parse_envelope(data)
+        key = (kind, pattern_key, channel_key)
+        track = self.tracks.get(key)
+        if env is None:
+            if declared or track is not None:
+                self._foreign(track, channel, workers, kind, key)
+            return False
+        if track is None:
+            track = self._track(key, channel, pattern, workers)
+        self._advance(track, env.offset, env.epoch, Message(channel, env.payload, pattern))
+        return True
+
+    def _track(self, key: TrackKey, channel: str, pattern: str | None, workers: Sequence[Any]) -> Track:
+        track = self.tracks[key] = Track(key[0], channel, pattern, workers, self.stats.recovery(channel))
+        if key[0] == CHANNEL:
+            self.by_channel[key[2]] = track
+        elif key[0] == SHARDED:
+            self.by_sharded[key[2]] = track
+        return track
+
+    def _advance(self, track: Track, offset: int, epoch: bytes, msg: Message) -> None:
+        if track.buffer is not None:
+            track.buffer.append((offset, epoch, msg))
+            return
+        if epoch == track.epoch:
+            if offset == track.last + 1:
+                track.last = offset
+                self._deliver(track, msg)
+            elif offset <= track.last:
+                track.stats.duplicates += 1
+            else:
+                track.buffer = [(offset, epoch, msg)]
+                reason = f"offset {offset} after {track.last}"
+                self._spawn(self._recover(track, reason, time.monotonic()))
+            return
+        if track.epoch is None or offset == 1:
+            # A first message, or a history that began again (its TTL passed while idle, Redis
+            # restarted): nothing before it was missed.
+            track.epoch, track.last = epoch, offset
+            self._deliver(track, msg)
+            return
+        # A history that began again while we were not looking: read it from its start.
+        track.epoch, track.last = epoch, 0
+        track.buffer = [(offset, epoch, msg)]
+        self._spawn(self._recover(track, f"a new history (offset {offset})", time.monotonic()))
+
+    def _deliver(self, track: Track, msg: Message) -> None:
+        cap = self.max_payload
+        for worker in track.workers:
+            if cap is not None and len(msg.data) > cap:
+                worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
+            else:
+                worker.put(msg)
+
+    def _foreign(self, track: Track | None, channel: str, workers: Sequence[Any], kind: int, key: TrackKey) -> None:
+        if track is None:
+            track = self._track(key, channel, None, workers)
+        track.stats.foreign += 1
+        if not track.warned:
+            track.warned = True
+            log.warning(
+                "a message on recoverable channel %r was published without its history (a plain PUBLISH, "
+                "redis-cli?): it is delivered, but it has no offset and cannot be recovered after a gap; "
+                "publish with eventbus (bus.publish(Channel(...)), eventbus publish --history N); counted "
+                "as eventbus_channel_foreign, warned once",
+                channel,
+            )
+
+    # -- recovering --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro, name="eventbus:recovery")
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self.on_idle()  # a drain waiting for the recoveries to end looks again
+
+    async def _position(self, track: Track) -> None:
+        """Start where the history is now (the subscription is already live)."""
+        try:
+            page = await self._read(track, 0, 0)
+            if page is not None and page.epoch and track.epoch is None:
+                # What arrived since the subscription began is ours even if the history's top
+                # already counts it: start before the first of it.
+                ours = [offset for offset, epoch, _ in track.buffer or () if epoch == page.epoch]
+                track.epoch, track.last = page.epoch, min(page.top, min(ours, default=page.top + 1) - 1)
+            elif page is not None and track.epoch is None:
+                # No history yet: whatever history begins, we want it from its first message.
+                track.epoch, track.last = NO_HISTORY, 0
+        finally:
+            self._flush(track)
+
+    async def _recover(self, track: Track, reason: str, began: float) -> None:
+        after = track.last
+        recovered, lost = 0, False
+        missing: list[tuple[int, int | None]] = []
+        ahead: asyncio.Task[HistoryPage | None] | None = None
+        try:
+            first = after + 1
+            page = await self._read(track, first, PAGE)
+            while True:
+                if page is None:  # Redis did not answer: everything asked for is reported
+                    missing.append((first, None))
+                    break
+                if page.epoch != track.epoch:
+                    if track.epoch:  # a history we had a position in is gone
+                        lost = True
+                        track.stats.history_lost += 1
+                    if not page.epoch:
+                        track.epoch, track.last = NO_HISTORY, 0  # the next history, from its start
+                        break
+                    track.epoch, track.last, first = page.epoch, 0, 1
+                    page = await self._read(track, first, PAGE)
+                    continue
+                payloads = page.payloads
+                if len(payloads) == PAGE:
+                    # The next page is read while this one is delivered: the replay runs at the
+                    # handlers' pace, not at that of the reads.
+                    ahead = asyncio.get_running_loop().create_task(self._read(track, page.first + PAGE, PAGE))
+                    await asyncio.sleep(0)  # let it send the read before this page keeps the loop busy
+                # What the buffer holds is delivered from there, in order: read only up to it.
+                live = min((o for o, e, _ in track.buffer or () if e == track.epoch), default=page.top + 1)
+                start = min(page.first if payloads else page.top + 1, live)
+                if start > first:
+                    missing.append((first, start - 1))
+                    track.stats.unrecovered += start - first
+                    track.last = start - 1
+                taken = max(0, min(len(payloads), live - page.first))
+                if taken:
+                    run = payloads[:taken] if taken < len(payloads) else payloads
+                    self.deliver_payloads(track.workers, track.channel, track.pattern, run, self.max_payload)
+                    track.last = page.first + taken - 1
+                recovered += taken
+                if ahead is None or taken < PAGE:
+                    break
+                first = track.last + 1
+                await self._room(track)
+                page, ahead = await ahead, None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+            track.stats.recovered += recovered
+            track.stats.recoveries += 1
+            track.stats.recovery_seconds += time.monotonic() - began
+            self._report(track, reason, after, recovered, missing, lost)
+            self._flush(track)
+
+    async def _read(self, track: Track, first: int, count: int) -> HistoryPage | None:
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return await self.history.read(track.channel, first, count)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis errors of any kind: try again, then report
+                if self.lines.allow("read failed"):
+                    log.warning(
+                        "reading the history of %r failed (attempt %d of %d): %s",
+                        track.channel,
+                        attempt,
+                        READ_ATTEMPTS,
+                        exc,
+                    )
+                await asyncio.sleep(0.2 * attempt)
+        return None
+
+    @staticmethod
+    async def _room(track: Track) -> None:
+        # A replay must not overflow the inboxes it fills: wait until each is at most half full.
+        # (The workers signal nothing when they drain: polling, only while a replay is held back.)
+        while any(w.queued_bytes > w.budget // 2 for w in track.workers):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+    def _flush(self, track: Track) -> None:
+        """The recovery is over: merge the live messages that waited, by offset."""
+        buffer, track.buffer = track.buffer or [], None
+        if self._closing:
+            return
+        buffer.sort(key=_offset)
+        for offset, epoch, msg in buffer:
+            self._advance(track, offset, epoch, msg)
+
+    def _report(
+        self,
+        track: Track,
+        reason: str,
+        after: int,
+        recovered: int,
+        missing: list[tuple[int, int | None]],
+        lost: bool,
+    ) -> None:
+        where = repr(track.channel) if track.pattern is None else f"{track.channel!r} (via {track.pattern!r})"
+        if recovered or not (missing or lost):
+            log.info(
+                "recovered %d message(s) on %s missed after offset %d (%s); %d not recovered",
+                recovered,
+                where,
+                after,
+                reason,
+                sum(0 if end is None else end - start + 1 for start, end in missing),
+            )
+        for start, end in missing:
+            if end is None:
+                log.warning(
+                    "NOT recovered: messages on %s from offset %d on: Redis did not answer the history read",
+                    where,
+                    start,
+                )
+            else:
+                log.warning(
+                    "NOT recovered: %d message(s) on %s, offsets %d-%d (%s): the history no longer has them "
+                    "(trimmed to its last `history` entries, or expired)",
+                    end - start + 1,
+                    where,
+                    start,
+                    end,
+                    reason,
+                )
+        if lost:
+            log.warning(
+                "NOT recovered: messages on %s published after offset %d (%s): the channel's history was lost "
+                "(its epoch changed: Redis restarted without persistence, or the history expired); how many "
+                "is unknown",
+                where,
+                after,
+                reason,
+            )
+
+
+def _nothing() -> None:
+    pass
+
+
+def _offset(item: tuple[int, bytes, Message]) -> int:
+    return item[0]

@@ -1,0 +1,315 @@
+"""Recoverable channels against real redis-server processes: gaps of every kind are recovered in
+order, each message once, and what cannot be recovered is reported (eventbus._recovery)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import pytest
+
+from eventbus import Channel, Context, Message, Publisher, Runner, connect, on, on_pattern
+from eventbus._history import history_keys
+from eventbus._metrics import StatsCollector
+from tests.fault.helpers import Proxy, eventually, running, wait_reconnected
+from tests.redis_server import RedisServer
+
+pytestmark = [pytest.mark.fault]
+
+ORDERS = Channel("orders", history=1000)
+
+
+def recorder(channel: Channel | str = ORDERS, *, pattern: str | None = None) -> tuple[Any, list[int]]:
+    seen: list[int] = []
+
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(int(msg.text))
+
+    if pattern is not None:
+        return on_pattern(pattern, name=f"via {pattern}")(record), seen
+    handler = on(channel)(record)
+    return handler, seen
+
+
+async def publish_range(runner: Runner | Publisher, channel: Channel, numbers: range) -> None:
+    publisher = runner.publisher if isinstance(runner, Runner) else runner
+    assert publisher is not None
+    for n in numbers:
+        await publisher.publish(channel, n)
+
+
+async def publish_in_a_gap(runner: Runner, proxy: Proxy, url: str, channel: Channel, numbers: range) -> None:
+    """Publish ``numbers`` (from another client) while the runner's path to Redis swallows
+    everything; return once the ping has replaced its connection."""
+    proxy.blackhole = True
+    async with connect(url) as producer:
+        await publish_range(producer, channel, numbers)
+    await eventually(lambda: not runner.subscriber.is_connected(), what="the half-open connection noticed")  # type: ignore[union-attr]
+    proxy.blackhole = False
+    await wait_reconnected(runner)
+
+
+async def delivered(seen: list[int], count: int) -> None:
+    await eventually(lambda: len(seen) >= count, what=f"{count} messages (have {len(seen)})")
+
+
+async def test_client_kill_while_publishing_loses_nothing(own_redis_server: RedisServer) -> None:
+    """The subscription connection is killed three times while a publisher keeps going: every
+    message arrives once, in publish order."""
+    handler, seen = recorder()
+    async with running([handler], own_redis_server.url) as runner:
+        publishing = asyncio.create_task(publish_range(runner, ORDERS, range(1, 3001)))
+        with own_redis_server.client() as admin:
+            for kills in range(1, 4):
+                await eventually(lambda k=kills: len(seen) >= 500 * k, what="progress before a kill")  # type: ignore[misc]
+                admin.client_kill_filter(_type="pubsub")
+                await wait_reconnected(runner, kills)
+        await publishing
+        await delivered(seen, 3000)
+        assert await runner.drain(10)
+    assert seen == list(range(1, 3001))
+    stats = runner.stats.channels["orders"]
+    assert stats.unrecovered == 0 and stats.history_lost == 0
+    assert stats.recoveries >= 3
+
+
+async def test_half_open_connection_recovers_what_it_swallowed(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages published while the path to Redis swallows everything are read back once the ping
+    has replaced the connection: first the missed ones, then the live ones, in order."""
+    caplog.set_level(logging.INFO, "eventbus")
+    proxy = await Proxy(own_redis_server.port).start()
+    handler, seen = recorder()
+    pattern_handler, via_pattern = recorder(pattern="ord*")
+    try:
+        async with running([handler, pattern_handler], proxy.url) as runner:
+            await publish_range(runner, ORDERS, range(1, 11))
+            await delivered(seen, 10)
+            await delivered(via_pattern, 10)
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, ORDERS, range(11, 111))
+            await publish_range(runner, ORDERS, range(111, 121))
+            await delivered(seen, 120)
+            await delivered(via_pattern, 120)
+            assert await runner.drain(10)
+    finally:
+        await proxy.close()
+    assert seen == list(range(1, 121))
+    assert via_pattern == list(range(1, 121))
+    assert runner.stats.channels["orders"].recovered >= 200  # 100 missed, on each subscription
+    assert "recovered 100 message(s) on 'orders' missed after offset 10 (a reconnect); 0 not recovered" in caplog.text
+
+
+async def test_trimmed_history_is_reported_not_recovered(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis keeps at least ``history`` entries (it trims whole blocks): what it no longer has is
+    reported, with the count and the offsets, and the rest is delivered in order."""
+    short = Channel("short", history=5)
+    handler, seen = recorder(short)
+    proxy = await Proxy(own_redis_server.port).start()
+    try:
+        async with running([handler], proxy.url) as runner:
+            await publish_range(runner, short, range(1, 3))
+            await delivered(seen, 2)
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, short, range(3, 1003))
+            await publish_range(runner, short, range(1003, 1004))
+            await eventually(lambda: seen[-1:] == [1003], what="the last message")
+            assert await runner.drain(10)
+    finally:
+        await proxy.close()
+    first = seen[2]
+    assert seen == [1, 2, *range(first, 1004)]
+    assert first > 3
+    stats = runner.stats.channels["short"]
+    assert stats.unrecovered == first - 3
+    assert stats.recovered == 1002 - first + 1
+    assert f"NOT recovered: {first - 3} message(s) on 'short', offsets 3-{first - 1} (a reconnect)" in caplog.text
+    warning = next(r for r in caplog.records if "NOT recovered" in r.getMessage())
+    assert warning.levelno == logging.WARNING
+
+
+async def test_an_offset_jump_is_read_from_the_history(redis_server: RedisServer) -> None:
+    """A message that never arrived (here: appended to the history without being published) is
+    found by the next one's offset and delivered before it."""
+    handler, seen = recorder()
+    async with running([handler], redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        await delivered(seen, 3)
+        stream, meta = history_keys("orders")
+        with redis_server.client() as admin:
+            admin.hincrby(meta, "s", 1)
+            admin.xadd(stream, {"d": b"4"}, id="4-0")
+        await publish_range(runner, ORDERS, range(5, 7))
+        await delivered(seen, 6)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert runner.stats.channels["orders"].recovered == 1
+
+
+async def test_restart_without_persistence_reports_the_lost_history(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler, seen = recorder()
+    async with running([handler], own_redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        await delivered(seen, 3)
+        own_redis_server.kill()
+        own_redis_server.start()
+        await wait_reconnected(runner)
+        await eventually(lambda: runner.stats.channels["orders"].history_lost == 1, what="the lost history noticed")
+        await publish_range(runner, ORDERS, range(4, 7))  # a new epoch, from offset 1
+        await delivered(seen, 6)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert "the channel's history was lost (its epoch changed" in caplog.text
+
+
+async def test_restart_with_persistence_recovers_across_it(tmp_path: Any) -> None:
+    """History kept by the server (AOF) across its restart: what was published after the
+    subscriber lost its connection, before and after the restart, is recovered."""
+    server = RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]).start()
+    handler, seen = recorder()
+    try:
+        async with running([handler], server.url) as runner:
+            await publish_range(runner, ORDERS, range(1, 4))
+            await delivered(seen, 3)
+            assert server.process is not None
+            server.process.terminate()  # a clean stop writes everything; a start reads it back
+            server.process.wait(10)
+            server.process = None
+            server.start()
+            async with connect(server.url) as producer:
+                await publish_range(producer, ORDERS, range(4, 9))  # possibly before the subscriber is back
+            await delivered(seen, 8)
+    finally:
+        server.stop()
+    assert seen == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert runner.stats.channels["orders"].history_lost == 0
+
+
+async def test_a_plain_publish_on_a_recoverable_channel_is_delivered_and_warned_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    @on(ORDERS)
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(msg.text)
+
+    async with running([record], redis_server.url) as runner:
+        assert runner.publisher is not None
+        await runner.publisher.publish(ORDERS, "kept")
+        with redis_server.client() as admin:
+            admin.publish("orders", "plain-1")
+            admin.publish("orders", "plain-2")
+        await runner.publisher.publish(ORDERS, "kept-2")
+        await eventually(lambda: len(seen) == 4)
+    assert seen == ["kept", "plain-1", "plain-2", "kept-2"]
+    assert runner.stats.channels["orders"].foreign == 2
+    assert caplog.text.count("was published without its history") == 1
+
+
+async def test_plain_channels_and_patterns_see_no_envelope(redis_server: RedisServer) -> None:
+    """A handler subscribed with a plain string to a channel published with history gets the
+    payload alone, and recovers too (the envelope says the channel is recoverable)."""
+    handler, seen = recorder("orders")
+    async with running([handler], redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 4))
+        assert runner.publisher is not None
+        await runner.publisher.publish("orders", 4)
+        await delivered(seen, 4)
+    assert seen == [1, 2, 3, 4]
+
+
+async def test_the_history_is_bounded_and_expires(redis_server: RedisServer) -> None:
+    """At least ``history`` entries are kept, whole blocks of older ones trimmed; both keys expire."""
+    channel = Channel("bounded", history=3, ttl=30)
+    async with connect(redis_server.url) as producer:
+        await publish_range(producer, channel, range(1, 1001))
+    stream, meta = history_keys("bounded")
+    with redis_server.client() as admin:
+        ids = [int(entry_id.split(b"-")[0]) for entry_id, _ in admin.xrange(stream)]
+        assert 3 <= len(ids) < 300 and ids == list(range(ids[0], 1001))
+        assert admin.hget(meta, "s") == b"1000"
+        assert 0 < admin.ttl(stream) <= 30 and 0 < admin.ttl(meta) <= 30
+
+
+async def test_recovery_metrics(own_redis_server: RedisServer) -> None:
+    short = Channel("short", history=2)
+    handler, seen = recorder(short)
+    proxy = await Proxy(own_redis_server.port).start()
+    try:
+        async with running([handler], proxy.url) as runner:
+            await publish_range(runner, short, range(1, 2))
+            await delivered(seen, 1)
+            await publish_in_a_gap(runner, proxy, own_redis_server.url, short, range(2, 502))
+            await eventually(lambda: seen[-1:] == [501], what="the last message")
+    finally:
+        await proxy.close()
+    samples = {
+        (s.name, s.labels.get("channel")): s.value
+        for family in StatsCollector(runner.stats).collect()
+        for s in family.samples
+    }
+    recovered = samples[("eventbus_channel_recovered_total", "short")]
+    unrecovered = samples[("eventbus_channel_unrecovered_total", "short")]
+    assert recovered == len(seen) - 1 and recovered + unrecovered == 500 and unrecovered > 0
+    assert samples[("eventbus_channel_recoveries_total", "short")] >= 1
+    assert samples[("eventbus_channel_recovery_seconds_total", "short")] > 0
+    assert samples[("eventbus_channel_foreign_total", "short")] == 0
+    assert samples[("eventbus_channel_history_lost_total", "short")] == 0
+
+
+async def test_a_steady_publisher_through_kills_freezes_and_output_buffer_drops(own_redis_server: RedisServer) -> None:
+    """About 1,000 messages/s while the subscription connection is killed, Redis is frozen past the
+    ping deadline, and Redis drops the subscriber past a small output-buffer limit: every message
+    arrives once, in order. A few seconds by default; EVENTBUS_FAULT_SECONDS=60 runs the long one."""
+    seconds = float(os.environ.get("EVENTBUS_FAULT_SECONDS", "3"))
+    channel = Channel("steady", history=100_000)
+    handler, seen = recorder(channel)
+    total = int(seconds * 1000)
+    async with running([handler], own_redis_server.url) as runner:
+        assert runner.publisher is not None
+        publisher = runner.publisher
+
+        async def steady() -> None:
+            for n in range(1, total + 1):
+                await publisher.publish(channel, n)
+                if n % 10 == 0:
+                    await asyncio.sleep(0.01)
+
+        publishing = asyncio.create_task(steady())
+        faults = 0
+        subscriber = runner.subscriber
+        assert subscriber is not None
+        with own_redis_server.client() as admin:
+            while not publishing.done():
+                step = faults % 3
+                if step == 0:
+                    admin.client_kill_filter(_type="pubsub")
+                elif step == 1:
+                    own_redis_server.pause()  # until the ping finds the connection dead
+                    await eventually(lambda: not subscriber.is_connected(), what="the freeze noticed")
+                    own_redis_server.resume()
+                else:
+                    admin.config_set("client-output-buffer-limit", "pubsub 64kb 0 0")
+                    protocol = subscriber._protocol  # type: ignore[attr-defined]
+                    protocol.pause_reading()  # not reading, as a stopped process would not
+                    await eventually(lambda p=protocol: p.lost.done(), what="Redis dropping the subscriber")  # type: ignore[misc]
+                    admin.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+                faults += 1
+                await wait_reconnected(runner, faults)
+                before = len(seen)
+                await eventually(lambda b=before: len(seen) > b + 50 or publishing.done(), what="progress")  # type: ignore[misc]
+        await publishing
+        try:
+            await delivered(seen, total)
+        finally:
+            print("MISSING", sorted(set(range(1, total + 1)) - set(seen)), "DUPS", len(seen) - len(set(seen)))
+            print("STATS", runner.stats.channels["steady"])
+        assert await runner.drain(10)
+    assert seen == list(range(1, total + 1))
+    stats = runner.stats.channels["steady"]
+    assert stats.unrecovered == 0 and stats.history_lost == 0
+    assert faults >= 3

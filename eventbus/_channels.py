@@ -2,8 +2,8 @@
 
 A plain string names a plain Pub/Sub channel (at-most-once). A :class:`Channel` with ``history``
 is *recoverable*: every publish is appended to a bounded history in Redis and published with its
-offset, so a subscriber that missed messages (a reconnect, a restart with ``resume=True``) reads
-them back in order (see eventbus._history and eventbus._recovery).
+offset, so a subscriber that missed messages during a gap (a reconnect, a stalled connection)
+reads them back in order (see eventbus._history and eventbus._recovery).
 """
 
 from __future__ import annotations

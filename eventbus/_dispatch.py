@@ -3,13 +3,19 @@
 Redis tells us which subscription a message came through (``message`` carries the channel,
 ``pmessage`` the pattern), so routing is one dict lookup however many subscriptions exist.
 A message matching a channel and a pattern subscription arrives twice and is routed twice.
+
+Requests (:mod:`eventbus._envelope`) arrive on the channels themselves; a payload whose first
+byte is 0 is looked at more closely (:func:`read_message`), so a plain message costs one byte
+comparison more. Replies arrive on the process's reply channel, which no handler subscribes to:
+looked up only when the channel has no route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from eventbus._envelope import read_message
 from eventbus._message import Message
 from eventbus._names import decode_name, encode_name
 from eventbus._stats import BusStats
@@ -30,6 +36,8 @@ class Dispatcher:
         self.patterns: dict[bytes, Route] = {}
         # Sharded channels are a namespace of their own: PUBLISH x does not reach SSUBSCRIBE x.
         self.sharded: dict[bytes, Route] = {}
+        # The reply channel(s) of this process's requester: channel -> what takes the payload.
+        self.replies: dict[bytes, Callable[[bytes], None]] = {}
 
     def add_routes(self, routes: Iterable[tuple[Subscription, HandlerWorker]]) -> None:
         tables = {"channel": self.channels, "pattern": self.patterns, "sharded": self.sharded}
@@ -68,24 +76,34 @@ class Dispatcher:
                 if kind == b"message":
                     route = channels.get(items[1])
                     if route is None:
-                        unrouted += 1
+                        if not self._reply(items[1], items[2]):
+                            unrouted += 1
                         continue
                     data = items[2]
-                    msg = Message(route[0], data, None)
+                    if data and data[0] == 0:  # perhaps a request
+                        msg = read_message(route[0], data, None)
+                    else:
+                        msg = Message(route[0], data, None)
                 elif kind == b"pmessage":
                     route = patterns.get(items[1])
                     if route is None:
                         unrouted += 1
                         continue
                     data = items[3]
-                    msg = Message(decode_name(items[2]), data, route[0])
+                    if data and data[0] == 0:
+                        msg = read_message(decode_name(items[2]), data, route[0])
+                    else:
+                        msg = Message(decode_name(items[2]), data, route[0])
                 elif kind == b"smessage":
                     route = sharded.get(items[1])
                     if route is None:
                         unrouted += 1
                         continue
                     data = items[2]
-                    msg = Message(route[0], data, None)
+                    if data and data[0] == 0:
+                        msg = read_message(route[0], data, None)
+                    else:
+                        msg = Message(route[0], data, None)
                 else:
                     others.append(reply)
                     continue
@@ -100,6 +118,14 @@ class Dispatcher:
             self.stats.messages += routed + unrouted
             self.stats.unrouted += unrouted
         return others
+
+    def _reply(self, channel: bytes, data: bytes) -> bool:
+        """A message on a channel no handler subscribes to: a reply, if it came on a reply channel."""
+        deliver = self.replies.get(channel)
+        if deliver is None:
+            return False
+        deliver(data)
+        return True
 
     def _oversized(self, msg: Message, workers: tuple[HandlerWorker, ...]) -> None:
         # Refused before any handler decodes it; the workers dead-letter a truncated copy and log

@@ -22,7 +22,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url
+from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url, transport
 from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
 from eventbus._batch import BatchCollector
@@ -41,11 +41,13 @@ from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
 from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
+from eventbus._names import encode_name
 from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
+from eventbus._requests import LazyRequester, Requester
 from eventbus._router import Handler, Router, load_target, stream_group
-from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
-from eventbus._stats import BusStats, HandlerStats
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings, Settings, settings_from
+from eventbus._stats import BusStats, HandlerStats, RequestStats
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamSettlement
 from eventbus._tasks import cancel_and_wait
@@ -128,6 +130,7 @@ class Runner:
         self.backend: Backend | None = None
         self.redis: Any = None
         self.publisher: Publisher | None = None
+        self.requester: Requester | None = None  # requests from handlers: its reply channel is subscribed
         # What messages are read from, in start order: pub/sub, sharded, each stream consumer.
         self.sources: list[Source] = []
         self.subscriber: Subscriber | None = None  # the pub/sub one
@@ -201,6 +204,16 @@ class Runner:
         )
         self.redis = backend.redis
         self.publisher = Publisher(backend.publish, backend.redis)
+        # Requests from handlers (ctx.request) get their replies on this process's subscription
+        # connection: the reply channel is subscribed with the handlers' channels.
+        self.requester = Requester(
+            self.publisher.send,
+            self.stats.requests,
+            counts_receivers=getattr(backend, "counts_receivers", True),
+            connected=self._subscribed,
+            wait_connected=self._wait_subscribed,
+        )
+        self.publisher.requester = self.requester
         self.dead_letters = DeadLetterStore(
             self.redis, s.dead_letter_stream, max_bytes=self.dead_letter_max_bytes, stats=self.stats
         )
@@ -271,6 +284,8 @@ class Runner:
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
+        if self.requester is not None:
+            dispatcher.replies[encode_name(self.requester.reply_to)] = self.requester.deliver
         stack.push_async_callback(self._finish_work)
         for worker in self.workers:
             worker.start()
@@ -293,7 +308,12 @@ class Runner:
         assert backend is not None
         self.subscriber = backend.subscriber(self.stats)
         router = self.router
-        channels, patterns = router.channels(), router.patterns()
+        channels, patterns = list(router.channels()), router.patterns()
+        if self.requester is not None:
+            channels.append(self.requester.reply_to)
+            listeners = getattr(self.subscriber, "lost_listeners", None)
+            if listeners is not None:
+                listeners.append(self.requester.connection_lost)
         await self._start_source(stack, SubscriberSource(self.subscriber, dispatcher.consume, channels, patterns))
         sharded = router.sharded_channels()
         if sharded:
@@ -307,6 +327,18 @@ class Runner:
             consumer = StreamConsumer(subscription.name, group, options, worker, self.redis, backend.stream_client())
             self.consumers.append(consumer)
             await self._start_source(stack, consumer)
+
+    def _subscribed(self) -> bool:
+        return self.subscriber is not None and self.subscriber.is_connected()
+
+    async def _wait_subscribed(self) -> None:
+        """Until the reply channel is subscribed (the caller's timeout bounds the wait)."""
+        while not self._subscribed():
+            connected = getattr(self.subscriber, "connected", None)
+            if isinstance(connected, asyncio.Event):
+                await connected.wait()
+            else:
+                await asyncio.sleep(0.05)  # not subscribed yet (a startup hook asking)
 
     async def _start_source(self, stack: AsyncExitStack, source: Source) -> None:
         # Its undoing first: a source whose start fails half-way (connected, then refused) is
@@ -608,7 +640,68 @@ def connect(
     Use it as an async context manager so its connections are closed. ``autopipeline=False``
     makes ``bus.redis`` a plain ``redis.asyncio.Redis`` (None: unless $EVENTBUS_AUTOPIPELINE is 0).
     """
-    client = command_client(
-        resolve_url(url, SOURCE_CODE).url, max_connections=max_connections, autopipeline=autopipeline
-    )
-    return Publisher(client_publish(client), client, client.aclose)
+    resolved = resolve_url(url, SOURCE_CODE).url
+    client = command_client(resolved, max_connections=max_connections, autopipeline=autopipeline)
+    inboxes: list[ReplyInbox] = []
+
+    async def open_inbox(requester: Requester) -> ReplyInbox:
+        inbox = await ReplyInbox.open(resolved, requester)
+        inboxes.append(inbox)
+        return inbox
+
+    async def close() -> None:
+        for inbox in inboxes:
+            await inbox.aclose()
+        await client.aclose()
+
+    publisher = Publisher(client_publish(client), client, close)
+    requester = LazyRequester(publisher.send, RequestStats(), open_inbox)
+    publisher.requester = requester
+    return publisher
+
+
+class ReplyInbox:
+    """The reply subscription of a producer (``eventbus.connect()``), opened at its first request.
+
+    One subscription connection, subscribed to the requester's reply channel only, kept alive
+    (reconnect, resubscribe) as a runner's is; its command client is never used.
+    """
+
+    def __init__(self, backend: Backend, subscriber: Subscriber) -> None:
+        self.backend = backend
+        self.subscriber = subscriber
+
+    @classmethod
+    async def open(cls, url: str, requester: Requester) -> ReplyInbox:
+        settings = ConnectionSettings()
+        backend = await transport(url).open_backend(
+            url, settings, source=SOURCE_CODE, explicit=True, timeout=settings.connect_timeout, quiet=True
+        )
+        requester.counts_receivers = getattr(backend, "counts_receivers", True)
+        subscriber = backend.subscriber(BusStats())
+        dispatcher = Dispatcher(BusStats())
+        dispatcher.replies[encode_name(requester.reply_to)] = requester.deliver
+        listeners = getattr(subscriber, "lost_listeners", None)
+        if listeners is not None:
+            listeners.append(requester.connection_lost)
+        try:
+            await subscriber.start(dispatcher.consume, [requester.reply_to], [])
+        except BaseException:
+            await backend.aclose()
+            raise
+        return cls(backend, subscriber)
+
+    def is_connected(self) -> bool:
+        return self.subscriber.is_connected()
+
+    async def wait_connected(self) -> None:
+        while not self.subscriber.is_connected():
+            connected = getattr(self.subscriber, "connected", None)
+            if isinstance(connected, asyncio.Event):
+                await connected.wait()
+            else:
+                await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        await self.subscriber.stop()
+        await self.backend.aclose()

@@ -88,6 +88,24 @@ class HandlerStats:
 
 
 @dataclass(slots=True)
+class RequestStats:
+    """Requests this process made, and replies its handlers sent."""
+
+    sent: int = 0  # requests published
+    answered: int = 0  # requests that got their reply (request) or gathered theirs (request_all)
+    timeouts: int = 0
+    no_responder: int = 0
+    remote_errors: int = 0  # replies that carried the responder's error
+    interrupted: int = 0  # failed because the reply connection was lost
+    late_replies: int = 0  # replies for a request that was already answered or timed out: dropped
+    replies_sent: int = 0  # replies this process's handlers sent
+    reply_failures: int = 0  # replies that could not be published (logged)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(slots=True)
 class BusStats:
     """Counters of the whole runner, plus each handler's."""
 
@@ -101,6 +119,7 @@ class BusStats:
     gap_seconds: float = 0.0  # time spent disconnected: pub/sub messages of that time are lost
     dead_letters_trimmed: int = 0  # oldest entries this process removed to keep the dead-letter stream in budget
     handlers: dict[str, HandlerStats] = field(default_factory=dict)
+    requests: RequestStats = field(default_factory=RequestStats)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -112,4 +131,5 @@ class BusStats:
             "gap_seconds": round(self.gap_seconds, 3),
             "dead_letters_trimmed": self.dead_letters_trimmed,
             "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
+            "requests": self.requests.as_dict(),
         }

@@ -86,6 +86,16 @@ class TestBus:
         assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
         return await self.runner.publisher.publish(channel, data)
 
+    async def request(self, channel: str, data: Any, **options: Any) -> Any:
+        """Send a request as a producer would and return the first reply (see :meth:`eventbus.Publisher.request`)."""
+        assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
+        return await self.runner.publisher.request(channel, data, **options)
+
+    async def request_all(self, channel: str, data: Any, **options: Any) -> list[Any]:
+        """Send a request and gather the replies (see :meth:`eventbus.Publisher.request_all`)."""
+        assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
+        return await self.runner.publisher.request_all(channel, data, **options)
+
     def published(self, channel: str, as_type: Any = bytes) -> list[Any]:
         """Every payload published to ``channel`` so far (by the test or by handlers), oldest first,
         decoded as ``as_type`` the way a handler annotated with it would receive it (bytes by

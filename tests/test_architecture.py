@@ -31,9 +31,13 @@ LEAVES = {
     "_settings",  # Settings and ConnectionSettings: every default, and how the CLI offers it
     "_masking",  # @payload_mask: how an application's payloads are shown outside its logs
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
+    "_envelope",  # the wire format of requests and replies
 }
-MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch"}
+MODEL = {
+    *("_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"),
+    "_requests",
+}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_replies"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

@@ -15,7 +15,7 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -265,6 +265,9 @@ class RedisSubscriber:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected = asyncio.Event()
+        # Told when the connection is found lost (its reason): a requester fails the requests
+        # whose replies it would have carried rather than let them wait for their timeout.
+        self.lost_listeners: list[Callable[[str], None]] = []
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
         """Connect and subscribe once (errors propagate), then keep the connection alive."""
@@ -401,6 +404,8 @@ class RedisSubscriber:
             return
         self.connected.clear()
         protocol.close()
+        for listener in self.lost_listeners:
+            listener(reason)
         log.warning(
             "subscription connection to %s lost (%s); reconnecting. Pub/sub is at-most-once: "
             "messages published until the reconnect are lost",

@@ -1,0 +1,67 @@
+"""The responder's side of request/reply: a handler's return value goes back as the reply.
+
+Built once per handler around its invoke callable (middleware included, so middleware and tracing
+see requests as messages) and called only for messages that carry a reply address
+(:class:`eventbus._envelope.Request`): a handler that is never asked pays nothing for it.
+
+The reply follows the handler's final outcome, as the dead letter does: a failure that will be
+retried sends nothing yet; the last attempt's failure, a :class:`~eventbus.Reject` or an invalid
+payload sends an error reply with the exception's type name and message (never its traceback).
+The failure still takes the handler's usual way (logged, counted, dead-lettered).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from eventbus._context import Context
+from eventbus._envelope import Request, pack_error, pack_reply
+from eventbus._errors import PayloadError, Reject
+from eventbus._logs import LineLimit
+from eventbus._message import Message
+from eventbus._payloads import encode_payload
+from eventbus.middleware import Invoke
+
+log = logging.getLogger("eventbus.replies")
+
+
+class Replier:
+    """``invoke(msg, ctx)`` for requests: calls the handler, then publishes its reply."""
+
+    def __init__(self, invoke: Invoke, retries: int, handler: str) -> None:
+        self._invoke = invoke
+        self._retries = retries
+        self._handler = handler
+        self.lines = LineLimit(log, f"handler {handler}")
+
+    async def __call__(self, msg: Message, ctx: Context) -> Any:
+        assert isinstance(msg, Request)
+        try:
+            result = await self._invoke(msg, ctx)
+            body = b"" if result is None else encode_payload(result)
+        except Exception as exc:
+            msg.attempts += 1
+            rejected = isinstance(exc, Reject)
+            if rejected or isinstance(exc, PayloadError) or msg.attempts > self._retries:
+                await self._send(ctx, msg, pack_error(msg.correlation, exc, rejected=rejected))
+            raise
+        await self._send(ctx, msg, pack_reply(msg.correlation, body))
+        return result
+
+    async def _send(self, ctx: Context, msg: Request, payload: bytes) -> None:
+        stats = ctx.stats.requests
+        try:
+            await ctx.publisher.send(msg.reply_to, payload)
+        except Exception as exc:  # noqa: BLE001 - the handler ran: its outcome stands, the reply is lost
+            stats.reply_failures += 1
+            if self.lines.allow("reply failed"):
+                log.warning(
+                    "handler %s could not send its reply to a request on %r: %s: %s",
+                    self._handler,
+                    msg.channel,
+                    type(exc).__name__,
+                    exc,
+                )
+            return
+        stats.replies_sent += 1

@@ -80,10 +80,8 @@ class Dispatcher:
                             unrouted += 1
                         continue
                     data = items[2]
-                    if data and data[0] == 0:  # perhaps a request
-                        msg = read_message(route[0], data, None)
-                    else:
-                        msg = Message(route[0], data, None)
+                    # A first byte of 0: perhaps a request (eventbus._envelope); one comparison for the rest.
+                    msg = read_message(route[0], data, None) if data and data[0] == 0 else Message(route[0], data, None)
                 elif kind == b"pmessage":
                     route = patterns.get(items[1])
                     if route is None:
@@ -100,10 +98,7 @@ class Dispatcher:
                         unrouted += 1
                         continue
                     data = items[2]
-                    if data and data[0] == 0:
-                        msg = read_message(route[0], data, None)
-                    else:
-                        msg = Message(route[0], data, None)
+                    msg = read_message(route[0], data, None) if data and data[0] == 0 else Message(route[0], data, None)
                 else:
                     others.append(reply)
                     continue

@@ -89,9 +89,7 @@ class Publisher:
         for :class:`~eventbus.Reject`), :class:`~eventbus.RequestInterruptedError` when the reply
         connection was lost meanwhile. ``sharded=True`` for ``@on(channel, sharded=True)`` handlers.
         """
-        return await self._requester().request(
-            channel, data, timeout=timeout, reply_type=reply_type, sharded=sharded
-        )
+        return await self._requester().request(channel, data, timeout=timeout, reply_type=reply_type, sharded=sharded)
 
     async def request_all(
         self,

@@ -12,6 +12,7 @@ The failure still takes the handler's usual way (logged, counted, dead-lettered)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +26,11 @@ from eventbus.middleware import Invoke
 
 log = logging.getLogger("eventbus.replies")
 
+# Replies being published in the background, per handler, before the next one is awaited in line:
+# a handler does not wait for its reply's round trip (the command client pipelines the replies of
+# many requests), and a Redis that does not keep up slows the handler down instead of piling up.
+MAX_REPLIES_IN_FLIGHT = 1000
+
 
 class Replier:
     """``invoke(msg, ctx)`` for requests: calls the handler, then publishes its reply."""
@@ -34,6 +40,7 @@ class Replier:
         self._retries = retries
         self._handler = handler
         self.lines = LineLimit(log, f"handler {handler}")
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def __call__(self, msg: Message, ctx: Context) -> Any:
         assert isinstance(msg, Request)
@@ -44,10 +51,18 @@ class Replier:
             msg.attempts += 1
             rejected = isinstance(exc, Reject)
             if rejected or isinstance(exc, PayloadError) or msg.attempts > self._retries:
-                await self._send(ctx, msg, pack_error(msg.correlation, exc, rejected=rejected))
+                await self._reply(ctx, msg, pack_error(msg.correlation, exc, rejected=rejected))
             raise
-        await self._send(ctx, msg, pack_reply(msg.correlation, body))
+        await self._reply(ctx, msg, pack_reply(msg.correlation, body))
         return result
+
+    async def _reply(self, ctx: Context, msg: Request, payload: bytes) -> None:
+        if len(self._in_flight) >= MAX_REPLIES_IN_FLIGHT:
+            await self._send(ctx, msg, payload)
+            return
+        task = asyncio.get_running_loop().create_task(self._send(ctx, msg, payload))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def _send(self, ctx: Context, msg: Request, payload: bytes) -> None:
         stats = ctx.stats.requests

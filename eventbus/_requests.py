@@ -44,8 +44,9 @@ SendFn = Callable[[str, bytes, bool], Awaitable[int]]
 
 # Tracing of requests, off unless eventbus.middlewares.tracing.trace_publishing() is called: given
 # the channel and the request's headers, it adds the trace context to the headers and returns the
-# span of the round trip as a context manager, which yields a function to report the outcome.
-RequestTracer = Callable[[str, dict[str, str]], AbstractContextManager[Callable[[int], None]]]
+# span of the round trip as a context manager, which yields a function to report the outcome: how
+# many replies arrived, and how many of them were the responder's errors.
+RequestTracer = Callable[[str, dict[str, str]], AbstractContextManager[Callable[[int, int], None]]]
 _request_tracer: RequestTracer | None = None
 
 
@@ -206,7 +207,7 @@ class Requester:
                     with tracer(channel, headers) as outcome:
                         await self._publish(channel, self.reply_to, correlation, body, headers, sharded)
                         await future
-                        outcome(len(waiting.replies))
+                        outcome(len(waiting.replies), sum(r.status != "ok" for r in waiting.replies))
         except TimeoutError as exc:
             if isinstance(exc, RequestTimeoutError):
                 raise

@@ -29,6 +29,7 @@ from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher
+from eventbus._errors import ConfigError
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
@@ -131,6 +132,8 @@ class Runner:
         self.redis: Any = None
         self.publisher: Publisher | None = None
         self.requester: Requester | None = None  # requests from handlers: its reply channel is subscribed
+        self._reply_channel_added = False  # at the first request
+        self._adding_reply_channel = asyncio.Lock()
         # What messages are read from, in start order: pub/sub, sharded, each stream consumer.
         self.sources: list[Source] = []
         self.subscriber: Subscriber | None = None  # the pub/sub one
@@ -308,9 +311,8 @@ class Runner:
         assert backend is not None
         self.subscriber = backend.subscriber(self.stats)
         router = self.router
-        channels, patterns = list(router.channels()), router.patterns()
+        channels, patterns = router.channels(), router.patterns()
         if self.requester is not None:
-            channels.append(self.requester.reply_to)
             listeners = getattr(self.subscriber, "lost_listeners", None)
             if listeners is not None:
                 listeners.append(self.requester.connection_lost)
@@ -329,16 +331,31 @@ class Runner:
             await self._start_source(stack, consumer)
 
     def _subscribed(self) -> bool:
-        return self.subscriber is not None and self.subscriber.is_connected()
+        return self._reply_channel_added and self.subscriber is not None and self.subscriber.is_connected()
 
     async def _wait_subscribed(self) -> None:
-        """Until the reply channel is subscribed (the caller's timeout bounds the wait)."""
-        while not self._subscribed():
+        """Until the reply channel is subscribed (the caller's timeout bounds the wait).
+
+        The reply channel is added to the subscription connection at the first request, not at
+        start: a runner whose handlers never ask subscribes nothing more (nor needs the ACL for it).
+        """
+        while self.subscriber is None or not self.subscriber.is_connected():
             connected = getattr(self.subscriber, "connected", None)
             if isinstance(connected, asyncio.Event):
                 await connected.wait()
             else:
                 await asyncio.sleep(0.05)  # not subscribed yet (a startup hook asking)
+        if self._reply_channel_added:
+            return
+        assert self.requester is not None
+        async with self._adding_reply_channel:
+            if not self._reply_channel_added:
+                add_channels = getattr(self.subscriber, "add_channels", None)
+                if add_channels is None:
+                    raise ConfigError(f"{type(self.subscriber).__name__} cannot subscribe a reply channel")
+                await add_channels([self.requester.reply_to])
+                self._reply_channel_added = True
+        await self._wait_subscribed()  # it may have been lost meanwhile
 
     async def _start_source(self, stack: AsyncExitStack, source: Source) -> None:
         # Its undoing first: a source whose start fails half-way (connected, then refused) is

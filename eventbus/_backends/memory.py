@@ -104,6 +104,10 @@ class MemorySubscriber:
         self.broker.subscribers.append(self)
         self.gate.attach(self)
 
+    async def add_channels(self, channels: Sequence[str]) -> None:
+        """Subscribe more channels, as :meth:`RedisSubscriber.add_channels` does."""
+        self.channel_keys |= {_key(c) for c in channels}
+
     def deliver(self, reply: list[bytes]) -> None:
         if self._held is not None:
             self._held.append(reply)

@@ -35,11 +35,11 @@ MAX_ERROR_TEXT = 1000  # characters of a remote error's message that travel back
 class Request(Message):
     """A message that asks for a reply: the handler's return value is sent to ``reply_to``.
 
-    ``headers``: what the requester attached (a trace context); ``attempts``: how many times the
-    handler ran on it (the reply goes out after the last one).
+    ``headers``: what the requester attached (a trace context). One object for every handler the
+    channel routes to, as for any message: each of them replies.
     """
 
-    __slots__ = ("attempts", "correlation", "headers", "reply_to")
+    __slots__ = ("correlation", "headers", "reply_to")
 
     def __init__(
         self,
@@ -54,7 +54,6 @@ class Request(Message):
         self.reply_to = reply_to
         self.correlation = correlation
         self.headers = headers
-        self.attempts = 0
 
     def __repr__(self) -> str:
         where = f"{self.channel!r}" if self.pattern is None else f"{self.channel!r} via {self.pattern!r}"

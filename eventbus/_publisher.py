@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from eventbus._errors import ConfigError
+from eventbus._errors import ConfigError, RemoteError
 from eventbus._names import encode_name
 from eventbus._payloads import encode_payload, stream_fields
 from eventbus._requests import DEFAULT_TIMEOUT
@@ -89,7 +89,9 @@ class Publisher:
         for :class:`~eventbus.Reject`), :class:`~eventbus.RequestInterruptedError` when the reply
         connection was lost meanwhile. ``sharded=True`` for ``@on(channel, sharded=True)`` handlers.
         """
-        return await self._requester().request(channel, data, timeout=timeout, reply_type=reply_type, sharded=sharded)
+        requester = self._requester()
+        [reply] = await requester.exchange(channel, data, timeout, 1, sharded, gather=False)
+        return requester.result(channel, reply, reply_type)
 
     async def request_all(
         self,
@@ -109,15 +111,19 @@ class Publisher:
         gathered, unless ``return_exceptions=True`` puts it in the list. No reply by the timeout
         is an empty list; nothing subscribed raises :class:`~eventbus.NoResponderError`.
         """
-        return await self._requester().request_all(
-            channel,
-            data,
-            timeout=timeout,
-            expected=expected,
-            reply_type=reply_type,
-            sharded=sharded,
-            return_exceptions=return_exceptions,
-        )
+        if expected is not None and (not isinstance(expected, int) or expected < 1):
+            raise ConfigError(f"expected must be a positive number of replies, got {expected!r}")
+        requester = self._requester()
+        replies = await requester.exchange(channel, data, timeout, expected or 0, sharded, gather=True)
+        results: list[Any] = []
+        for reply in replies:
+            try:
+                results.append(requester.result(channel, reply, reply_type))
+            except RemoteError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        return results
 
     async def append(self, stream: str, data: Any, *, maxlen: int | None = None, approximate: bool = True) -> str:
         """Append an entry to a stream (XADD) for ``@on_stream`` consumers; returns the entry id.

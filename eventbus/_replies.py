@@ -30,6 +30,20 @@ log = logging.getLogger("eventbus.replies")
 # a handler does not wait for its reply's round trip (the command client pipelines the replies of
 # many requests), and a Redis that does not keep up slows the handler down instead of piling up.
 MAX_REPLIES_IN_FLIGHT = 1000
+# Every reply of this process still being published, for the runner to wait for before its command
+# client closes (finish_replies): a reply is part of the work a graceful stop lets finish.
+_IN_FLIGHT: set[asyncio.Task[None]] = set()
+
+
+async def finish_replies(timeout: float) -> int:
+    """Wait up to ``timeout`` for the replies being published; returns how many did not make it."""
+    pending = [task for task in _IN_FLIGHT if task.get_loop() is asyncio.get_running_loop()]
+    if not pending:
+        return 0
+    _, late = await asyncio.wait(pending, timeout=timeout)
+    for task in late:
+        task.cancel()
+    return len(late)
 
 
 class Replier:
@@ -41,6 +55,10 @@ class Replier:
         self._handler = handler
         self.lines = LineLimit(log, f"handler {handler}")
         self._in_flight: set[asyncio.Task[None]] = set()
+        # id(msg) -> failed attempts so far, while a request is being retried. Per handler: the
+        # handlers of one channel share the message object. (The worker retries with that same
+        # object, alive meanwhile, so its id is a safe key until the final outcome pops it.)
+        self._failures: dict[int, int] = {}
 
     async def __call__(self, msg: Message, ctx: Context) -> Any:
         assert isinstance(msg, Request)
@@ -48,11 +66,16 @@ class Replier:
             result = await self._invoke(msg, ctx)
             body = b"" if result is None else encode_payload(result)
         except Exception as exc:
-            msg.attempts += 1
+            key = id(msg)
+            failures = self._failures.pop(key, 0) + 1
             rejected = isinstance(exc, Reject)
-            if rejected or isinstance(exc, PayloadError) or msg.attempts > self._retries:
+            if rejected or isinstance(exc, PayloadError) or failures > self._retries:
                 await self._reply(ctx, msg, pack_error(msg.correlation, exc, rejected=rejected))
+            else:
+                self._failures[key] = failures  # retried: the reply waits for the last attempt
             raise
+        if self._failures:
+            self._failures.pop(id(msg), None)
         await self._reply(ctx, msg, pack_reply(msg.correlation, body))
         return result
 
@@ -63,6 +86,8 @@ class Replier:
         task = asyncio.get_running_loop().create_task(self._send(ctx, msg, payload))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        _IN_FLIGHT.add(task)
+        task.add_done_callback(_IN_FLIGHT.discard)
 
     async def _send(self, ctx: Context, msg: Request, payload: bytes) -> None:
         stats = ctx.stats.requests

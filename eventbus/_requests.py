@@ -141,47 +141,11 @@ class Requester:
 
     # -- the caller's side -------------------------------------------------------------------
 
-    async def request(
-        self,
-        channel: str,
-        data: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        reply_type: Any = None,
-        sharded: bool = False,
-    ) -> Any:
-        """Publish a request on ``channel`` and return the first reply (see ``Publisher.request``)."""
-        [reply] = await self._exchange(channel, data, timeout, 1, sharded, gather=False)
-        return self._result(channel, reply, reply_type)
-
-    async def request_all(
-        self,
-        channel: str,
-        data: Any,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        expected: int | None = None,
-        reply_type: Any = None,
-        sharded: bool = False,
-        return_exceptions: bool = False,
-    ) -> list[Any]:
-        """Every reply until ``timeout``, or until ``expected`` replies arrived (see ``Publisher.request_all``)."""
-        if expected is not None and (not isinstance(expected, int) or expected < 1):
-            raise ConfigError(f"expected must be a positive number of replies, got {expected!r}")
-        replies = await self._exchange(channel, data, timeout, expected or 0, sharded, gather=True)
-        results: list[Any] = []
-        for reply in replies:
-            try:
-                results.append(self._result(channel, reply, reply_type))
-            except RemoteError as exc:
-                if not return_exceptions:
-                    raise
-                results.append(exc)
-        return results
-
-    async def _exchange(
+    async def exchange(
         self, channel: str, data: Any, timeout: float, expected: int, sharded: bool, *, gather: bool
     ) -> list[Reply]:
+        """Publish a request and wait for ``expected`` replies (``gather``: all until the timeout
+        when ``expected`` is 0, and no error for fewer); :meth:`result` makes each one a value."""
         if not isinstance(channel, str) or not channel:
             raise ConfigError(f"channel must be a non-empty string, got {channel!r}")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
@@ -230,7 +194,8 @@ class Requester:
             self.stats.no_responder += 1
             raise NoResponderError(channel)
 
-    def _result(self, channel: str, reply: Reply, reply_type: Any) -> Any:
+    def result(self, channel: str, reply: Reply, reply_type: Any) -> Any:
+        """The reply as the caller asked for it, or the responder's error raised."""
         if reply.status != "ok":
             self.stats.remote_errors += 1
             error = RemoteRejected if reply.status == "rejected" else RemoteError

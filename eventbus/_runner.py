@@ -45,6 +45,7 @@ from eventbus._metrics import MetricsServer, StatsCollector
 from eventbus._names import encode_name
 from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
+from eventbus._replies import finish_replies
 from eventbus._requests import LazyRequester, Requester
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings, Settings, settings_from
@@ -551,6 +552,9 @@ class Runner:
         abandoned = 0
         for worker in self.workers:
             abandoned += await worker.stop()
+        unsent = await finish_replies(1.0)  # the replies of the last requests, before the client closes
+        if unsent:
+            log.warning("stopped: %d reply(ies) could not be published in time", unsent)
         if not started:
             return
         if drained:

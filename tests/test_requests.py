@@ -434,3 +434,23 @@ async def test_each_worker_of_a_workers_run_answers(redis_server: RedisServer, s
         process.terminate()
         await asyncio.wait_for(process.wait(), 60)
         admin.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_handlers_of_one_channel_count_their_attempts_apart(backend: str, request: pytest.FixtureRequest) -> None:
+    # The handlers of a channel share the message object; each retries and replies on its own.
+    failed: set[str] = set()
+
+    def once(name: str) -> Any:
+        @on("shared", name=name, retries=1, backoff=0.01)
+        async def handler(msg: Message, ctx: Context) -> str:
+            if name not in failed:
+                failed.add(name)
+                raise ConnectionError(f"{name} once")
+            return name
+
+        return handler
+
+    async with serving(backend, [once("first"), once("second")], request) as runner:
+        replies = await bus_of(runner).request_all("shared", "x", timeout=30, expected=2, reply_type=str)
+    assert sorted(replies) == ["first", "second"]

@@ -671,6 +671,8 @@ def connect(
         return inbox
 
     async def close() -> None:
+        # Requests still waiting would otherwise wait for their timeout: their replies cannot come.
+        requester.connection_lost("the publisher was closed")
         for inbox in inboxes:
             await inbox.aclose()
         await client.aclose()

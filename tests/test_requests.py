@@ -454,3 +454,20 @@ async def test_handlers_of_one_channel_count_their_attempts_apart(backend: str, 
     async with serving(backend, [once("first"), once("second")], request) as runner:
         replies = await bus_of(runner).request_all("shared", "x", timeout=30, expected=2, reply_type=str)
     assert sorted(replies) == ["first", "second"]
+
+
+async def test_closing_the_publisher_ends_its_waiting_requests(redis_server: RedisServer) -> None:
+    release = asyncio.Event()
+
+    @on("held")
+    async def held(msg: Message, ctx: Context) -> None:
+        await release.wait()
+
+    async with Runner([held], url=redis_server.url, **FAST) as runner:
+        bus = eventbus.connect(redis_server.url)
+        pending = asyncio.ensure_future(bus.request("held", "x", timeout=60))
+        await eventually(lambda: runner.stats.handlers["held"].backlog() == 1, what="the request in the handler")
+        await bus.aclose()
+        with pytest.raises(RequestInterruptedError, match="the publisher was closed"):
+            await asyncio.wait_for(pending, 30)
+        release.set()

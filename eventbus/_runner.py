@@ -2,7 +2,8 @@
 
 Where a message goes: socket -> hiredis (a backend's subscriber) -> :class:`Dispatcher.consume`
 (one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> its loop -> the
-handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`).
+handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`, and
+the reply part that settles requests, :func:`replies_for`).
 
 The runner owns the lifecycle around that path. It opens a backend (:func:`open_backend`, the one
 place a URL picks a transport) and holds a list of *sources* that share start / stop_reading /
@@ -45,7 +46,7 @@ from eventbus._metrics import MetricsServer, StatsCollector
 from eventbus._names import encode_name
 from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
-from eventbus._replies import finish_replies
+from eventbus._replies import ReplySender, finish_replies
 from eventbus._requests import LazyRequester, Requester
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings, Settings, settings_from
@@ -87,6 +88,12 @@ def ordering_for(handler: Handler) -> Ordering | None:
 def settlement_for(handler: Handler) -> Settlement | None:
     """Stream handlers acknowledge what they read; pub/sub handlers have nothing to settle."""
     return StreamSettlement(handler.name) if reads_streams(handler) else None
+
+
+def replies_for(handler: Handler, ctx: Context, settlement: Settlement | None) -> Settlement:
+    """Every handler answers requests: its return value is published as the reply, then the
+    request settles as ``settlement`` says (the worker uses this part for requests only)."""
+    return ReplySender(ctx, handler.name, settlement)
 
 
 class Runner:
@@ -282,8 +289,9 @@ class Runner:
                 handler.name, HandlerStats(batching=handler.options.batch is not None)
             )
             context = base.for_handler(handler.name)
-            parts = ordering_for(handler), settlement_for(handler)
-            worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, *parts)
+            ordering, settlement = ordering_for(handler), settlement_for(handler)
+            replies = replies_for(handler, context, settlement)
+            worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, ordering, settlement, replies)
             worker.on_idle = self._became_idle.set
             by_name[handler.name] = worker
             self.workers.append(worker)

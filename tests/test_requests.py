@@ -206,6 +206,29 @@ async def test_a_retried_request_is_answered_by_its_last_attempt(backend: str, r
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+async def test_keyed_handlers_answer_and_a_reply_that_cannot_be_encoded_travels_as_an_error(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    # The reply part settles requests beside the handler's other parts (here, per-key ordering).
+    @on("keyed", key=lambda msg: msg.text[:1])
+    async def keyed(msg: Message, ctx: Context) -> object:
+        return msg.text if msg.text != "unencodable" else object()
+
+    async with serving(backend, [keyed], request) as runner:
+        bus = bus_of(runner)
+        assert await asyncio.gather(*(bus.request("keyed", t, timeout=10, reply_type=str) for t in "abc")) == [
+            "a",
+            "b",
+            "c",
+        ]
+        # The handler succeeded (its work is done, nothing to retry); the requester hears why no reply came.
+        with pytest.raises(RemoteError, match="PayloadError: cannot publish a object"):
+            await bus.request("keyed", "unencodable", timeout=10)
+        stats = runner.stats.handlers["keyed"]
+        assert (stats.failed, stats.dead_lettered) == (0, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_request_all_gathers_every_responder(backend: str, request: pytest.FixtureRequest) -> None:
     @on("health.ping")
     async def database(msg: Message, ctx: Context) -> dict[str, str]:

@@ -91,6 +91,7 @@ class BatchFailed(Exception):
         super().__init__(f"{len(errors)} message(s) of the batch failed" + (f": {error}" if error else ""))
         self.errors: dict[int, BaseException] = errors
 
+
 class RequestError(EventbusError):
     """A request (``bus.request``, ``ctx.request``) did not get a reply it could return."""
 

@@ -193,6 +193,7 @@ def test_routes_shows_batches(capsys: pytest.CaptureFixture[str]) -> None:
     assert any("store" in line and "payload=list[Order](msgspec)+list[Message]" in line for line in lines)
     assert any("audit" in line and line.startswith("stream") and "batch=200/1s" in line for line in lines)
 
+
 @dataclasses.dataclass
 class Rate:
     pair: str

@@ -10,6 +10,9 @@ What is described, from the code alone (nothing runs, nothing connects):
   payload of the schema);
 - one ``receive`` operation per handler and subscription, and one ``send`` operation per channel a
   handler declares with ``@on(..., publishes={"channel": Type})``;
+- the reply to a request (``bus.request``) for a handler whose return annotation is not None: the
+  operation's ``reply``, on the ``reply`` channel (whose address is the requester's, named in each
+  request), with the return type's schema;
 - each message's payload schema from the handler's annotation (msgspec and pydantic produce the
   JSON Schemas; their shared definitions go to ``components.schemas``), or, for a handler taking
   the raw :class:`~eventbus.Message`, a message without a schema;
@@ -25,12 +28,14 @@ import html
 import inspect
 import re
 import sys
+import typing
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from eventbus._errors import ConfigError
+from eventbus._message import Message
 from eventbus._payloads import json_schema, type_label
 from eventbus._router import Handler, Router, stream_group
 from eventbus._subscription import Subscription
@@ -38,6 +43,8 @@ from eventbus._subscription import Subscription
 ASYNCAPI_VERSION = "3.0.0"
 FORMATS = ("yaml", "json", "html")
 RAW = "raw"
+REPLY_CHANNEL = "reply"
+_NO_REPLY = object()
 _ID = re.compile(r"[^A-Za-z0-9_.-]+")
 _KIND_TITLES = {"channel": "channel", "pattern": "pattern", "sharded": "sharded channel", "stream": "stream"}
 
@@ -101,6 +108,7 @@ class _Builder:
         self.schemas: dict[str, Any] = {}
         self._channel_ids: dict[tuple[str, str], str] = {}
         self._message_ids: dict[Any, str] = {}
+        self._reply_channel: str | None = None  # the id of the channel replies go to, once there is one
 
     def channel(self, kind: str, address: str, group: str | None = None) -> str:
         known = self._channel_ids.get((kind, address))
@@ -188,7 +196,25 @@ class _Builder:
         # delay before a message is handled, which a producer may want to know.
         if o.batch is not None:
             operation["x-eventbus-batch"] = {"maxSize": o.batch.max_size, "maxWait": o.batch.max_wait}
+        if subscription.kind != "stream" and o.batch is None:  # a batch handler does not answer requests
+            returned = _reply_annotation(handler)
+            if returned is not _NO_REPLY:
+                operation["reply"] = self.reply(returned)
         self.operations[operation_id] = operation
+
+    def reply(self, annotation: Any) -> dict[str, Any]:
+        """The reply object of a handler that returns ``annotation`` (None: a raw reply)."""
+        if self._reply_channel is None:
+            self._reply_channel = _unique(REPLY_CHANNEL, self.channels)
+            self.channels[self._reply_channel] = {
+                "address": None,
+                "messages": {},
+                "description": "The requester's reply channel: each request names its own "
+                "(eventbus's request envelope carries it with a correlation id).",
+                "x-eventbus-kind": "reply",
+            }
+        message = self._channel_message(self._reply_channel, self.message(annotation))
+        return {"channel": {"$ref": f"#/channels/{self._reply_channel}"}, "messages": [message]}
 
     def send(self, address: str, annotation: Any, handler: Handler) -> None:
         channel_id = self.channel("channel", address)
@@ -202,6 +228,20 @@ class _Builder:
             "summary": f"published by handler {handler.name}",
             "x-eventbus-handler": handler.name,
         }
+
+
+def _reply_annotation(handler: Handler) -> Any:
+    """What a handler returns, as the reply's payload type: None for a raw reply, or _NO_REPLY."""
+    func = handler.func
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve here: described as raw
+        declared = inspect.signature(func).return_annotation
+        return _NO_REPLY if declared in (inspect.Signature.empty, None, "None") else None
+    if "return" not in hints or hints["return"] in (None, type(None)):
+        return _NO_REPLY
+    returned = hints["return"]
+    return None if returned in (Any, object, Message) else returned
 
 
 def _rewrite_refs(value: Any) -> Any:

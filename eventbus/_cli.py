@@ -1,4 +1,4 @@
-"""``python -m eventbus``: run, publish, routes, docs, dead-letters, dashboard.
+"""``python -m eventbus``: run, publish, request, routes, docs, dead-letters, dashboard.
 
 Exit codes: 0 success; 1 runtime failure (Redis unreachable, refused subscription);
 2 bad usage or a handler module that cannot be loaded.
@@ -29,6 +29,7 @@ from eventbus._loops import LOOP_CHOICES, loop_factory
 from eventbus._loops import run as run_on_loop
 from eventbus._names import encode_name
 from eventbus._payloads import describe_key, describe_payload
+from eventbus._requests import DEFAULT_TIMEOUT
 from eventbus._router import ensure_cwd_on_path, load_target
 from eventbus._runner import Runner, connect
 from eventbus._settings import Settings, as_options, command_options, from_options, settings_from
@@ -121,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings(publish, "publish")
     loop_option(publish)
+
+    request = commands.add_parser(
+        "request", help="send a request and print the first reply (exit 1 on a timeout, no responder or an error)"
+    )
+    request.add_argument("channel")
+    request.add_argument("data", nargs="?", help="the payload; omitted or '-' reads standard input")
+    request.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the reply (%(default)s)"
+    )
+    request.add_argument("--sharded", action="store_true", help="a request to @on(channel, sharded=True) handlers")
+    add_settings(request, "request")
+    loop_option(request)
 
     routes = commands.add_parser("routes", help="show what a module would subscribe to, by which handler")
     routes.add_argument("target")
@@ -289,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args, argv)
         if args.command == "publish":
             return run_on_loop(_publish(args), args.loop)
+        if args.command == "request":
+            return run_on_loop(_request(args), args.loop)
         if args.command == "routes":
             return _routes(args)
         if args.command in ("check", "streams"):
@@ -483,6 +498,19 @@ async def _publish(args: argparse.Namespace) -> int:
         print(f"appended {len(payloads)} entr{'y' if len(payloads) == 1 else 'ies'} to stream {args.channel!r}")
         return 0
     print(f"published {len(payloads)} message(s) to {args.channel!r}: {receivers} reception(s)")
+    return 0
+
+
+async def _request(args: argparse.Namespace) -> int:
+    payload = sys.stdin.buffer.read() if args.data is None or args.data == "-" else encode_name(args.data)
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    await wait_until_reachable(resolve_url(args.url).url, args.connect_timeout)
+    async with connect(args.url) as bus:
+        reply = await bus.request(args.channel, payload, timeout=args.timeout, sharded=args.sharded)
+    # As it came: a text reply prints as text, a binary one is written as it is.
+    sys.stdout.buffer.write(reply.data + (b"" if reply.data.endswith(b"\n") else b"\n"))
+    sys.stdout.flush()
     return 0
 
 

@@ -91,6 +91,14 @@ class Context:
         """
         return await self.publisher.publish(channel, data, sharded=sharded)
 
+    async def request(self, channel: str, data: Any, **options: Any) -> Any:
+        """Send a request and return the first reply; see :meth:`eventbus.Publisher.request`."""
+        return await self.publisher.request(channel, data, **options)
+
+    async def request_all(self, channel: str, data: Any, **options: Any) -> list[Any]:
+        """Send a request and gather the replies; see :meth:`eventbus.Publisher.request_all`."""
+        return await self.publisher.request_all(channel, data, **options)
+
     async def append(self, stream: str, data: Any, *, maxlen: int | None = None) -> str:
         """Append an entry to ``stream`` (XADD); see :meth:`eventbus.Publisher.append`."""
         return await self.publisher.append(stream, data, maxlen=maxlen)

@@ -4,16 +4,19 @@ Redis tells us which subscription a message came through (``message`` carries th
 ``pmessage`` the pattern), so routing is one dict lookup however many subscriptions exist.
 A message matching a channel and a pattern subscription arrives twice and is routed twice.
 
-A message of a recoverable channel (its payload starts with a NUL byte: the envelope of
-eventbus._history) goes to :class:`~eventbus._recovery.Recovery`, which tracks its offset; a
-plain message costs one more byte compare.
+A payload whose first byte is NUL may carry one of eventbus's envelopes (both start ``\x00EB``):
+a recoverable channel's (eventbus._history), which goes to :class:`~eventbus._recovery.Recovery`
+to track its offset, or a request's (eventbus._envelope, :func:`read_message`); a plain message
+costs one more byte compare. Replies arrive on the process's reply channel, which no handler
+subscribes to: looked up only when the channel has no route.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from eventbus._envelope import read_message
 from eventbus._message import Message, Position
 from eventbus._names import decode_name, encode_name
 from eventbus._recovery import CHANNEL, PATTERN, SHARDED, Recovery
@@ -37,6 +40,8 @@ class Dispatcher:
         self.patterns: dict[bytes, Route] = {}
         # Sharded channels are a namespace of their own: PUBLISH x does not reach SSUBSCRIBE x.
         self.sharded: dict[bytes, Route] = {}
+        # The reply channel(s) of this process's requester: channel -> what takes the payload.
+        self.replies: dict[bytes, Callable[[bytes], None]] = {}
 
     def add_routes(self, routes: Iterable[tuple[Subscription, HandlerWorker]]) -> None:
         tables = {"channel": self.channels, "pattern": self.patterns, "sharded": self.sharded}
@@ -85,7 +90,8 @@ class Dispatcher:
                 if kind == b"message":
                     route = channels.get(items[1])
                     if route is None:
-                        unrouted += 1
+                        if not self._reply(items[1], items[2]):
+                            unrouted += 1
                         continue
                     data = items[2]
                     if (route[2] or (data and data[0] == 0)) and recovery is not None:
@@ -96,7 +102,8 @@ class Dispatcher:
                                 continue
                         else:
                             data = payload
-                    msg = Message(route[0], data, None)
+                    # A first byte of 0: perhaps a request (eventbus._envelope); one comparison for the rest.
+                    msg = read_message(route[0], data, None) if data and data[0] == 0 else Message(route[0], data, None)
                 elif kind == b"pmessage":
                     route = patterns.get(items[1])
                     if route is None:
@@ -108,7 +115,10 @@ class Dispatcher:
                         if recovery.accept(PATTERN, items[1], items[2], name, route[0], data, route[1], False):
                             routed += 1
                             continue
-                    msg = Message(decode_name(items[2]), data, route[0])
+                    if data and data[0] == 0:
+                        msg = read_message(decode_name(items[2]), data, route[0])
+                    else:
+                        msg = Message(decode_name(items[2]), data, route[0])
                 elif kind == b"smessage":
                     route = sharded.get(items[1])
                     if route is None:
@@ -123,7 +133,8 @@ class Dispatcher:
                                 continue
                         else:
                             data = payload
-                    msg = Message(route[0], data, None)
+                    # A first byte of 0: perhaps a request (eventbus._envelope); one comparison for the rest.
+                    msg = read_message(route[0], data, None) if data and data[0] == 0 else Message(route[0], data, None)
                 else:
                     others.append(reply)
                     continue
@@ -138,6 +149,14 @@ class Dispatcher:
             self.stats.messages += routed + unrouted
             self.stats.unrouted += unrouted
         return others
+
+    def _reply(self, channel: bytes, data: bytes) -> bool:
+        """A message on a channel no handler subscribes to: a reply, if it came on a reply channel."""
+        deliver = self.replies.get(channel)
+        if deliver is None:
+            return False
+        deliver(data)
+        return True
 
     def _oversized(self, msg: Message, workers: tuple[HandlerWorker, ...]) -> None:
         # Refused before any handler decodes it; the workers dead-letter a truncated copy and log

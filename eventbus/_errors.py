@@ -5,7 +5,13 @@
     │   └── LoadError        a handler module cannot be loaded (not found, no handlers, duplicates)
     ├── ConnectError         Redis did not answer within the retry period
     ├── SubscribeError       Redis refused a subscription (e.g. an ACL forbids the channel)
-    └── PayloadError         a message's payload is not valid UTF-8 / JSON / within the size cap
+    ├── PayloadError         a message's payload is not valid UTF-8 / JSON / within the size cap
+    └── RequestError         a request got no reply (see bus.request)
+        ├── NoResponderError      nobody subscribes to the channel (PUBLISH reached no one)
+        ├── RequestTimeoutError   no reply within the timeout (also a TimeoutError)
+        ├── RequestInterruptedError  the reply connection was lost while waiting
+        └── RemoteError           the responder raised: its type's name and message
+            └── RemoteRejected    ... and what it raised was Reject
     Reject                   raised by a handler: do not retry, dead-letter the message
     BatchFailed              raised by a batch handler: only these messages of the batch failed
 
@@ -84,3 +90,46 @@ class BatchFailed(Exception):
                 raise TypeError(f"BatchFailed maps each position to an exception, got {exc!r} for {position}")
         super().__init__(f"{len(errors)} message(s) of the batch failed" + (f": {error}" if error else ""))
         self.errors: dict[int, BaseException] = errors
+
+
+class RequestError(EventbusError):
+    """A request (``bus.request``, ``ctx.request``) did not get a reply it could return."""
+
+
+class NoResponderError(RequestError):
+    """Nobody subscribes to the request's channel: PUBLISH reached no subscriber."""
+
+    def __init__(self, channel: str) -> None:
+        super().__init__(f"no responder on {channel!r}: nothing subscribes to it")
+        self.channel = channel
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """No reply arrived within the request's timeout."""
+
+    def __init__(self, channel: str, timeout: float) -> None:
+        super().__init__(f"no reply on {channel!r} within {timeout:g}s")
+        self.channel = channel
+        self.timeout = timeout
+
+
+class RequestInterruptedError(RequestError):
+    """The connection that receives replies was lost while the request waited: its reply may be lost."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(f"request on {channel!r} interrupted: the reply connection was lost ({reason})")
+        self.channel = channel
+
+
+class RemoteError(RequestError):
+    """The responder's handler raised: ``type_name`` and ``remote_message`` say what (never its traceback)."""
+
+    def __init__(self, channel: str, type_name: str, remote_message: str) -> None:
+        super().__init__(f"the responder on {channel!r} failed: {type_name}: {remote_message}")
+        self.channel = channel
+        self.type_name = type_name
+        self.remote_message = remote_message
+
+
+class RemoteRejected(RemoteError):
+    """The responder's handler raised :class:`Reject`: ``remote_message`` is its reason."""

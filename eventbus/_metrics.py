@@ -36,6 +36,19 @@ HANDLER_COUNTERS: Mapping[str, str] = {
     "abandoned": "Messages still queued or running when the shutdown grace period ran out.",
 }
 
+# RequestStats field -> help text; each becomes eventbus_requests_<field>_total.
+REQUEST_COUNTERS: Mapping[str, str] = {
+    "sent": "Requests this process published (bus.request, ctx.request).",
+    "answered": "Requests that got their reply (request) or gathered their replies (request_all).",
+    "timeouts": "Requests that got no reply within their timeout.",
+    "no_responder": "Requests that no subscriber received (PUBLISH counted none).",
+    "remote_errors": "Replies that carried the responder's error.",
+    "interrupted": "Requests failed because the reply connection was lost while they waited.",
+    "late_replies": "Replies dropped because their request was already answered or had given up.",
+    "replies_sent": "Replies this process's handlers published.",
+    "reply_failures": "Replies this process's handlers could not publish (logged).",
+}
+
 Depths = Callable[[], Mapping[str, int]]
 
 
@@ -116,6 +129,8 @@ class StatsCollector(Collector):
         yield CounterMetricFamily(
             "eventbus_reconnects", "Reconnections of the subscription connection.", stats.reconnects
         )
+        for field, doc in REQUEST_COUNTERS.items():
+            yield CounterMetricFamily(f"eventbus_requests_{field}", doc, getattr(stats.requests, field))
         yield CounterMetricFamily(
             "eventbus_output_buffer_closes",
             "Reconnections most likely caused by Redis's client-output-buffer-limit pubsub (a message or "

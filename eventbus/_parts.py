@@ -23,8 +23,10 @@ The next capabilities plug in here, one part each:
   before asking again. The loop subtracts a message's bytes from the inbox budget when it is
   handed out, so messages held in a batch keep counting against the memory budget until then.
 - **a reply sender** (a handler's return value published as the reply to a request) is a
-  :class:`Settlement`: on :data:`HANDLED`, ``detail`` is the return value; :meth:`~Settlement.settle`
-  may return an awaitable (the publish), which the loop awaits before the next message.
+  :class:`Settlement`, :class:`eventbus._replies.ReplySender`: on :data:`HANDLED`, ``detail`` is the
+  return value; :meth:`~Settlement.settle` may return an awaitable (the publish), which the loop
+  awaits before the next message. The loop uses it for requests only, so plain messages keep
+  their settlement (none, for pub/sub).
 - **recovery** of a recoverable channel happens before the inbox (the source delivers the
   recovered messages in offset order through :meth:`~eventbus._worker.HandlerWorker.put`), so it
   needs no part of the loop.

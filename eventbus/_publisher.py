@@ -8,13 +8,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from eventbus._channels import Channel
-from eventbus._errors import ConfigError
+from eventbus._errors import ConfigError, RemoteError
 from eventbus._history import History
 from eventbus._names import encode_name
 from eventbus._payloads import encode_payload, stream_fields
+from eventbus._requests import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from eventbus._requests import Requester
 
 PublishFn = Callable[[str, bytes], Awaitable[int]]
 
@@ -49,6 +52,8 @@ class Publisher:
         self.redis: Redis = redis
         self._close = close
         self._history = history
+        # Set by whoever owns the reply subscription: the runner, or eventbus.connect().
+        self.requester: Requester | None = None
 
     async def publish(self, channel: str | Channel, data: Any, *, sharded: bool = False) -> int:
         """Publish one message; returns how many subscribers received it.
@@ -69,6 +74,74 @@ class Publisher:
         if sharded:
             return int(await self.redis.spublish(encode_name(channel), encode_payload(data)))
         return await self._publish(channel, encode_payload(data))
+
+    async def send(self, channel: str, payload: bytes, sharded: bool = False) -> int:
+        """PUBLISH (or SPUBLISH) ``payload`` as it is, without encoding; returns the receivers."""
+        if sharded:
+            return int(await self.redis.spublish(encode_name(channel), payload))
+        return await self._publish(channel, payload)
+
+    def _requester(self) -> Requester:
+        if self.requester is None:
+            raise ConfigError("this publisher cannot make requests: it has no reply subscription")
+        return self.requester
+
+    async def request(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        reply_type: Any = None,
+        sharded: bool = False,
+    ) -> Any:
+        """Publish a request on ``channel`` and return the first reply.
+
+        The handlers subscribed to ``channel`` receive ``data`` as they receive any message, and
+        what a handler returns is the reply. Without ``reply_type`` the reply is a
+        :class:`~eventbus.Message` (``.data``, ``.text``, ``.json()``); with it, the reply decoded
+        as that type (a msgspec Struct, a pydantic model, a dataclass, ``bytes``, ``dict``, ...).
+        Raises :class:`~eventbus.NoResponderError` at once when nothing subscribes to the channel,
+        :class:`~eventbus.RequestTimeoutError` (a ``TimeoutError``) after ``timeout`` seconds,
+        :class:`~eventbus.RemoteError` when the handler raised (:class:`~eventbus.RemoteRejected`
+        for :class:`~eventbus.Reject`), :class:`~eventbus.RequestInterruptedError` when the reply
+        connection was lost meanwhile. ``sharded=True`` for ``@on(channel, sharded=True)`` handlers.
+        """
+        requester = self._requester()
+        [reply] = await requester.exchange(channel, data, timeout, 1, sharded, gather=False)
+        return requester.result(channel, reply, reply_type)
+
+    async def request_all(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        expected: int | None = None,
+        reply_type: Any = None,
+        sharded: bool = False,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Publish a request and gather every reply until ``timeout``, or until ``expected`` arrived.
+
+        Every handler that receives the request replies (each process of a ``--workers N`` run,
+        each handler subscribed to the channel). A responder's error is raised once the replies are
+        gathered, unless ``return_exceptions=True`` puts it in the list. No reply by the timeout
+        is an empty list; nothing subscribed raises :class:`~eventbus.NoResponderError`.
+        """
+        if expected is not None and (not isinstance(expected, int) or expected < 1):
+            raise ConfigError(f"expected must be a positive number of replies, got {expected!r}")
+        requester = self._requester()
+        replies = await requester.exchange(channel, data, timeout, expected or 0, sharded, gather=True)
+        results: list[Any] = []
+        for reply in replies:
+            try:
+                results.append(requester.result(channel, reply, reply_type))
+            except RemoteError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        return results
 
     async def append(self, stream: str, data: Any, *, maxlen: int | None = None, approximate: bool = True) -> str:
         """Append an entry to a stream (XADD) for ``@on_stream`` consumers; returns the entry id.

@@ -2,7 +2,8 @@
 
 Where a message goes: socket -> hiredis (a backend's subscriber) -> :class:`Dispatcher.consume`
 (one dict lookup) -> each subscribed handler's :class:`HandlerWorker` inbox -> its loop -> the
-handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`).
+handler. The runner picks each worker's parts (:func:`ordering_for`, :func:`settlement_for`, and
+the reply part that settles requests, :func:`replies_for`).
 
 The runner owns the lifecycle around that path. It opens a backend (:func:`open_backend`, the one
 place a URL picks a transport) and holds a list of *sources* that share start / stop_reading /
@@ -22,13 +23,14 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url
+from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve_url, transport
 from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
 from eventbus._batch import BatchCollector
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher, deliver_payloads
+from eventbus._errors import ConfigError
 from eventbus._flow import ReadGate
 from eventbus._health import Probes
 from eventbus._heartbeat import INTERVAL as HEARTBEAT_INTERVAL
@@ -42,12 +44,15 @@ from eventbus._logs import configure as configure_logging
 from eventbus._loops import describe_loop
 from eventbus._loops import run as run_on_loop
 from eventbus._metrics import MetricsServer, StatsCollector
+from eventbus._names import encode_name
 from eventbus._parts import Ordering, Settlement
 from eventbus._publisher import Publisher
 from eventbus._recovery import CHANNEL, PATTERN, SHARDED, Recovery
+from eventbus._replies import ReplySender, finish_replies
+from eventbus._requests import LazyRequester, Requester
 from eventbus._router import Handler, Router, load_target, stream_group
-from eventbus._settings import DEFAULT_MAX_CONNECTIONS, Settings, settings_from
-from eventbus._stats import BusStats, HandlerStats
+from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings, Settings, settings_from
+from eventbus._stats import BusStats, HandlerStats, RequestStats
 from eventbus._stream_options import StreamOptions
 from eventbus._streams import StreamConsumer, StreamSettlement
 from eventbus._tasks import cancel_and_wait
@@ -94,6 +99,12 @@ def settlement_for(handler: Handler) -> Settlement | None:
     return StreamSettlement(handler.name) if reads_streams(handler) else None
 
 
+def replies_for(handler: Handler, ctx: Context, settlement: Settlement | None) -> Settlement:
+    """Every handler answers requests: its return value is published as the reply, then the
+    request settles as ``settlement`` says (the worker uses this part for requests only)."""
+    return ReplySender(ctx, handler.name, settlement)
+
+
 class Runner:
     """Runs the handlers of one application on one subscription connection.
 
@@ -137,6 +148,9 @@ class Runner:
         self.backend: Backend | None = None
         self.redis: Any = None
         self.publisher: Publisher | None = None
+        self.requester: Requester | None = None  # requests from handlers: its reply channel is subscribed
+        self._reply_channel_added = False  # at the first request
+        self._adding_reply_channel = asyncio.Lock()
         # What messages are read from, in start order: pub/sub, sharded, each stream consumer.
         self.sources: list[Source] = []
         self.subscriber: Subscriber | None = None  # the pub/sub one
@@ -211,6 +225,16 @@ class Runner:
         )
         self.redis = backend.redis
         self.publisher = Publisher(backend.publish, backend.redis, history=backend.history)
+        # Requests from handlers (ctx.request) get their replies on this process's subscription
+        # connection: the reply channel is subscribed with the handlers' channels.
+        self.requester = Requester(
+            self.publisher.send,
+            self.stats.requests,
+            counts_receivers=getattr(backend, "counts_receivers", True),
+            connected=self._subscribed,
+            wait_connected=self._wait_subscribed,
+        )
+        self.publisher.requester = self.requester
         self.dead_letters = DeadLetterStore(
             self.redis, s.dead_letter_stream, max_bytes=self.dead_letter_max_bytes, stats=self.stats
         )
@@ -279,12 +303,15 @@ class Runner:
                 handler.name, HandlerStats(batching=handler.options.batch is not None)
             )
             context = base.for_handler(handler.name)
-            parts = ordering_for(handler), settlement_for(handler)
-            worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, *parts)
+            ordering, settlement = ordering_for(handler), settlement_for(handler)
+            replies = replies_for(handler, context, settlement)
+            worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, ordering, settlement, replies)
             worker.on_idle = self._became_idle.set
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
+        if self.requester is not None:
+            dispatcher.replies[encode_name(self.requester.reply_to)] = self.requester.deliver
         stack.push_async_callback(self._finish_work)
         for worker in self.workers:
             worker.start()
@@ -313,6 +340,10 @@ class Runner:
             # After the sources stop reading and before the drain: recoveries under way end.
             stack.push_async_callback(recovery.close)
             listen_for_gaps(self.subscriber, recovery, (CHANNEL, PATTERN))
+        if self.requester is not None:
+            listeners = getattr(self.subscriber, "lost_listeners", None)
+            if listeners is not None:
+                listeners.append(self.requester.connection_lost)
         await self._start_source(stack, SubscriberSource(self.subscriber, dispatcher.consume, channels, patterns))
         sharded = router.sharded_channels()
         if sharded:
@@ -330,6 +361,33 @@ class Runner:
             consumer = StreamConsumer(subscription.name, group, options, worker, self.redis, backend.stream_client())
             self.consumers.append(consumer)
             await self._start_source(stack, consumer)
+
+    def _subscribed(self) -> bool:
+        return self._reply_channel_added and self.subscriber is not None and self.subscriber.is_connected()
+
+    async def _wait_subscribed(self) -> None:
+        """Until the reply channel is subscribed (the caller's timeout bounds the wait).
+
+        The reply channel is added to the subscription connection at the first request, not at
+        start: a runner whose handlers never ask subscribes nothing more (nor needs the ACL for it).
+        """
+        while self.subscriber is None or not self.subscriber.is_connected():
+            connected = getattr(self.subscriber, "connected", None)
+            if isinstance(connected, asyncio.Event):
+                await connected.wait()
+            else:
+                await asyncio.sleep(0.05)  # not subscribed yet (a startup hook asking)
+        if self._reply_channel_added:
+            return
+        assert self.requester is not None
+        async with self._adding_reply_channel:
+            if not self._reply_channel_added:
+                add_channels = getattr(self.subscriber, "add_channels", None)
+                if add_channels is None:
+                    raise ConfigError(f"{type(self.subscriber).__name__} cannot subscribe a reply channel")
+                await add_channels([self.requester.reply_to])
+                self._reply_channel_added = True
+        await self._wait_subscribed()  # it may have been lost meanwhile
 
     async def _start_source(self, stack: AsyncExitStack, source: Source) -> None:
         # Its undoing first: a source whose start fails half-way (connected, then refused) is
@@ -526,6 +584,9 @@ class Runner:
         abandoned = 0
         for worker in self.workers:
             abandoned += await worker.stop()
+        unsent = await finish_replies(1.0)  # the replies of the last requests, before the client closes
+        if unsent:
+            log.warning("stopped: %d reply(ies) could not be published in time", unsent)
         if not started:
             return
         if drained:
@@ -632,7 +693,70 @@ def connect(
     Use it as an async context manager so its connections are closed. ``autopipeline=False``
     makes ``bus.redis`` a plain ``redis.asyncio.Redis`` (None: unless $EVENTBUS_AUTOPIPELINE is 0).
     """
-    client = command_client(
-        resolve_url(url, SOURCE_CODE).url, max_connections=max_connections, autopipeline=autopipeline
-    )
-    return Publisher(client_publish(client), client, client.aclose, history=RedisHistory(client))
+    resolved = resolve_url(url, SOURCE_CODE).url
+    client = command_client(resolved, max_connections=max_connections, autopipeline=autopipeline)
+    inboxes: list[ReplyInbox] = []
+
+    async def open_inbox(requester: Requester) -> ReplyInbox:
+        inbox = await ReplyInbox.open(resolved, requester)
+        inboxes.append(inbox)
+        return inbox
+
+    async def close() -> None:
+        # Requests still waiting would otherwise wait for their timeout: their replies cannot come.
+        requester.connection_lost("the publisher was closed")
+        for inbox in inboxes:
+            await inbox.aclose()
+        await client.aclose()
+
+    publisher = Publisher(client_publish(client), client, close, history=RedisHistory(client))
+    requester = LazyRequester(publisher.send, RequestStats(), open_inbox)
+    publisher.requester = requester
+    return publisher
+
+
+class ReplyInbox:
+    """The reply subscription of a producer (``eventbus.connect()``), opened at its first request.
+
+    One subscription connection, subscribed to the requester's reply channel only, kept alive
+    (reconnect, resubscribe) as a runner's is; its command client is never used.
+    """
+
+    def __init__(self, backend: Backend, subscriber: Subscriber) -> None:
+        self.backend = backend
+        self.subscriber = subscriber
+
+    @classmethod
+    async def open(cls, url: str, requester: Requester) -> ReplyInbox:
+        settings = ConnectionSettings()
+        backend = await transport(url).open_backend(
+            url, settings, source=SOURCE_CODE, explicit=True, timeout=settings.connect_timeout, quiet=True
+        )
+        requester.counts_receivers = getattr(backend, "counts_receivers", True)
+        subscriber = backend.subscriber(BusStats())
+        dispatcher = Dispatcher(BusStats())
+        dispatcher.replies[encode_name(requester.reply_to)] = requester.deliver
+        listeners = getattr(subscriber, "lost_listeners", None)
+        if listeners is not None:
+            listeners.append(requester.connection_lost)
+        try:
+            await subscriber.start(dispatcher.consume, [requester.reply_to], [])
+        except BaseException:
+            await backend.aclose()
+            raise
+        return cls(backend, subscriber)
+
+    def is_connected(self) -> bool:
+        return self.subscriber.is_connected()
+
+    async def wait_connected(self) -> None:
+        while not self.subscriber.is_connected():
+            connected = getattr(self.subscriber, "connected", None)
+            if isinstance(connected, asyncio.Event):
+                await connected.wait()
+            else:
+                await asyncio.sleep(0.05)
+
+    async def aclose(self) -> None:
+        await self.subscriber.stop()
+        await self.backend.aclose()

@@ -106,9 +106,9 @@ class ConnectionSettings:
         flag="--connect-timeout",
         parse=float,
         help="seconds to keep retrying an unreachable Redis before giving up ({default})",
-        commands=("run", "publish", "check", "streams", "dead-letters", "dashboard"),
+        commands=("run", "publish", "request", "check", "streams", "dead-letters", "dashboard"),
         # A one-off command is someone waiting at a prompt; a runner may be starting beside its Redis.
-        defaults={"publish": 5.0, "dead-letters": 5.0, "check": 2.0, "streams": 2.0, "dashboard": 5.0},
+        defaults={"publish": 5.0, "request": 5.0, "dead-letters": 5.0, "check": 2.0, "streams": 2.0, "dashboard": 5.0},
     )
     max_connections: int = code_only(
         DEFAULT_MAX_CONNECTIONS, why="ctx.redis's pool size; auto-pipelining makes a few connections enough"
@@ -151,7 +151,7 @@ class Settings:
         flag="--url",
         parse=str,
         help=f"Redis URL (default: ${ENV_URL} or ${ENV_URL_FILE}, else {DEFAULT_URL})",
-        commands=("run", "publish", "check", "streams", "dead-letters", "dashboard"),
+        commands=("run", "publish", "request", "check", "streams", "dead-letters", "dashboard"),
         env=ENV_URL,
     )
     url_source: str = code_only(SOURCE_CODE, why="the CLI names where the URL came from: --url, --url-file, ...")

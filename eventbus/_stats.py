@@ -114,6 +114,24 @@ class RecoveryStats:
 
 
 @dataclass(slots=True)
+class RequestStats:
+    """Requests this process made, and replies its handlers sent."""
+
+    sent: int = 0  # requests published
+    answered: int = 0  # requests that got their reply (request) or gathered theirs (request_all)
+    timeouts: int = 0
+    no_responder: int = 0
+    remote_errors: int = 0  # replies that carried the responder's error
+    interrupted: int = 0  # failed because the reply connection was lost
+    late_replies: int = 0  # replies for a request that was already answered or timed out: dropped
+    replies_sent: int = 0  # replies this process's handlers sent
+    reply_failures: int = 0  # replies that could not be published (logged)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(slots=True)
 class BusStats:
     """Counters of the whole runner, plus each handler's."""
 
@@ -135,6 +153,7 @@ class BusStats:
         if stats is None:
             stats = self.channels[channel] = RecoveryStats()
         return stats
+    requests: RequestStats = field(default_factory=RequestStats)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -147,4 +166,5 @@ class BusStats:
             "dead_letters_trimmed": self.dead_letters_trimmed,
             "handlers": {name: s.as_dict() for name, s in self.handlers.items()},
             "channels": {name: s.as_dict() for name, s in self.channels.items()},
+            "requests": self.requests.as_dict(),
         }

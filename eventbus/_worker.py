@@ -9,6 +9,9 @@ A slow handler only fills its own inbox.
 
 Every kind of handler runs this loop; what differs is in two optional parts (eventbus._parts): an
 ordering (per key, eventbus._keyed) and a settlement (stream acknowledgements, eventbus._streams).
+A request (a message with a reply address, eventbus._envelope) is settled by the handler's reply
+part instead (eventbus._replies), which publishes the reply and then settles as the handler's own
+part does: picked by the message's type, so plain messages keep their cost.
 
 The budget counts each message as its payload plus :data:`MESSAGE_OVERHEAD`, what CPython spends
 on a queued message besides the payload (the Message object, the bytes header, the deque slot),
@@ -33,6 +36,7 @@ from mypy_extensions import mypyc_attr
 from eventbus._batch import BatchMessage, batch_invoke, run_batch
 from eventbus._context import Context
 from eventbus._deadletter import DeadLetterStore
+from eventbus._envelope import Request
 from eventbus._errors import PayloadError, Reject
 from eventbus._flow import ReadGate
 from eventbus._logs import LineLimit
@@ -111,6 +115,7 @@ class HandlerWorker:
         gate: ReadGate | None = None,
         ordering: Ordering | None = None,
         settlement: Settlement | None = None,
+        replies: Settlement | None = None,
     ):
         self.handler = handler
         self.name = handler.name
@@ -147,6 +152,9 @@ class HandlerWorker:
         # case: one FIFO inbox, nothing to settle.
         self.ordering = ordering
         self.settlement = settlement
+        # The settlement of requests (eventbus._replies.ReplySender around `settlement`); without
+        # one, requests are settled as any message (nobody replies).
+        self.replies = replies if replies is not None else settlement
         # Called as invoke(msg, ctx); async handlers directly, plain ones through a thread, inside
         # the handler's middleware chain (composed once here; no wrapper when there is none).
         # Typed handlers get their payload decoded first (eventbus._payloads; built at load time).
@@ -330,6 +338,8 @@ class HandlerWorker:
         now_ = clock
         ordering = self.ordering
         settlement = self.settlement
+        replies = self.replies
+        request = Request  # a local: compiled, a module global would be a dict lookup per message
         batching = self._batching
         # Set by the ordering part: the message this task must handle before taking another from the
         # inbox (the next of the key it holds, a batch whose time is up).
@@ -378,8 +388,9 @@ class HandlerWorker:
                             following = ordering.after(msg)
                         now = now_()
                         continue
-                    if settlement is not None and failure is None:
-                        refusal = settlement.refusal(msg)
+                    part = settlement if type(msg) is not request else replies
+                    if part is not None and failure is None:
+                        refusal = part.refusal(msg)
                         if refusal is not None:
                             failure = Undeliverable(refusal)
                     result: object = None
@@ -402,8 +413,8 @@ class HandlerWorker:
                             following = ordering.after(msg)
                         now = now_()
                         continue
-                    if settlement is not None:
-                        settling = settlement.settle(msg, HANDLED, result)
+                    if part is not None:
+                        settling = part.settle(msg, HANDLED, result)
                         if settling is not None:
                             await settling
                     if ordering is not None:
@@ -459,10 +470,11 @@ class HandlerWorker:
     async def _failed(self, msg: Message, exc: Exception) -> None:
         """The failure path: retry if allowed, else count, log and dead-letter; then settle.
 
-        Every kind of handler comes here, and the settlement part hears the outcome once.
+        Every kind of handler comes here, and the settlement part hears the outcome once: the reply
+        part for a request, as in :meth:`_work`.
         """
         stats = self.stats
-        settlement = self.settlement
+        settlement = self.settlement if type(msg) is not Request else self.replies
         first = exc
         attempt = 1
         detail: object = exc
@@ -577,7 +589,7 @@ class HandlerWorker:
             for writing in late:
                 writing.cancel()
         self.stats.abandoned += abandoned
-        if self.settlement is not None:
-            self.settlement.stop()
+        if self.replies is not None:  # the reply part stops the handler's own part too
+            self.replies.stop()
         self.lines.flush()  # what the rate limit held back is counted in the log before the end
         return abandoned

@@ -119,6 +119,16 @@ class TestBus:
         without persistence does: its next publish starts a new epoch."""
         self.broker.lose_history(None if channel is None else channel_name(channel))
 
+    async def request(self, channel: str, data: Any, **options: Any) -> Any:
+        """Send a request as a producer would and return the first reply (see :meth:`eventbus.Publisher.request`)."""
+        assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
+        return await self.runner.publisher.request(channel, data, **options)
+
+    async def request_all(self, channel: str, data: Any, **options: Any) -> list[Any]:
+        """Send a request and gather the replies (see :meth:`eventbus.Publisher.request_all`)."""
+        assert self.runner.publisher is not None, "use TestBus as 'async with TestBus(...) as bus'"
+        return await self.runner.publisher.request_all(channel, data, **options)
+
     def published(self, channel: str | Channel, as_type: Any = bytes) -> list[Any]:
         """Every payload published to ``channel`` so far (by the test or by handlers), oldest first,
         decoded as ``as_type`` the way a handler annotated with it would receive it (bytes by

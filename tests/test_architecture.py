@@ -33,9 +33,13 @@ LEAVES = {
     "_tasks",  # cancelling tasks that wait in redis-py, which can swallow a cancellation
     "_channels",  # Channel: a channel declared once, with its history
     "_history",  # recoverable channels' histories in Redis: the Lua publish, the reads, the envelope
+    "_envelope",  # the wire format of requests and replies
 }
-MODEL = {"_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"}
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_recovery"}
+MODEL = {
+    *("_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"),
+    "_requests",
+}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_recovery", "_replies"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

@@ -6,6 +6,7 @@ from). The apps' documents kept in docs/asyncapi/ must match what the code gener
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from eventbus import Context, Message, on
 from eventbus._asyncapi import document, render, server
 from eventbus._cli import main
 from eventbus._router import load_target
@@ -190,3 +192,40 @@ def test_routes_shows_batches(capsys: pytest.CaptureFixture[str]) -> None:
     assert any("tally" in line and "payload=list[Message]" in line and "batch=500/0.05s" in line for line in lines)
     assert any("store" in line and "payload=list[Order](msgspec)+list[Message]" in line for line in lines)
     assert any("audit" in line and line.startswith("stream") and "batch=200/1s" in line for line in lines)
+
+
+@dataclasses.dataclass
+class Rate:
+    pair: str
+    rate: float
+
+
+def test_a_handler_that_returns_something_documents_its_reply() -> None:
+    @on("rates.get")
+    async def rate(msg: dict[str, Any], ctx: Context) -> Rate:
+        return Rate("EURUSD", 1.0)
+
+    @on("reply")  # a channel of the application's own with the same name
+    async def raw(msg: Message, ctx: Context) -> bytes:
+        return msg.data
+
+    @on("events")
+    async def quiet(msg: Message, ctx: Context) -> None:
+        return None
+
+    doc = document(load_target([rate, raw, quiet]), "redis://localhost:6379/0")
+    validate(doc)
+    for ref in all_refs(doc):
+        assert resolve(doc, ref) is not None
+    operations = doc["operations"]
+    [replies] = [name for name, channel in doc["channels"].items() if channel["x-eventbus-kind"] == "reply"]
+    assert doc["channels"][replies]["address"] is None  # each requester's own
+    assert operations["rate.receive.rates.get"]["reply"] == {
+        "channel": {"$ref": f"#/channels/{replies}"},
+        "messages": [{"$ref": f"#/channels/{replies}/messages/Rate"}],
+    }
+    [raw_receives] = [o for o in operations.values() if o["x-eventbus-handler"] == "raw"]
+    assert raw_receives["reply"]["messages"] == [{"$ref": f"#/channels/{replies}/messages/bytes"}]
+    assert "reply" not in operations["quiet.receive.events"]
+    assert any(channel["address"] == "reply" for channel in doc["channels"].values())
+    assert doc["components"]["schemas"]["Rate"]["properties"]["rate"]["type"] == "number"

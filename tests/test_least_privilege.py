@@ -44,6 +44,7 @@ def test_the_table_has_every_role() -> None:
     assert set(RULES) == {
         "runner",
         "publisher",
+        "requester",
         "stream appender",
         "stream worker",
         "check",
@@ -127,6 +128,19 @@ async def test_runner(acl: Acl) -> None:
             await eventually(lambda: seen == ["orders:stored=1", "orders:stored=2"], what="the published results")
             assert admin.xlen(DEFAULT_STREAM) == 1
             assert [c["user"] for c in admin.client_list() if c["name"].startswith("eventbus-sub")] == ["runner"]
+    assert acl.denied() == []
+
+
+async def test_requester_and_a_runner_that_answers(acl: Acl) -> None:
+    @on("orders", name="confirm")
+    async def confirm(msg: Message, ctx: Context) -> str:
+        return f"confirmed {msg.text}"
+
+    async with (
+        running([confirm], acl.user("runner", "&eventbus:reply:*")),
+        eventbus.connect(acl.user("requester")) as bus,
+    ):
+        assert (await bus.request("orders", "7", timeout=30)).text == "confirmed 7"
     assert acl.denied() == []
 
 

@@ -103,6 +103,8 @@ async def test_metrics_endpoint_counts_per_handler(redis_server: RedisServer) ->
     assert value("eventbus_reading_paused") == 0
     assert value("eventbus_messages_total") == 5  # one read, routed to three handlers
     assert value("eventbus_reconnects_total") == 0
+    assert value("eventbus_requests_sent_total") == 0
+    assert value("eventbus_requests_late_replies_total") == 0
     assert value("eventbus_gap_seconds_total") == 0
     assert value("eventbus_output_buffer_closes_total") == 0
     assert value("eventbus_connected") == 1

@@ -159,6 +159,10 @@ class ClusterPubSubSubscriber(RedisSubscriber):
 class ClusterBackend(RedisBackend):
     """``redis+cluster://``: redis-py's cluster client, and subscribers that know the nodes."""
 
+    # PUBLISH's count is the receiving node's own subscribers, not the cluster's (SPUBLISH's is the
+    # shard's): a requester cannot conclude "no responder" from a count of 0 on a plain channel.
+    counts_receivers = False
+
     def command_client(self, max_connections: int) -> Any:
         return command_client(self.url, max_connections=max_connections)
 

@@ -175,6 +175,10 @@ class MemorySubscriber:
         for listener in self.resubscribed:
             listener()
 
+    async def add_channels(self, channels: Sequence[str]) -> None:
+        """Subscribe more channels, as :meth:`RedisSubscriber.add_channels` does."""
+        self.channel_keys |= {_key(c) for c in channels}
+
     def deliver(self, reply: list[bytes]) -> None:
         if self.disconnected:
             return

@@ -267,6 +267,9 @@ class RedisSubscriber:
         self.connected = asyncio.Event()
         # Told after each reconnect has resubscribed: recoverable channels read what they missed.
         self.resubscribed: list[Callable[[], None]] = []
+        # Told when the connection is found lost (its reason): a requester fails the requests
+        # whose replies it would have carried rather than let them wait for their timeout.
+        self.lost_listeners: list[Callable[[str], None]] = []
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str]) -> None:
         """Connect and subscribe once (errors propagate), then keep the connection alive."""
@@ -275,6 +278,26 @@ class RedisSubscriber:
         self.patterns = list(patterns)
         await self._connect_and_subscribe()
         self._supervisor = asyncio.create_task(self._supervise(), name="eventbus:subscriber")
+
+    async def add_channels(self, channels: Sequence[str]) -> None:
+        """Subscribe more channels on the running connection (a requester's reply channel, at its
+        first request); they are resubscribed on every reconnect like the others. SubscribeError
+        if Redis refuses (an ACL): then they are not kept."""
+        new = [name for name in channels if name not in self.channels]
+        if not new:
+            return
+        self.channels.extend(new)  # first: a reconnect from now on subscribes them too
+        protocol = self._protocol
+        if protocol is None or not self.connected.is_set():
+            return  # down: the reconnect under way subscribes them (the caller waits for it)
+        try:
+            async with asyncio.timeout(self.answer_timeout):
+                await protocol.send("SUBSCRIBE", *new, replies=len(new))
+        except hiredis.ReplyError as exc:
+            self.channels = [name for name in self.channels if name not in new]
+            raise SubscribeError(f"Redis refused SUBSCRIBE to {', '.join(map(repr, new[:5]))}: {exc}") from None
+        except (ConnectionError, OSError, TimeoutError):
+            pass  # the connection is being replaced: its resubscription includes them
 
     async def stop(self) -> None:
         """Stop reading and close the connection; messages already in inboxes stay there."""
@@ -403,6 +426,8 @@ class RedisSubscriber:
             return
         self.connected.clear()
         protocol.close()
+        for listener in self.lost_listeners:
+            listener(reason)
         log.warning(
             "subscription connection to %s lost (%s); reconnecting. Pub/sub is at-most-once: "
             "messages published until the reconnect are lost",

@@ -17,7 +17,12 @@ module fails with one line saying what to install.
   ``ctx.append``) of the process gets a PRODUCER span ``send <stream>`` and writes its W3C trace
   context into the entry's ``traceparent`` (and ``tracestate``) fields; the consuming handler's
   span continues that trace, in whatever process it runs.
-- Pub/sub messages carry no headers, so nothing is propagated on them by default. The opt-in
+- Requests (``bus.request``, ``ctx.request``) carry headers in their envelope: with
+  :func:`trace_publishing`, each request gets a CLIENT span ``request <channel>`` that lasts until
+  its reply (or its error) arrives, and its trace context travels in the request's headers, so the
+  responder's ``process`` span is its child, in whatever process it runs: one trace from the
+  request, through the handler, to the reply.
+- Plain pub/sub messages carry no headers, so nothing is propagated on them by default. The opt-in
   convention: a JSON object payload with a top-level ``"traceparent"`` string (see
   :func:`with_trace_context`) is continued by the consumer's span; anything else starts a new trace.
 """
@@ -43,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test 
 import orjson
 
 import eventbus._publisher as _publisher
+import eventbus._requests as _requests
 from eventbus._context import Context
 from eventbus._errors import PayloadError, Reject
 from eventbus._message import Message
@@ -147,6 +153,7 @@ class _Tracing:
         links: list[Link] = []
         batch: list[Message] | None = getattr(msg, "messages", None)
         fields = getattr(msg, "fields", None)
+        headers = getattr(msg, "headers", None)
         if batch is not None:  # a batch handler's call: one span, linked to each message's trace
             attributes["messaging.batch.message_count"] = len(batch)
             del attributes["messaging.message.body.size"]
@@ -157,6 +164,9 @@ class _Tracing:
             attributes["messaging.message.id"] = getattr(msg, "id", "")
             attributes["eventbus.stream.deliveries"] = getattr(msg, "deliveries", 1)
             carrier = _stream_fields_carrier(fields)
+        elif headers is not None:  # a request: its envelope has headers
+            attributes["messaging.message.conversation_id"] = getattr(msg, "correlation", "")
+            carrier = {k: v for k in ("traceparent", "tracestate") if isinstance(v := headers.get(k), str)}
         else:
             carrier = _pubsub_carrier(msg.data)
         parent = _PROPAGATOR.extract(carrier) if carrier else None
@@ -218,15 +228,38 @@ tracing: Middleware = _Tracing()
 
 
 def trace_publishing(enabled: bool = True, *, tracer_provider: TracerProvider | None = None) -> None:
-    """Trace every stream append of this process and put its trace context on the entry.
+    """Trace every stream append and every request of this process, and put its trace context on them.
 
-    Process-wide (every :class:`~eventbus.Publisher`, so ``ctx.append`` in handlers too);
-    ``enabled=False`` turns it off again. Pub/sub publishing is not changed (see the module notes).
+    Process-wide (every :class:`~eventbus.Publisher`, so ``ctx.append`` and ``ctx.request`` in
+    handlers too); ``enabled=False`` turns it off again. Plain pub/sub publishing is not changed
+    (see the module notes).
     """
     if not enabled:
         _publisher.set_append_tracer(None)
+        _requests.set_request_tracer(None)
         return
     tracer = trace.get_tracer(INSTRUMENTATION, tracer_provider=tracer_provider)
+
+    @contextmanager
+    def traced_request(channel: str, headers: dict[str, str]) -> Iterator[Callable[[int, int], None]]:
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "request",
+            "messaging.destination.name": channel,
+        }
+        # CLIENT: it waits for the reply, and ends with it (or with the request's error).
+        with tracer.start_as_current_span(f"request {channel}", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            _PROPAGATOR.inject(headers)
+
+            def answered(replies: int, errors: int) -> None:
+                span.set_attribute("eventbus.replies", replies)
+                if errors:
+                    span.set_status(Status(StatusCode.ERROR, f"{errors} of {replies} responder(s) failed"))
+
+            yield answered
+
+    _requests.set_request_tracer(traced_request)
 
     @contextmanager
     def traced_append(stream: str, fields: dict[str, Any]) -> Iterator[Callable[[str], None]]:

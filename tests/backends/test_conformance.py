@@ -21,7 +21,17 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from eventbus import Context, Message, Runner, StreamMessage, on, on_pattern, on_stream
+from eventbus import (
+    Context,
+    Message,
+    NoResponderError,
+    RemoteError,
+    Runner,
+    StreamMessage,
+    on,
+    on_pattern,
+    on_stream,
+)
 from eventbus._backends.glob import glob_match
 from eventbus._backends.memory import MemoryBroker
 from eventbus._names import decode_name, encode_name
@@ -336,3 +346,47 @@ async def publish_until(runner: Runner, channel: str, received: list[str], text:
             await eventually(lambda: text in received, timeout=0.1, what=text)
             return
     raise AssertionError(f"{text!r} never arrived on {channel!r}")
+
+
+async def test_requests_are_answered_by_the_handlers_return_value(transport: TransportCase) -> None:
+    # Request/reply rides the pub/sub subscription: the request on the channel (or a sharded one),
+    # the reply on the requester's reply channel, on every transport alike.
+    @on("rpc:upper")
+    async def upper(msg: Message, ctx: Context) -> bytes:
+        return msg.data.upper()
+
+    @on_pattern("rpc:count:*")
+    async def count(msg: Message, ctx: Context) -> dict[str, Any]:
+        return {"channel": msg.channel, "n": len(msg.data)}
+
+    @on("rpc:fail")
+    async def fail(msg: Message, ctx: Context) -> None:
+        raise LookupError("no such rate")
+
+    @on(*SHARDED[:6], sharded=True)
+    async def sharded(msg: Message, ctx: Context) -> str:
+        return f"{msg.channel}={msg.text}"
+
+    handlers = [upper, count, fail, sharded] if transport.features.sharded else [upper, count, fail]
+    async with transport.running(handlers) as runner:
+        bus = runner.publisher
+        assert bus is not None
+        reply = await bus.request("rpc:upper", b"abc", timeout=10)
+        assert reply.data == b"ABC" and reply.channel == "rpc:upper"
+        assert await bus.request("rpc:count:x", "hello", timeout=10, reply_type=dict) == {
+            "channel": "rpc:count:x",
+            "n": 5,
+        }
+        with pytest.raises(RemoteError) as failed:
+            await bus.request("rpc:fail", "", timeout=10)
+        assert (failed.value.type_name, failed.value.remote_message) == ("LookupError", "no such rate")
+        if transport.features.sharded:
+            for channel in SHARDED[:6]:
+                answer = await bus.request(channel, "q", timeout=10, sharded=True, reply_type=str)
+                assert answer == f"{channel}=q"
+        if transport.features.counts_receivers:
+            with pytest.raises(NoResponderError):
+                await bus.request("rpc:nobody", "", timeout=10)
+        replies = await bus.request_all("rpc:upper", b"x", timeout=10, expected=1)
+        assert [r.data for r in replies] == [b"X"]
+        assert runner.stats.requests.late_replies == 0

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from eventbus import Batch, Context, Message, Reject, Runner, on, on_pattern, on_stream
+from eventbus import Batch, Context, Message, Reject, RemoteError, Runner, on, on_pattern, on_stream
 from eventbus.middlewares.tracing import (
     trace_publishing,
     tracing_middleware,
@@ -277,3 +277,39 @@ async def test_an_append_from_a_traced_handler_continues_its_trace(
     assert sent.parent is not None and sent.parent.span_id == accepted.context.span_id
     assert shipped.parent is not None and shipped.parent.span_id == sent.context.span_id
     assert shipped.status.status_code is StatusCode.UNSET
+
+
+async def test_a_request_carries_its_trace_to_the_responder_and_back(
+    redis_server: RedisServer, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    trace_publishing(tracer_provider=provider)
+
+    @on("rates.get")
+    async def rate(msg: Message, ctx: Context) -> str:
+        return "1.25"
+
+    @on("rates.fail")
+    async def fail(msg: Message, ctx: Context) -> str:
+        raise LookupError("no such pair")
+
+    middleware = [tracing_middleware(tracer_provider=provider)]
+    async with Runner([rate, fail], url=redis_server.url, middleware=middleware) as r:
+        assert r.publisher is not None
+        assert (await r.publisher.request("rates.get", "EURUSD", timeout=10)).text == "1.25"
+        with pytest.raises(RemoteError):
+            await r.publisher.request("rates.fail", "EURUSD", timeout=10)
+        spans = await wait_for_spans(exporter, 4)
+    by_name = {s.name: s for s in spans}
+    requested, processed = by_name["request rates.get"], by_name["process rates.get"]
+    assert requested.kind is SpanKind.CLIENT and requested.status.status_code is StatusCode.UNSET
+    assert processed.parent is not None and processed.parent.span_id == requested.context.span_id
+    assert processed.context.trace_id == requested.context.trace_id
+    # The request's span ends with the reply, so it encloses the responder's.
+    assert requested.start_time is not None and processed.start_time is not None
+    assert requested.end_time is not None and processed.end_time is not None
+    assert requested.start_time <= processed.start_time and processed.end_time <= requested.end_time
+    assert dict(requested.attributes or {})["eventbus.replies"] == 1
+    assert dict(processed.attributes or {})["messaging.message.conversation_id"]
+    failed, failing = by_name["request rates.fail"], by_name["process rates.fail"]
+    assert failed.status.status_code is StatusCode.ERROR  # the remote error, raised in the span
+    assert failing.parent is not None and failing.parent.span_id == failed.context.span_id

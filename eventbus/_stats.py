@@ -153,6 +153,7 @@ class BusStats:
         if stats is None:
             stats = self.channels[channel] = RecoveryStats()
         return stats
+
     requests: RequestStats = field(default_factory=RequestStats)
 
     def as_dict(self) -> dict[str, object]:

@@ -435,8 +435,8 @@ class RedisSubscriber:
             reason,
         )
         attempts = await self._reconnect()
-        for listener in self.resubscribed:
-            listener()
+        for told in self.resubscribed:
+            told()
         evidence = protocol.overflow_evidence
         if evidence is None and protocol.closed_by_server and attempts == 1:
             # Closed by a server that answered again at once: not a restart nor a network failure.

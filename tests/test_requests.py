@@ -494,3 +494,29 @@ async def test_closing_the_publisher_ends_its_waiting_requests(redis_server: Red
         with pytest.raises(RequestInterruptedError, match="the publisher was closed"):
             await asyncio.wait_for(pending, 30)
         release.set()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_recoverable_channel_answers_requests_and_keeps_its_history_to_published_messages(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    # Both envelopes start with a NUL byte: a request must not be taken for a recoverable
+    # channel's message, nor a recoverable message for a request.
+    quotes = eventbus.Channel("quotes.rec", history=100)
+    seen: list[bytes] = []
+
+    @on(quotes)
+    async def quote(msg: Message, ctx: Context) -> bytes:
+        seen.append(msg.data)
+        return b"quoted " + msg.data
+
+    async with serving(backend, [quote], request) as runner:
+        bus = bus_of(runner)
+        await bus.publish(quotes, b"kept")
+        assert (await bus.request("quotes.rec", b"asked")).data == b"quoted asked"
+        await bus.publish(quotes, b"kept too")
+        await eventually(lambda: len(seen) == 3, what="three messages handled")
+        assert seen == [b"kept", b"asked", b"kept too"]
+        # The request went by plain PUBLISH: answered, not in the history, counted as such.
+        recovery = runner.stats.channels["quotes.rec"]
+        assert (recovery.foreign, recovery.unrecovered, recovery.duplicates) == (1, 0, 0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from eventbus import Batch, BatchFailed, Context, Message, Reject, on, on_stream
+from eventbus import Batch, BatchFailed, Channel, Context, Message, Reject, on, on_stream
 from eventbus._deadletter import DeadLetterStore
 from eventbus.testing import TestBus
 from tests.buses import publish, running, settle, wait_until
@@ -332,3 +332,22 @@ async def test_a_batch_still_open_when_the_grace_period_ends_is_abandoned_and_co
         await wait_until(lambda: runner.stats.handlers["patient"].received == 3)
     stats = runner.stats.handlers["patient"]
     assert (stats.abandoned, stats.handled, stats.received) == (3, 0, 3)
+
+
+async def test_a_recoverable_channel_batches_what_it_recovers_in_publish_order() -> None:
+    orders = Channel("orders", history=100)
+    batches: list[list[bytes]] = []
+
+    @on(orders, batch=Batch(max_size=3, max_wait=0.1))
+    async def collect(msgs: list[Message], ctx: Context) -> None:
+        batches.append([m.data for m in msgs])
+
+    async with TestBus([collect]) as bus:
+        await bus.publish(orders, b"1")
+        async with bus.gap():  # missed, then read back from the history
+            for i in range(2, 6):
+                await bus.publish(orders, str(i).encode())
+        await bus.publish(orders, b"6")
+        await bus.drain()
+    assert batches == [[b"1", b"2", b"3"], [b"4", b"5", b"6"]]
+    assert bus.runner.stats.channels["orders"].recovered == 4

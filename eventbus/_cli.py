@@ -547,7 +547,7 @@ def _routes(args: argparse.Namespace) -> int:
             # The module's and the handler's own, outermost first (global ones come from `run`).
             options += " middleware=" + ",".join(describe_middleware(m) for m in handler.middleware)
         if subscription.recoverable:
-            options += " recovers"
+            options += " recovers,resumes" if o.resume else " recovers"
         rows.append((subscription.kind, subscription.name, handler.name, options))
     for line in aligned(rows, last_free=True):
         print(line)

@@ -32,6 +32,7 @@ from eventbus._names import encode_name
 ENVELOPE = b"\x00EB"
 KEY_PREFIX = "eventbus:history:"
 META_PREFIX = "eventbus:history-meta:"
+POSITIONS_PREFIX = "eventbus:history-pos:"
 
 # KEYS: the stream, the meta hash. ARGV: payload, history, ttl in ms (0: none), channel, command.
 PUBLISH_SCRIPT = """
@@ -75,6 +76,37 @@ return out
 """
 
 
+# Resumed handlers' positions (eventbus._resume): a hash per channel, a field per identity, the value
+# ``epoch|offset|owner|clean``. KEYS: the hash. ARGV: the identity, this process's owner token.
+# A claim makes this process the owner, keeping the position; returns what was there (nil: none).
+CLAIM_SCRIPT = """
+local old = redis.call('hget', KEYS[1], ARGV[1])
+local epoch, offset = '', '0'
+if old then
+  local e, o = string.match(old, '^([^|]*)|(%d+)|')
+  if e then epoch, offset = e, o end
+end
+if old then
+  redis.call('hset', KEYS[1], ARGV[1], epoch .. '|' .. offset .. '|' .. ARGV[2] .. '|0')
+end
+return old
+"""
+
+# KEYS: the hash. ARGV: the identity, the owner token, the new value, ttl in ms (0: none).
+# Refused (0) when another process claimed the identity since: never overwrite another's position.
+SAVE_SCRIPT = """
+local old = redis.call('hget', KEYS[1], ARGV[1])
+if old and not string.find(old, '|' .. ARGV[2] .. '|', 1, true) then
+  return 0
+end
+redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] ~= '0' then
+  redis.call('pexpire', KEYS[1], ARGV[4])
+end
+return 1
+"""
+
+
 class Envelope(NamedTuple):
     offset: int
     epoch: bytes
@@ -91,6 +123,28 @@ class HistoryPage(NamedTuple):
     payloads: list[bytes]
 
 
+class SavedPosition(NamedTuple):
+    """What a claim found: the position a previous run saved, and whether it stopped cleanly."""
+
+    epoch: bytes
+    offset: int
+    clean: bool
+
+
+def parse_position(value: bytes | None) -> SavedPosition | None:
+    """``epoch|offset|owner|clean`` as the scripts write it; None for no (or a malformed) record."""
+    if not value:
+        return None
+    parts = value.split(b"|")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return None
+    return SavedPosition(parts[0], int(parts[1]), parts[3] == b"1")
+
+
+def format_position(epoch: bytes, offset: int, owner: bytes, clean: bool) -> bytes:
+    return b"%s|%d|%s|%s" % (epoch, offset, owner, b"1" if clean else b"0")
+
+
 class History(Protocol):
     """Where a backend keeps recoverable channels' histories (Redis, or the in-memory broker)."""
 
@@ -99,6 +153,12 @@ class History(Protocol):
 
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
         """Up to ``count`` entries from offset ``first`` on (``count=0``: only the epoch and top)."""
+
+    async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
+        """Make ``owner`` the holder of ``identity``'s position on ``channel``; the saved record."""
+
+    async def save_position(self, channel: str, identity: str, value: bytes, owner: bytes, ttl_ms: int) -> bool:
+        """Write a position record unless another owner claimed the identity since (False)."""
 
 
 def history_keys(channel: str) -> tuple[str, str]:
@@ -115,6 +175,12 @@ def history_keys(channel: str) -> tuple[str, str]:
             tag = channel[start + 1 : end]
     suffix = "" if tag == channel else ":" + channel
     return f"{KEY_PREFIX}{{{tag}}}{suffix}", f"{META_PREFIX}{{{tag}}}{suffix}"
+
+
+def positions_key(channel: str) -> str:
+    """The hash of resumed handlers' positions on ``channel``, in the slot of its history."""
+    stream, _ = history_keys(channel)
+    return POSITIONS_PREFIX + stream[len(KEY_PREFIX) :]
 
 
 def envelope(offset: int, epoch: bytes, payload: bytes) -> bytes:
@@ -149,6 +215,8 @@ class RedisHistory:
         self.client = client
         self._publish_sha = sha1(PUBLISH_SCRIPT.encode()).hexdigest()
         self._read_sha = sha1(READ_SCRIPT.encode()).hexdigest()
+        self._claim_sha = sha1(CLAIM_SCRIPT.encode()).hexdigest()
+        self._save_sha = sha1(SAVE_SCRIPT.encode()).hexdigest()
         # Per channel, the script's arguments but the payload: built once, not per publish.
         self._args: dict[Channel, tuple[bytes, bytes, bytes, int, int, str]] = {}
 
@@ -171,11 +239,24 @@ class RedisHistory:
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
         return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
 
+    async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
+        key = encode_name(positions_key(channel))
+        reply = await self._eval(self._claim_sha, CLAIM_SCRIPT, [key], identity.encode(), owner)
+        return reply if isinstance(reply, bytes) else None
+
+    async def save_position(self, channel: str, identity: str, value: bytes, owner: bytes, ttl_ms: int) -> bool:
+        key = encode_name(positions_key(channel))
+        reply = await self._eval(self._save_sha, SAVE_SCRIPT, [key], identity.encode(), owner, value, ttl_ms)
+        return bool(int(reply))
+
     async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
+        return await self._eval(sha, script, [stream, meta], *args)
+
+    async def _eval(self, sha: str, script: str, keys: list[bytes], *args: Any) -> Any:
         # EVALSHA straight through the client (one command, auto-pipelined), and the script
         # loaded once if the server does not know it yet (a new or restarted server).
         try:
-            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])
+            return await self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args, keys=keys)
         except NoScriptError:
             await self.client.script_load(script)
-            return await self.client.execute_command("EVALSHA", sha, 2, stream, meta, *args, keys=[stream, meta])
+            return await self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args, keys=keys)

@@ -171,6 +171,8 @@ RECOVERY_COUNTERS = {
     "foreign": "Messages on a recoverable channel published without its history (a plain PUBLISH): unrecoverable.",
     "duplicates": "Messages of a recoverable channel that arrived twice (live and recovered) and were skipped.",
     "recoveries": "Reads of a recoverable channel's history after a gap.",
+    "resumed": "Messages published while a resumed handler was down, delivered to it after its restart.",
+    "unclean_resumes": "Resumes after a crash: what was handled in the last save interval before it is handled again.",
 }
 
 

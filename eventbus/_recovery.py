@@ -30,6 +30,7 @@ from eventbus._history import History, HistoryPage, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message, Position
 from eventbus._names import encode_name
+from eventbus._resume import SAVE_INTERVAL, PositionKeeper, Resumer, TrackedMessage
 from eventbus._stats import BusStats, RecoveryStats
 
 log = logging.getLogger("eventbus.recovery")
@@ -83,6 +84,8 @@ class Track(Position):
         # (Position: epoch, None until the first message or the start gives one; last, the last
         # offset delivered; buffer, while recovering the live (offset, epoch, message) that wait.)
         self.warned = False  # the unrecoverable-publisher warning, once per track
+        # The resumed handlers among the workers (eventbus._resume): their messages carry offsets.
+        self.keeper_of: dict[Any, PositionKeeper] = {}
 
 
 class Recovery:
@@ -108,6 +111,7 @@ class Recovery:
         self.lines = LineLimit(log, "recovery")
         self._closing = False
         self.on_idle: Callable[[], None] = _nothing  # set by the runner: its drain waits on it
+        self.resumer: Resumer | None = None  # resumed handlers' positions (set by the runner)
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -120,6 +124,15 @@ class Recovery:
             track = self._track(key, channel, None, workers)
         track.declared = True
         track.buffer = []  # until start() has read the position
+
+    def resume(self, kind: str, channel: str, worker: Any, keeper: PositionKeeper) -> None:
+        """``worker``'s handler resumes on a declared channel: at start it first gets what was
+        published since its saved position, and its position follows what it settles."""
+        key = (KIND_NAMES[kind], b"", encode_name(channel))
+        track = self.tracks[key]
+        track.keeper_of[worker] = keeper
+        # Off the dispatcher's fast path: every message must reach the keepers with its offset.
+        self.by_channel.pop(key[2], None) if key[0] == CHANNEL else self.by_sharded.pop(key[2], None)
 
     async def start(self) -> None:
         """Subscribed: read each declared channel's position (its live messages wait meanwhile).
@@ -171,7 +184,11 @@ class Recovery:
             return False
         if track is None:
             track = self._track(key, channel, pattern, workers)
-        self._advance(track, env.offset, env.epoch, Message(channel, env.payload, pattern))
+        if track.keeper_of:
+            msg: Message = TrackedMessage(channel, env.payload, pattern, env.offset, env.epoch)
+        else:
+            msg = Message(channel, env.payload, pattern)
+        self._advance(track, env.offset, env.epoch, msg)
         return True
 
     def _track(self, key: TrackKey, channel: str, pattern: str | None, workers: Sequence[Any]) -> Track:
@@ -210,11 +227,38 @@ class Recovery:
 
     def _deliver(self, track: Track, msg: Message) -> None:
         cap = self.max_payload
+        if track.keeper_of and isinstance(msg, TrackedMessage):
+            self._deliver_tracked(track, msg)
+            return
         for worker in track.workers:
             if cap is not None and len(msg.data) > cap:
                 worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
             else:
                 worker.put(msg)
+
+    def _deliver_tracked(self, track: Track, msg: TrackedMessage) -> None:
+        """Deliver, telling each resumed handler's keeper whether its inbox took the message."""
+        cap = self.max_payload
+        for worker in track.workers:
+            keeper = track.keeper_of.get(worker)
+            if cap is not None and len(msg.data) > cap:
+                worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
+                if keeper is not None:
+                    keeper.passed(msg.offset, msg.epoch)
+                continue
+            if keeper is None:
+                worker.put(msg)
+                continue
+            if msg.offset <= keeper.last and msg.epoch == keeper.epoch:
+                # Its handler had it already (in its previous run, a run that overlapped this one).
+                track.stats.duplicates += 1
+                continue
+            dropped = worker.stats.dropped
+            worker.put(msg)
+            if worker.stats.dropped == dropped:
+                keeper.delivered(msg.offset, msg.epoch)
+            else:
+                keeper.passed(msg.offset, msg.epoch)
 
     def _foreign(self, track: Track | None, channel: str, workers: Sequence[Any], kind: int, key: TrackKey) -> None:
         if track is None:
@@ -257,10 +301,71 @@ class Recovery:
             elif page is not None and track.epoch is None:
                 # No history yet: whatever history begins, we want it from its first message.
                 track.epoch, track.last = NO_HISTORY, 0
+            if track.keeper_of and track.epoch is not None:
+                # Before the live messages that wait: each resumed handler's share of the past.
+                await asyncio.gather(*(self._resume(track, w, k) for w, k in track.keeper_of.items()))
         finally:
             self._flush(track)
 
-    async def _recover(self, track: Track, reason: str, began: float) -> None:
+    async def _resume(self, track: Track, worker: Any, keeper: PositionKeeper) -> None:
+        """Deliver to one resumed handler what was published after its saved position and up to
+        where the channel's live delivery starts (``track.last``)."""
+        resumer = self.resumer
+        assert resumer is not None and track.epoch is not None
+        saved = None
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                saved = await resumer.claim(keeper)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis errors of any kind: try again, then start at the top
+                if attempt == READ_ATTEMPTS:
+                    log.warning(
+                        "handler %s: could not read its saved position on %r (%s): it starts at offset %d, "
+                        "and what was published while it was down is NOT recovered",
+                        keeper.handler,
+                        track.channel,
+                        exc,
+                        track.last,
+                    )
+                    keeper.begin(track.epoch, track.last)
+                    keeper.started = True
+                    return
+                await asyncio.sleep(0.2 * attempt)
+        if saved is None:
+            # A first start: nothing of the past is ours.
+            log.info(
+                "handler %s (identity %r) starts on %r at offset %d: no saved position (a first start)",
+                keeper.handler,
+                keeper.identity,
+                track.channel,
+                track.last,
+            )
+            keeper.begin(track.epoch, track.last)
+            keeper.started = True
+            return
+        keeper.begin(saved.epoch, saved.offset)
+        keeper.started = True
+        if saved.epoch == track.epoch and saved.offset >= track.last:
+            return  # nothing was published while it was down
+        if not saved.clean:
+            track.stats.unclean_resumes += 1
+        replay = Track(track.kind, track.channel, None, (worker,), track.stats)
+        replay.keeper_of[worker] = keeper
+        replay.epoch, replay.last, replay.buffer = saved.epoch, saved.offset, []
+        reason = f"handler {keeper.handler} resuming after a {'stop' if saved.clean else 'crash'}"
+        if not saved.clean:
+            reason += f"; what it handled in its last {SAVE_INTERVAL:g}s before the crash is handled again"
+        before = track.stats.recovered
+        await self._recover(replay, reason, time.monotonic(), until=track.last)
+        track.stats.resumed += track.stats.recovered - before
+        if keeper.epoch != replay.epoch or (not keeper.outstanding and keeper.last < replay.last):
+            # Nothing of the range reached the handler (the history lost it, or trimmed it): the
+            # range is reported, and the position moves past it.
+            keeper.begin(replay.epoch or b"", replay.last)
+
+    async def _recover(self, track: Track, reason: str, began: float, until: int | None = None) -> None:
         after = track.last
         recovered, lost = 0, False
         missing: list[tuple[int, int | None]] = []
@@ -290,6 +395,8 @@ class Recovery:
                     await asyncio.sleep(0)  # let it send the read before this page keeps the loop busy
                 # What the buffer holds is delivered from there, in order: read only up to it.
                 live = min((o for o, e, _ in track.buffer or () if e == track.epoch), default=page.top + 1)
+                if until is not None:
+                    live = min(live, until + 1)
                 start = min(page.first if payloads else page.top + 1, live)
                 if start > first:
                     missing.append((first, start - 1))
@@ -298,10 +405,17 @@ class Recovery:
                 taken = max(0, min(len(payloads), live - page.first))
                 if taken:
                     run = payloads[:taken] if taken < len(payloads) else payloads
-                    self.deliver_payloads(track.workers, track.channel, track.pattern, run, self.max_payload)
+                    if track.keeper_of:
+                        for i, payload in enumerate(run):
+                            offset = page.first + i
+                            self._deliver_tracked(
+                                track, TrackedMessage(track.channel, payload, track.pattern, offset, track.epoch)
+                            )
+                    else:
+                        self.deliver_payloads(track.workers, track.channel, track.pattern, run, self.max_payload)
                     track.last = page.first + taken - 1
                 recovered += taken
-                if ahead is None or taken < PAGE:
+                if ahead is None or taken < PAGE or (until is not None and track.last >= until):
                     break
                 first = track.last + 1
                 await self._room(track)

@@ -15,7 +15,7 @@ from typing import Any
 
 from eventbus._errors import ConfigError, LoadError
 from eventbus._payloads import OPTIONAL_PAYLOAD_LIBRARIES, Decoder, PayloadPlan, plan_call
-from eventbus._subscription import HOOK_MARK, HandlerOptions, Subscription, spec_of
+from eventbus._subscription import HOOK_MARK, HandlerOptions, HandlerSpec, Subscription, spec_of
 from eventbus.middleware import Middleware, check_chain
 
 
@@ -98,7 +98,8 @@ class Router:
             (first, "ctx") if payload is None else ("payload", "ctx", first) if payload.envelope else ("payload", "ctx")
         )
         _check_call(func, call, f"handler {name}")
-        handler = Handler(name, func, spec.subscriptions, spec.options, is_async, chain, payload)
+        options = _resume_options(name, spec) if spec.options.resume else spec.options
+        handler = Handler(name, func, spec.subscriptions, options, is_async, chain, payload)
         self._add_handler(handler)
 
     def _add_handler(self, handler: Handler) -> None:
@@ -318,6 +319,27 @@ def _check_call(func: Callable[..., Any], args: tuple[str, ...], what: str) -> N
             "batch handlers (msgs, ctx), typed ones (payload: T, ctx) with an optional third `msg: Message`; "
             "hooks take (ctx)"
         ) from None
+
+
+def _resume_options(name: str, spec: HandlerSpec) -> HandlerOptions:
+    """A resumed handler's options, checked: it subscribes to recoverable channels only, and its
+    inbox pauses reading when full (the default for it) rather than drop what it must not lose."""
+    for sub in spec.subscriptions:
+        if not sub.recoverable:
+            what = "a pattern" if sub.kind == "pattern" else "a stream" if sub.kind == "stream" else "a plain channel"
+            raise LoadError(
+                f"handler {name}: resume=True needs recoverable channels, and {sub.name!r} is {what}; "
+                f"subscribe with @on(Channel({sub.name!r}, history=N), resume=True)"
+            )
+    options = spec.options
+    if "overflow" not in spec.explicit_options:
+        return replace(options, overflow="pause")
+    if options.overflow == "drop_oldest":
+        raise LoadError(
+            f"handler {name}: resume=True cannot evict queued messages (overflow='drop_oldest'): its position "
+            "would stop at the first evicted one; use overflow='pause' (the default with resume) or 'drop_newest'"
+        )
+    return options
 
 
 def _default_name(func: Callable[..., Any]) -> str:

@@ -27,6 +27,7 @@ from eventbus._backends import MEMORY_URL, command_client, open_backend, resolve
 from eventbus._backends.base import Backend, Source, Subscriber, SubscriberSource, client_publish
 from eventbus._backends.memory import MemoryBroker
 from eventbus._batch import BatchCollector
+from eventbus._channels import Channel
 from eventbus._context import UNKNOWN_SERVER, Context, ServerInfo
 from eventbus._deadletter import DeadLetterStore, resolve_max_bytes
 from eventbus._dispatch import Dispatcher, deliver_payloads
@@ -50,6 +51,7 @@ from eventbus._publisher import Publisher
 from eventbus._recovery import CHANNEL, PATTERN, SHARDED, Recovery
 from eventbus._replies import ReplySender, finish_replies
 from eventbus._requests import LazyRequester, Requester
+from eventbus._resume import PositionKeeper, Resumer, ResumeSettlement, identity_for
 from eventbus._router import Handler, Router, load_target, stream_group
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings, Settings, settings_from
 from eventbus._stats import BusStats, HandlerStats, RequestStats
@@ -97,6 +99,23 @@ def ordering_for(handler: Handler) -> Ordering | None:
 def settlement_for(handler: Handler) -> Settlement | None:
     """Stream handlers acknowledge what they read; pub/sub handlers have nothing to settle."""
     return StreamSettlement(handler.name) if reads_streams(handler) else None
+
+
+def keepers_for(handler: Handler) -> dict[str, PositionKeeper]:
+    """A resumed handler's position keepers, one per recoverable channel it subscribes to."""
+    if not handler.options.resume:
+        return {}
+    identity = identity_for(handler.name)
+    return {
+        sub.name: PositionKeeper(handler.name, identity, sub.name, _ttl_ms(sub.declared))
+        for sub in handler.subscriptions
+        if sub.declared is not None and sub.recoverable
+    }
+
+
+def _ttl_ms(channel: Channel | None) -> int:
+    # The positions outlive the history by nothing: after the history's TTL they mean nothing.
+    return 0 if channel is None or channel.ttl is None else max(1, int(channel.ttl * 1000))
 
 
 def replies_for(handler: Handler, ctx: Context, settlement: Settlement | None) -> Settlement:
@@ -304,12 +323,25 @@ class Runner:
             )
             context = base.for_handler(handler.name)
             ordering, settlement = ordering_for(handler), settlement_for(handler)
+            keepers = keepers_for(handler)
+            if keepers:
+                settlement = ResumeSettlement(keepers, settlement)
             replies = replies_for(handler, context, settlement)
             worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, ordering, settlement, replies)
             worker.on_idle = self._became_idle.set
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())
+        resumer = self.recovery.resumer = Resumer(backend.history)
+        for sub, handler in self.router.routes():
+            settlement = by_name[handler.name].settlement
+            if isinstance(settlement, ResumeSettlement) and sub.name in settlement.keepers:
+                keeper = settlement.keepers[sub.name]
+                self.recovery.resume(sub.kind, sub.name, by_name[handler.name], keeper)
+                resumer.keepers.append(keeper)
+        # Unwound after the drain below: the clean save of each position comes once the handlers
+        # have settled what they will.
+        stack.push_async_callback(resumer.close)
         if self.requester is not None:
             dispatcher.replies[encode_name(self.requester.reply_to)] = self.requester.deliver
         stack.push_async_callback(self._finish_work)
@@ -353,6 +385,8 @@ class Runner:
             await self._start_source(stack, SubscriberSource(self.sharded, dispatcher.consume, sharded, ()))
         if recovery is not None:
             await recovery.start()  # subscribed: recoverable channels read their position now
+            if recovery.resumer is not None:
+                recovery.resumer.start()
         workers = {worker.name: worker for worker in self.workers}
         for subscription, handler in router.stream_routes():
             worker = workers[handler.name]

@@ -100,6 +100,8 @@ class RecoveryStats:
     duplicates: int = 0  # messages that arrived again (live after their recovery): skipped
     recoveries: int = 0  # completed reads of a missed range
     recovery_seconds: float = 0.0  # time from a gap's detection to the missed range delivered
+    resumed: int = 0  # messages published while a resumed handler was down, delivered after its restart
+    unclean_resumes: int = 0  # resumes after a crash: the last interval's messages are handled again
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -110,6 +112,8 @@ class RecoveryStats:
             "duplicates": self.duplicates,
             "recoveries": self.recoveries,
             "recovery_seconds": round(self.recovery_seconds, 3),
+            "resumed": self.resumed,
+            "unclean_resumes": self.unclean_resumes,
         }
 
 

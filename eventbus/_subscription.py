@@ -73,6 +73,9 @@ class HandlerOptions:
     publishes:   what the handler publishes, {channel: payload type}, for the AsyncAPI document.
     batch:       a :class:`~eventbus.Batch`: the handler takes a list of messages (``list[Message]``,
                  or ``list[Order]`` decoded one by one), closed by size or by time.
+    resume:      on recoverable channels (``@on(Channel(..., history=N))``): keep the handler's
+                 position in Redis, so that after a restart it first gets what was published while
+                 it was down (see docs/recovery.md, "Resuming after a restart").
     """
 
     concurrency: int = 1
@@ -86,6 +89,7 @@ class HandlerOptions:
     key: Callable[[Any], Hashable] | str | None = None
     publishes: Mapping[str, Any] | None = None
     batch: Batch | None = None
+    resume: bool = False
 
     @property
     def inbox_limits(self) -> str:
@@ -120,6 +124,8 @@ class HandlerOptions:
                 raise ConfigError(f"publishes must map channel names to payload types, got {self.publishes!r}")
             # Frozen and hashable like the other options: a read-only copy the caller cannot change.
             object.__setattr__(self, "publishes", MappingProxyType(dict(self.publishes)))
+        if not isinstance(self.resume, bool):
+            raise ConfigError(f"resume must be True or False, got {self.resume!r}")
         if self.batch is not None and not isinstance(self.batch, Batch):
             raise ConfigError(
                 f"batch must be an eventbus.Batch, such as Batch(max_size=100, max_wait=0.1), got {self.batch!r}"

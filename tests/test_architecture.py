@@ -39,7 +39,7 @@ MODEL = {
     *("_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"),
     "_requests",
 }
-ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_recovery", "_replies"}
+ENGINE = {"_dispatch", "_worker", "_streams", "_keyed", "_parts", "_batch", "_recovery", "_replies", "_resume"}
 RUNNER = {"_runner", "_heartbeat"}
 TOP = {
     "_cli",

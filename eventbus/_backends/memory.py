@@ -21,7 +21,7 @@ from eventbus._backends.base import Consume, OneReply, client_publish
 from eventbus._backends.glob import glob_match
 from eventbus._channels import Channel
 from eventbus._flow import ReadGate
-from eventbus._history import History, HistoryPage, envelope
+from eventbus._history import History, HistoryPage, envelope, format_position, parse_position
 from eventbus._names import decode_name, encode_name
 from eventbus._settings import ConnectionSettings
 from eventbus._stats import BusStats
@@ -66,6 +66,23 @@ class MemoryHistory:
         entries = [entry for entry in log.entries if entry[0] >= first][:count] if count else []
         return HistoryPage(log.epoch, log.top, entries[0][0] if entries else 0, [p for _, p in entries])
 
+    async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
+        positions = self.broker.positions
+        old = positions.get((channel, identity))
+        if old is not None:
+            saved = parse_position(old)
+            epoch, offset = (saved.epoch, saved.offset) if saved is not None else (b"", 0)
+            positions[(channel, identity)] = format_position(epoch, offset, owner, False)
+        return old
+
+    async def save_position(self, channel: str, identity: str, value: bytes, owner: bytes, ttl_ms: int) -> bool:
+        positions = self.broker.positions
+        old = positions.get((channel, identity))
+        if old is not None and b"|" + owner + b"|" not in old:
+            return False
+        positions[(channel, identity)] = value
+        return True
+
 
 class MemoryBroker:
     """One in-process "server": subscribers, a fakeredis keyspace, and a publish that fans out."""
@@ -75,6 +92,8 @@ class MemoryBroker:
         self.subscribers: list[MemorySubscriber] = []
         self.published = 0
         self.logs: dict[str, _ChannelLog] = {}  # recoverable channels' histories
+        # Resumed handlers' positions, (channel, identity) -> record (eventbus._resume).
+        self.positions: dict[tuple[str, str], bytes] = {}
 
     def channel_log(self, channel: str, *, create: bool = False) -> _ChannelLog | None:
         log = self.logs.get(channel)

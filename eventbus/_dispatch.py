@@ -56,10 +56,11 @@ class Dispatcher:
             table[key] = (name, workers, declared or subscription.recoverable)
         if self.recovery is not None:
             for kind, table in tables.items():
-                if kind != "pattern":
-                    for name, workers, declared in table.values():
-                        if declared:
-                            self.recovery.declare(kind, name, workers)
+                for name, workers, declared in table.values():
+                    if kind == "pattern":
+                        self.recovery.declare_pattern(name, workers)
+                    elif declared:
+                        self.recovery.declare(kind, name, workers)
 
     def consume(self, reader: Any) -> list[Any]:
         """Parse and route every complete reply buffered in a hiredis ``reader``.

@@ -21,13 +21,14 @@ sees another epoch knows its position means nothing there.
 
 from __future__ import annotations
 
+import asyncio
 from hashlib import sha1
 from typing import Any, NamedTuple, Protocol
 
 from redis.exceptions import NoScriptError
 
 from eventbus._channels import Channel
-from eventbus._names import encode_name
+from eventbus._names import decode_name, encode_name
 
 ENVELOPE = b"\x00EB"
 KEY_PREFIX = "eventbus:history:"
@@ -154,6 +155,9 @@ class History(Protocol):
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
         """Up to ``count`` entries from offset ``first`` on (``count=0``: only the epoch and top)."""
 
+    async def channels(self) -> list[tuple[str, bytes, int]]:
+        """Every channel that has a history now: (name, epoch, top offset)."""
+
     async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
         """Make ``owner`` the holder of ``identity``'s position on ``channel``; the saved record."""
 
@@ -238,6 +242,17 @@ class RedisHistory:
         reply = await self._call(self._read_sha, READ_SCRIPT, stream, meta, first, count)
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
         return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
+
+    async def channels(self) -> list[tuple[str, bytes, int]]:
+        # SCAN (every master, on a cluster) for the meta hashes, then their name, epoch and top,
+        # auto-pipelined: what a pattern subscription needs to find channels it never heard from.
+        keys = [key async for key in self.client.scan_iter(match=META_PREFIX + "*", count=1000)]
+        metas = await asyncio.gather(*(self.client.hmget(key, "n", "e", "s") for key in keys))
+        return [
+            (decode_name(name), epoch, int(top))
+            for name, epoch, top in metas
+            if name is not None and epoch is not None and top is not None and top.isdigit()
+        ]
 
     async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
         key = encode_name(positions_key(channel))

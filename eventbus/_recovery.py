@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-from eventbus._history import History, HistoryPage, parse_envelope
+from eventbus._glob import glob_match
+from eventbus._history import History, HistoryPage, SavedPosition, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message, Position
 from eventbus._names import encode_name
@@ -34,6 +35,7 @@ from eventbus._resume import SAVE_INTERVAL, PositionKeeper, Resumer, TrackedMess
 from eventbus._stats import BusStats, RecoveryStats
 
 log = logging.getLogger("eventbus.recovery")
+T = TypeVar("T")
 
 # Entries per history read: large enough that a backlog of 100,000 is ten round trips.
 PAGE = 10_000
@@ -86,6 +88,9 @@ class Track(Position):
         self.warned = False  # the unrecoverable-publisher warning, once per track
         # The resumed handlers among the workers (eventbus._resume): their messages carry offsets.
         self.keeper_of: dict[Any, PositionKeeper] = {}
+        # A pattern's channel first heard of while the pattern looks for its channels: its live
+        # messages wait until that search says where it stands.
+        self.undiscovered = False
 
 
 class Recovery:
@@ -112,6 +117,10 @@ class Recovery:
         self._closing = False
         self.on_idle: Callable[[], None] = _nothing  # set by the runner: its drain waits on it
         self.resumer: Resumer | None = None  # resumed handlers' positions (set by the runner)
+        # The pattern subscriptions (key, glob, workers): they look for their channels with a
+        # history at start and after each reconnect (:meth:`_discover`).
+        self.patterns: list[tuple[bytes, str, tuple[Any, ...]]] = []
+        self.discovering: set[bytes] = set()
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -124,6 +133,13 @@ class Recovery:
             track = self._track(key, channel, None, workers)
         track.declared = True
         track.buffer = []  # until start() has read the position
+
+    def declare_pattern(self, pattern: str, workers: Sequence[Any]) -> None:
+        """A pattern subscription: it recovers every matching channel that has a history, also
+        one it never received a message from (found by :meth:`_discover`)."""
+        key = encode_name(pattern)
+        self.patterns = [entry for entry in self.patterns if entry[0] != key]
+        self.patterns.append((key, pattern, tuple(workers)))
 
     def resume(self, kind: str, channel: str, worker: Any, keeper: PositionKeeper) -> None:
         """``worker``'s handler resumes on a declared channel: at start it first gets what was
@@ -141,7 +157,8 @@ class Recovery:
         returns is after its position.
         """
         tracks = [track for track in self.tracks.values() if track.declared and track.epoch is None]
-        await asyncio.gather(*(self._position(track) for track in tracks))
+        searching = [self._discover(at_start=True)] if self.patterns else []
+        await asyncio.gather(*(self._position(track) for track in tracks), *searching)
 
     def resubscribed(self, kinds: Sequence[int]) -> None:
         """A subscription connection was replaced: every track it carries reads what it missed."""
@@ -149,6 +166,9 @@ class Recovery:
             if track.kind in kinds and track.buffer is None and track.epoch is not None:
                 track.buffer = []
                 self._spawn(self._recover(track, "a reconnect", time.monotonic()))
+        if PATTERN in kinds and self.patterns:
+            # A channel first published during the gap has no track yet: look for it.
+            self._spawn(self._discover(at_start=False))
 
     def busy(self) -> bool:
         """A recovery (or the reading of a position) is under way."""
@@ -184,6 +204,8 @@ class Recovery:
             return False
         if track is None:
             track = self._track(key, channel, pattern, workers)
+            if kind == PATTERN and pattern_key in self.discovering:
+                track.undiscovered, track.buffer = True, []
         if track.keeper_of:
             msg: Message = TrackedMessage(channel, env.payload, pattern, env.offset, env.epoch)
         else:
@@ -307,41 +329,87 @@ class Recovery:
         finally:
             self._flush(track)
 
+    async def _discover(self, *, at_start: bool) -> None:
+        """Find the channels with a history that the pattern subscriptions match.
+
+        At start, a channel without a track is positioned at its top, as a declared channel is:
+        what was published before the subscription is not ours. After a reconnect, a channel
+        without a track was first published after the start (the start's search would have
+        found it otherwise) and never reached us: everything in its history is ours, and is
+        read from its first message.
+        """
+        keys = {key for key, _, _ in self.patterns}
+        self.discovering |= keys
+        try:
+            found = await self._channels()
+        finally:
+            self.discovering -= keys
+        for pattern_key, pattern, workers in self.patterns:
+            matching = {name: (epoch, top) for name, epoch, top in found if glob_match(pattern_key, encode_name(name))}
+            for name, (epoch, top) in matching.items():
+                key = (PATTERN, pattern_key, encode_name(name))
+                track = self.tracks.get(key)
+                if track is None:
+                    track = self._track(key, name, pattern, workers)
+                    if at_start:
+                        track.epoch, track.last = epoch, top
+                        continue
+                    track.undiscovered, track.buffer = True, []
+                if not track.undiscovered:
+                    continue
+                track.undiscovered = False
+                if at_start:
+                    ours = [offset for offset, e, _ in track.buffer or () if e == epoch]
+                    track.epoch, track.last = epoch, min(top, min(ours, default=top + 1) - 1)
+                    self._flush(track)
+                else:
+                    track.epoch, track.last = NO_HISTORY, 0
+                    self._spawn(self._recover(track, "a channel first published during a gap", time.monotonic()))
+        for track in list(self.tracks.values()):
+            if track.undiscovered and track.pattern is not None and encode_name(track.pattern) in keys:
+                # First published after the search: everything of it arrived live.
+                track.undiscovered = False
+                self._flush(track)
+
+    async def _channels(self) -> list[tuple[str, bytes, int]]:
+        found = await self._retrying(
+            "search failed", "looking for the channels with a history that the patterns match", self.history.channels
+        )
+        if found is not None:
+            return found
+        log.warning(
+            "NOT recovered: the channels with a history that the patterns %s match could not be listed: a channel "
+            "they never received a message from is not recovered",
+            ", ".join(repr(p) for _, p, _ in self.patterns),
+        )
+        return []
+
     async def _resume(self, track: Track, worker: Any, keeper: PositionKeeper) -> None:
         """Deliver to one resumed handler what was published after its saved position and up to
         where the channel's live delivery starts (``track.last``)."""
         resumer = self.resumer
         assert resumer is not None and track.epoch is not None
-        saved = None
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            try:
-                saved = await resumer.claim(keeper)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - Redis errors of any kind: try again, then start at the top
-                if attempt == READ_ATTEMPTS:
-                    log.warning(
-                        "handler %s: could not read its saved position on %r (%s): it starts at offset %d, "
-                        "and what was published while it was down is NOT recovered",
-                        keeper.handler,
-                        track.channel,
-                        exc,
-                        track.last,
-                    )
-                    keeper.begin(track.epoch, track.last)
-                    keeper.started = True
-                    return
-                await asyncio.sleep(0.2 * attempt)
-        if saved is None:
-            # A first start: nothing of the past is ours.
-            log.info(
-                "handler %s (identity %r) starts on %r at offset %d: no saved position (a first start)",
+        claimed = await self._retrying(
+            "claim failed", f"reading the saved position of handler {keeper.handler}", lambda: _claimed(resumer, keeper)
+        )
+        if claimed is None:
+            log.warning(
+                "NOT recovered: handler %s could not read its saved position on %r: it starts at offset %d, and what "
+                "was published while it was down is not delivered to it",
                 keeper.handler,
-                keeper.identity,
                 track.channel,
                 track.last,
             )
+        saved = claimed[0] if claimed is not None else None
+        if saved is None:
+            if claimed is not None:  # a first start: nothing of the past is ours
+                log.info(
+                    "handler %s (identity %r) starts on %r at offset %d: no saved position (a first start)",
+                    keeper.handler,
+                    keeper.identity,
+                    track.channel,
+                    track.last,
+                )
             keeper.begin(track.epoch, track.last)
             keeper.started = True
             return
@@ -430,20 +498,22 @@ class Recovery:
             self._flush(track)
 
     async def _read(self, track: Track, first: int, count: int) -> HistoryPage | None:
+        return await self._retrying(
+            "read failed",
+            f"reading the history of {track.channel!r}",
+            lambda: self.history.read(track.channel, first, count),
+        )
+
+    async def _retrying(self, reason: str, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()``, tried :data:`READ_ATTEMPTS` times while Redis fails; None if it never answered."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                return await self.history.read(track.channel, first, count)
+                return await call()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis errors of any kind: try again, then report
-                if self.lines.allow("read failed"):
-                    log.warning(
-                        "reading the history of %r failed (attempt %d of %d): %s",
-                        track.channel,
-                        attempt,
-                        READ_ATTEMPTS,
-                        exc,
-                    )
+                if self.lines.allow(reason):
+                    log.warning("%s failed (attempt %d of %d): %s", what, attempt, READ_ATTEMPTS, exc)
                 await asyncio.sleep(0.2 * attempt)
         return None
 
@@ -512,6 +582,11 @@ class Recovery:
 
 def _nothing() -> None:
     pass
+
+
+async def _claimed(resumer: Resumer, keeper: PositionKeeper) -> tuple[SavedPosition | None]:
+    # In a tuple: a claim that found no saved position (None) is an answer, not a failure.
+    return (await resumer.claim(keeper),)
 
 
 def _offset(item: tuple[int, bytes, Message]) -> int:

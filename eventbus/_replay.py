@@ -29,9 +29,9 @@ from typing import Literal
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from eventbus._backends.glob import glob_match
 from eventbus._deadletter import DeadLetter, DeadLetterStore
 from eventbus._errors import ConfigError
+from eventbus._glob import glob_match
 from eventbus._names import encode_name
 from eventbus._router import Router
 

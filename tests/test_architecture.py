@@ -34,6 +34,7 @@ LEAVES = {
     "_channels",  # Channel: a channel declared once, with its history
     "_history",  # recoverable channels' histories in Redis: the Lua publish, the reads, the envelope
     "_envelope",  # the wire format of requests and replies
+    "_glob",  # Redis's glob rules: the memory transport, the channels a pattern recovers
 }
 MODEL = {
     *("_subscription", "_router", "_context", "_publisher", "_deadletter", "_deadletter_budget", "middleware"),

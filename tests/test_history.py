@@ -135,3 +135,22 @@ async def test_a_gap_before_the_first_message_ever_is_recovered() -> None:
                 await bus.publish(ORDERS, str(n))
         await bus.drain()
     assert seen["channel"] == ["1", "2", "3"]
+
+
+async def test_testbus_pattern_recovers_a_channel_first_published_in_a_gap() -> None:
+    old, new = Channel("ord:old", history=10), Channel("ord:new", history=10)
+    seen: dict[str, list[str]] = {"ord:old": [], "ord:new": []}
+
+    @on_pattern("ord:*")
+    async def record(msg: Message, ctx: Context) -> None:
+        seen[msg.channel].append(msg.text)
+
+    async with TestBus([record]) as bus:
+        await bus.publish(old, "o1")
+        async with bus.gap():
+            await bus.publish(old, "o2")
+            await bus.publish(new, "n1")  # the pattern never heard of ord:new before
+            await bus.publish(new, "n2")
+        await bus.drain()
+        assert bus.stats.channels["ord:new"].recovered == 2
+    assert seen == {"ord:old": ["o1", "o2"], "ord:new": ["n1", "n2"]}

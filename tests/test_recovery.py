@@ -102,6 +102,67 @@ async def test_half_open_connection_recovers_what_it_swallowed(
     assert "recovered 100 message(s) on 'orders' missed after offset 10 (a reconnect); 0 not recovered" in caplog.text
 
 
+async def test_a_pattern_recovers_a_channel_first_published_during_a_gap(own_redis_server: RedisServer) -> None:
+    """The pattern never received a message from ``ord:new`` (it did not exist) nor from ``ord:old``
+    (it existed, silent, before the start): both are published only while the connection is down,
+    and both are recovered, ``ord:old`` from where it stood at the start."""
+    old, new = Channel("ord:old", history=100), Channel("ord:new", history=100)
+    async with connect(own_redis_server.url) as producer:
+        await publish_range(producer, old, range(1, 6))  # before the start: not the pattern's
+    proxy = await Proxy(own_redis_server.port).start()
+    seen: dict[str, list[int]] = {"ord:old": [], "ord:new": []}
+
+    @on_pattern("ord:*")
+    async def record(msg: Message, ctx: Context) -> None:
+        seen[msg.channel].append(int(msg.text))
+
+    try:
+        async with running([record], proxy.url) as runner:
+            proxy.blackhole = True
+            async with connect(own_redis_server.url) as producer:
+                await publish_range(producer, old, range(6, 11))
+                await publish_range(producer, new, range(1, 21))
+            await eventually(lambda: not runner.subscriber.is_connected(), what="the half-open connection noticed")  # type: ignore[union-attr]
+            proxy.blackhole = False
+            await wait_reconnected(runner)
+            async with connect(own_redis_server.url) as producer:
+                await publish_range(producer, new, range(21, 26))
+            await eventually(lambda: len(seen["ord:new"]) >= 25 and len(seen["ord:old"]) >= 5, what="both channels")
+            assert await runner.drain(10)
+    finally:
+        await proxy.close()
+    assert seen == {"ord:old": list(range(6, 11)), "ord:new": list(range(1, 26))}
+    assert runner.stats.channels["ord:new"].recovered == 20
+
+
+async def test_a_pattern_delivers_a_new_channel_that_starts_while_it_searches(redis_server: RedisServer) -> None:
+    """Channels created around the start's search are neither skipped nor repeated."""
+    channels = [Channel(f"ord:{i}", history=100) for i in range(20)]
+    seen: dict[str, list[int]] = {}
+
+    @on_pattern("ord:*")
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.setdefault(msg.channel, []).append(int(msg.text))
+
+    async with connect(redis_server.url) as producer:
+        await publish_range(producer, channels[0], range(1, 3))  # before the start: not the pattern's
+
+        async def keep_publishing() -> None:
+            for n in range(3, 43):
+                for channel in channels:
+                    await producer.publish(channel, n)
+                await asyncio.sleep(0.001)
+
+        publishing = asyncio.create_task(keep_publishing())
+        async with running([record], redis_server.url) as runner:
+            await publishing
+            await eventually(lambda: all(seen.get(c.name, [0])[-1] == 42 for c in channels), what="every channel")
+            assert await runner.drain(10)
+    for channel in channels:
+        numbers = seen[channel.name]
+        assert numbers == list(range(numbers[0], 43)), channel.name  # from its first, in order, each once
+
+
 async def test_trimmed_history_is_reported_not_recovered(
     own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -94,7 +94,7 @@ async def one_run(n: int, profile: cProfile.Profile | None = None, eager: bool =
             if s.kind == "channel":
                 expected += channels.count(s.name)
             else:
-                from eventbus._backends.glob import glob_match
+                from eventbus._glob import glob_match
 
                 expected += sum(1 for c in channels if glob_match(s.name.encode(), c.encode()))
     done = asyncio.Event()

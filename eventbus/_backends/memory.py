@@ -18,9 +18,9 @@ from typing import Any
 import fakeredis
 
 from eventbus._backends.base import Consume, OneReply, client_publish
-from eventbus._backends.glob import glob_match
 from eventbus._channels import Channel
 from eventbus._flow import ReadGate
+from eventbus._glob import glob_match
 from eventbus._history import History, HistoryPage, envelope, format_position, parse_position
 from eventbus._names import decode_name, encode_name
 from eventbus._settings import ConnectionSettings
@@ -65,6 +65,14 @@ class MemoryHistory:
             return HistoryPage(b"", 0, 0, [])
         entries = [entry for entry in log.entries if entry[0] >= first][:count] if count else []
         return HistoryPage(log.epoch, log.top, entries[0][0] if entries else 0, [p for _, p in entries])
+
+    async def channels(self) -> list[tuple[str, bytes, int]]:
+        found = []
+        for name in list(self.broker.logs):
+            log = self.broker.channel_log(name)  # expires it, as Redis would have
+            if log is not None:
+                found.append((name, log.epoch, log.top))
+        return found
 
     async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
         positions = self.broker.positions

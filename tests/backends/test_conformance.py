@@ -32,8 +32,8 @@ from eventbus import (
     on_pattern,
     on_stream,
 )
-from eventbus._backends.glob import glob_match
 from eventbus._backends.memory import MemoryBroker
+from eventbus._glob import glob_match
 from eventbus._names import decode_name, encode_name
 from tests.fault.helpers import FAST, eventually
 from tests.redis_server import RedisServer, SentinelProcess
@@ -179,7 +179,7 @@ async def test_channels_and_patterns_are_delivered_as_redis_does(transport: Tran
 
 # Patterns and channels where Redis's glob differs from fnmatch's: escapes, negation, reversed
 # ranges, an unclosed bracket, and bytes above 0x7f (compared as signed chars). The expectations
-# come from eventbus._backends.glob, which tests/backends/test_glob.py checks against the server's
+# come from eventbus._glob, which tests/backends/test_glob.py checks against the server's
 # own KEYS over hundreds of generated pairs; here every transport must route by the same rules.
 GLOB_PATTERNS = [
     b"h?llo", b"h[ae]llo", b"h[^e]llo", b"h[b-a]llo", b"h\\*llo", b"[abc", b"*llo",

@@ -61,7 +61,9 @@ class Proxy:
 
     ``blackhole = True`` models a half-open path (a dead NAT entry, a partitioned network): both
     sockets stay open, nothing is refused, nothing arrives. New connections are accepted and
-    swallowed too, as a SYN-accepting middlebox would.
+    swallowed too, as a SYN-accepting middlebox would. A connection that lost bytes that way stays
+    dead after the blackhole ends, as TCP would (it never delivers a stream with a hole in it):
+    only new connections get through again.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -98,15 +100,18 @@ class Proxy:
             writer.close()
             return
         self._writers.add(up_writer)
+        holed: list[bool] = [False]  # this connection lost bytes to the blackhole: dead for good
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+            task = asyncio.create_task(self._pipe(src, dst, holed))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, holed: list[bool]) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await src.read(65536):
-                if not self.blackhole:
+                if self.blackhole:
+                    holed[0] = True
+                if not holed[0]:
                     dst.write(data)
                     await dst.drain()
         dst.close()

@@ -1,4 +1,4 @@
-"""eventbus._backends.glob must agree with Redis itself, checked against a real server's KEYS.
+"""eventbus._glob must agree with Redis itself, checked against a real server's KEYS.
 
 Through PSUBSCRIBE, on every transport (non-ASCII patterns included), it is checked by
 tests/backends/test_conformance.py.
@@ -11,7 +11,7 @@ import random
 import pytest
 import redis
 
-from eventbus._backends.glob import glob_match
+from eventbus._glob import glob_match
 
 ALPHABET = b"ab*?[]^-\\c: x"
 

@@ -33,6 +33,7 @@ from eventbus._message import Message, Position
 from eventbus._names import encode_name
 from eventbus._resume import SAVE_INTERVAL, PositionKeeper, Resumer, TrackedMessage
 from eventbus._stats import BusStats, RecoveryStats
+from eventbus._worker import MESSAGE_OVERHEAD
 
 log = logging.getLogger("eventbus.recovery")
 T = TypeVar("T")
@@ -91,6 +92,9 @@ class Track(Position):
         # A pattern's channel first heard of while the pattern looks for its channels: its live
         # messages wait until that search says where it stands.
         self.undiscovered = False
+        # Workers whose full inbox dropped a message of this channel, and the last offset each one
+        # has: live messages pass them by while they read the rest back (Recovery._catch_up).
+        self.behind: dict[Any, int] = {}
 
 
 class Recovery:
@@ -121,6 +125,9 @@ class Recovery:
         # history at start and after each reconnect (:meth:`_discover`).
         self.patterns: list[tuple[bytes, str, tuple[Any, ...]]] = []
         self.discovering: set[bytes] = set()
+        # The offset being handed to the workers one message at a time, where track.last does not
+        # say it (a replay's message too big for a chunk): what a drop during it refers to.
+        self._delivering: int | None = None
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -147,8 +154,7 @@ class Recovery:
         key = (KIND_NAMES[kind], b"", encode_name(channel))
         track = self.tracks[key]
         track.keeper_of[worker] = keeper
-        # Off the dispatcher's fast path: every message must reach the keepers with its offset.
-        self.by_channel.pop(key[2], None) if key[0] == CHANNEL else self.by_sharded.pop(key[2], None)
+        self._fast_path(track)  # off it: every message must reach the keepers with its offset
 
     async def start(self) -> None:
         """Subscribed: read each declared channel's position (its live messages wait meanwhile).
@@ -252,16 +258,16 @@ class Recovery:
         if track.keeper_of and isinstance(msg, TrackedMessage):
             self._deliver_tracked(track, msg)
             return
-        for worker in track.workers:
+        for worker in _receiving(track):
             if cap is not None and len(msg.data) > cap:
                 worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
             else:
                 worker.put(msg)
 
-    def _deliver_tracked(self, track: Track, msg: TrackedMessage) -> None:
+    def _deliver_tracked(self, track: Track, msg: TrackedMessage, workers: Sequence[Any] | None = None) -> None:
         """Deliver, telling each resumed handler's keeper whether its inbox took the message."""
         cap = self.max_payload
-        for worker in track.workers:
+        for worker in _receiving(track) if workers is None else workers:
             keeper = track.keeper_of.get(worker)
             if cap is not None and len(msg.data) > cap:
                 worker.refuse(msg, f"payload of {len(msg.data)} bytes exceeds the cap of {cap}")
@@ -279,8 +285,133 @@ class Recovery:
             worker.put(msg)
             if worker.stats.dropped == dropped:
                 keeper.delivered(msg.offset, msg.epoch)
-            else:
+            elif worker not in track.behind:  # dropped for good (bigger than the whole inbox)
                 keeper.passed(msg.offset, msg.epoch)
+
+    # -- a handler's own drops -------------------------------------------------------------------
+
+    def dropped(self, worker: Any, msg: Message) -> None:
+        """``worker``'s full inbox dropped ``msg`` (overflow ``drop_newest``): on a recoverable
+        channel, the worker reads it, and what follows it, back from the history once it has room,
+        in order, while the channel's live messages pass it by."""
+        track = self._track_of(worker, msg)
+        if track is None or track.epoch is None or worker in track.behind:
+            return
+        if len(msg.data) + MESSAGE_OVERHEAD > worker.budget:
+            return  # bigger than the whole inbox: it can never be delivered (counted as dropped)
+        if isinstance(msg, TrackedMessage):
+            offset = msg.offset
+        elif self._delivering is not None:
+            offset = self._delivering
+        else:
+            offset = track.last
+        track.behind[worker] = offset - 1
+        self._fast_path(track)
+        self._spawn(self._catch_up(track, worker, time.monotonic()))
+
+    def _track_of(self, worker: Any, msg: Message) -> Track | None:
+        channel_key = encode_name(msg.channel)
+        if msg.pattern is not None:
+            return self.tracks.get((PATTERN, encode_name(msg.pattern), channel_key))
+        for kind in (CHANNEL, SHARDED):
+            track = self.tracks.get((kind, b"", channel_key))
+            if track is not None and worker in track.workers:
+                return track
+        return None
+
+    def _fast_path(self, track: Track) -> None:
+        """Put a channel on the dispatcher's fast path, or off it while any of its workers is
+        behind or resumed (those need each message to come through here)."""
+        table = self.by_channel if track.kind == CHANNEL else self.by_sharded if track.kind == SHARDED else None
+        if table is None:
+            return
+        key = encode_name(track.channel)
+        if track.behind or track.keeper_of:
+            table.pop(key, None)
+        else:
+            table[key] = track
+
+    async def _catch_up(self, track: Track, worker: Any, began: float) -> None:
+        """Read what ``worker`` dropped, and everything after it, back from the history until it has
+        caught up with the channel's live position; then it takes live messages again."""
+        after = track.behind[worker]
+        recovered = 0
+        missing: list[tuple[int, int | None]] = []
+        epoch = track.epoch
+        try:
+            while True:
+                position = track.behind[worker]
+                if position >= track.last or track.epoch != epoch:
+                    break  # caught up (synchronously with the live side: nothing falls between)
+                await _room((worker,))
+                page = await self._read(track, position + 1, PAGE)
+                if track.epoch != epoch:
+                    break  # the channel's own recovery reports a lost history
+                if page is None:
+                    missing.append((position + 1, None))
+                    break
+                start = page.first if page.payloads else page.top + 1
+                if start > position + 1:
+                    end = min(start - 1, track.last)
+                    missing.append((position + 1, end))
+                    track.stats.unrecovered += end - position
+                    track.behind[worker] = position = end
+                upto = min(track.last, page.first + len(page.payloads) - 1)
+                run = page.payloads[: max(0, upto - page.first + 1)] if page.payloads else []
+                if not run:
+                    continue
+                recovered += await self._deliver_in_room(track, (worker,), page.first, run, catching_up=worker)
+        finally:
+            caught_up = track.behind.pop(worker, None)
+            if caught_up is not None and caught_up < track.last and track.epoch == epoch and not missing:
+                missing.append((caught_up + 1, None))  # cancelled (a stop) or the history failed us
+            self._fast_path(track)
+            track.stats.recovered += recovered
+            track.stats.recoveries += 1
+            track.stats.recovery_seconds += time.monotonic() - began
+            self._report(track, f"dropped by handler {worker.name}'s full inbox", after, recovered, missing, False)
+
+    async def _deliver_in_room(
+        self, track: Track, workers: tuple[Any, ...], first: int, run: list[bytes], catching_up: Any = None
+    ) -> int:
+        """Hand ``run`` (offsets ``first``...) to ``workers`` a chunk at a time, each chunk no more
+        than their inboxes have room for, so that a replay never overflows an inbox; returns how
+        many were handed over. Moves the channel's position (or ``catching_up``'s) along."""
+        i = 0
+        while i < len(run):
+            if catching_up is None:
+                workers = _receiving(track)  # a worker may have fallen behind meanwhile
+            await _room(workers)
+            j = _fit(workers, run, i)
+            if j == i:
+                size = len(run[i]) + MESSAGE_OVERHEAD
+                if all(size <= w.budget for w in workers):
+                    # Bigger than half an inbox: wait until there is room for it whole.
+                    await _room(workers, size)
+                    continue
+                # Bigger than a whole inbox: that inbox drops it (counted), the others take it.
+                self._delivering = first + i
+                try:
+                    self._deliver_run(track, workers, first + i, run[i : i + 1])
+                finally:
+                    self._delivering = None
+                j = i + 1
+            else:
+                self._deliver_run(track, workers, first + i, run[i:j] if j - i < len(run) else run)
+            if catching_up is None:
+                track.last = first + j - 1
+            else:
+                track.behind[catching_up] = first + j - 1
+            i = j
+        return len(run)
+
+    def _deliver_run(self, track: Track, workers: tuple[Any, ...], first: int, run: list[bytes]) -> None:
+        if track.keeper_of:
+            for i, payload in enumerate(run):
+                msg = TrackedMessage(track.channel, payload, track.pattern, first + i, track.epoch or b"")
+                self._deliver_tracked(track, msg, workers)
+        else:
+            self.deliver_payloads(workers, track.channel, track.pattern, run, self.max_payload)
 
     def _foreign(self, track: Track | None, channel: str, workers: Sequence[Any], kind: int, key: TrackKey) -> None:
         if track is None:
@@ -473,20 +604,11 @@ class Recovery:
                 taken = max(0, min(len(payloads), live - page.first))
                 if taken:
                     run = payloads[:taken] if taken < len(payloads) else payloads
-                    if track.keeper_of:
-                        for i, payload in enumerate(run):
-                            offset = page.first + i
-                            self._deliver_tracked(
-                                track, TrackedMessage(track.channel, payload, track.pattern, offset, track.epoch)
-                            )
-                    else:
-                        self.deliver_payloads(track.workers, track.channel, track.pattern, run, self.max_payload)
-                    track.last = page.first + taken - 1
+                    await self._deliver_in_room(track, track.workers, page.first, run)
                 recovered += taken
                 if ahead is None or taken < PAGE or (until is not None and track.last >= until):
                     break
                 first = track.last + 1
-                await self._room(track)
                 page, ahead = await ahead, None
         finally:
             if ahead is not None:
@@ -516,13 +638,6 @@ class Recovery:
                     log.warning("%s failed (attempt %d of %d): %s", what, attempt, READ_ATTEMPTS, exc)
                 await asyncio.sleep(0.2 * attempt)
         return None
-
-    @staticmethod
-    async def _room(track: Track) -> None:
-        # A replay must not overflow the inboxes it fills: wait until each is at most half full.
-        # (The workers signal nothing when they drain: polling, only while a replay is held back.)
-        while any(w.queued_bytes > w.budget // 2 for w in track.workers):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
     def _flush(self, track: Track) -> None:
         """The recovery is over: merge the live messages that waited, by offset."""
@@ -582,6 +697,39 @@ class Recovery:
 
 def _nothing() -> None:
     pass
+
+
+def _receiving(track: Track) -> tuple[Any, ...]:
+    """The workers that take the channel's messages as they come (not those catching up)."""
+    if not track.behind:
+        return track.workers
+    return tuple(worker for worker in track.workers if worker not in track.behind)
+
+
+async def _room(workers: Sequence[Any], size: int = 0) -> None:
+    # A replay must not overflow the inboxes it fills: wait until each is at most half full (and
+    # has room for a message of ``size`` bytes). The workers signal nothing when they drain:
+    # polling, only while a replay is held back.
+    while any(  # noqa: ASYNC110
+        w.queued_bytes > min(w.budget // 2, w.budget - size) or len(w.inbox) > w.max_messages // 2 for w in workers
+    ):
+        await asyncio.sleep(0.005)
+
+
+def _fit(workers: Sequence[Any], run: list[bytes], start: int) -> int:
+    """The end of the longest chunk of ``run`` from ``start`` that every inbox has room for."""
+    room = min((w.budget - w.queued_bytes for w in workers), default=0)
+    count = min((w.max_messages - len(w.inbox) for w in workers), default=0)
+    limit = min(len(run), start + max(0, count))
+    if limit == len(run) and sum(map(len, run[start:] if start else run)) + MESSAGE_OVERHEAD * (limit - start) <= room:
+        return limit  # the common case, a page that fits whole: summed in C, not message by message
+    end, size = start, 0
+    while end < limit:
+        size += len(run[end]) + MESSAGE_OVERHEAD
+        if size > room:
+            break
+        end += 1
+    return end
 
 
 async def _claimed(resumer: Resumer, keeper: PositionKeeper) -> tuple[SavedPosition | None]:

@@ -329,6 +329,7 @@ class Runner:
             replies = replies_for(handler, context, settlement)
             worker = HandlerWorker(handler, context, stats, dead_letters, self.read_gate, ordering, settlement, replies)
             worker.on_idle = self._became_idle.set
+            worker.on_drop = self.recovery.dropped  # a recoverable channel reads its drops back
             by_name[handler.name] = worker
             self.workers.append(worker)
         dispatcher.add_routes((sub, by_name[h.name]) for sub, h in self.router.routes())

@@ -144,6 +144,9 @@ class HandlerWorker:
         # Called each time the worker becomes idle (a task parks with nothing queued or running):
         # what Runner.drain waits on.
         self.on_idle: Callable[[], None] | None = None
+        # Told of each arriving message the overflow policy dropped (not of evicted ones): the
+        # recovery reads a recoverable channel's dropped messages back from its history.
+        self.on_drop: Callable[[HandlerWorker, Message], None] | None = None
         # Every line a single message can cause goes through here: rate-limited per reason.
         self.lines = LineLimit(log, f"handler {self.name}")
         self._retries = options.retries
@@ -222,6 +225,8 @@ class HandlerWorker:
             self.enqueue(msg)
             return
         self._dropped()  # drop_newest, or a message bigger than the whole budget
+        if self.on_drop is not None:
+            self.on_drop(self, msg)
 
     def _release_if_drained(self) -> None:
         if self._holding_gate and self.queued_bytes <= self._low_water:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -10,6 +11,7 @@ from eventbus import Channel, Context, Message, on, on_pattern
 from eventbus._backends.memory import MemoryBroker, MemoryHistory
 from eventbus._history import envelope, history_keys, parse_envelope
 from eventbus.testing import TestBus
+from tests.fault.helpers import eventually
 
 ORDERS = Channel("orders", history=5)
 
@@ -154,3 +156,32 @@ async def test_testbus_pattern_recovers_a_channel_first_published_in_a_gap() -> 
         await bus.drain()
         assert bus.stats.channels["ord:new"].recovered == 2
     assert seen == {"ord:old": ["o1", "o2"], "ord:new": ["n1", "n2"]}
+
+
+async def test_testbus_reads_back_what_a_full_inbox_dropped() -> None:
+    """A handler whose small inbox drops messages of a recoverable channel gets them back from the
+    history, in order, each once; another handler on the channel is not held back meanwhile."""
+    orders = Channel("orders", history=1000)
+    release = asyncio.Event()
+    slow_seen: list[int] = []
+    fast_seen: list[int] = []
+
+    @on(orders, name="slow", inbox_size=5)
+    async def slow(msg: Message, ctx: Context) -> None:
+        await release.wait()
+        slow_seen.append(int(msg.text))
+
+    @on(orders, name="fast")
+    async def fast(msg: Message, ctx: Context) -> None:
+        fast_seen.append(int(msg.text))
+
+    async with TestBus([slow, fast]) as bus:
+        for n in range(1, 51):
+            await bus.publish(orders, n)
+        await eventually(lambda: len(fast_seen) == 50)
+        assert bus.handler_stats("slow").dropped > 0
+        release.set()
+        await bus.drain()
+        assert bus.stats.channels["orders"].recovered >= bus.handler_stats("slow").dropped
+    assert fast_seen == list(range(1, 51))
+    assert slow_seen == list(range(1, 51))

@@ -163,6 +163,35 @@ async def test_a_pattern_delivers_a_new_channel_that_starts_while_it_searches(re
         assert numbers == list(range(numbers[0], 43)), channel.name  # from its first, in order, each once
 
 
+async def test_a_full_inbox_reads_what_it_dropped_back_from_the_history(redis_server: RedisServer) -> None:
+    """drop_newest on a recoverable channel: the dropped messages, and those after them, are read
+    back once the inbox has room, in order, each once; another handler is not held back."""
+    release = asyncio.Event()
+    slow_seen: list[int] = []
+    fast_seen: list[int] = []
+
+    @on(ORDERS, name="slow", inbox_bytes=2_000)
+    async def slow(msg: Message, ctx: Context) -> None:
+        await release.wait()
+        slow_seen.append(int(msg.text))
+
+    @on(ORDERS, name="fast")
+    async def fast(msg: Message, ctx: Context) -> None:
+        fast_seen.append(int(msg.text))
+
+    async with running([slow, fast], redis_server.url) as runner:
+        await publish_range(runner, ORDERS, range(1, 501))
+        await delivered(fast_seen, 500)
+        assert runner.stats.handlers["slow"].dropped > 0
+        release.set()
+        await delivered(slow_seen, 500)
+        assert await runner.drain(10)
+        stats = runner.stats.channels["orders"]
+        assert stats.recovered >= runner.stats.handlers["slow"].dropped and stats.unrecovered == 0
+    assert fast_seen == list(range(1, 501))
+    assert slow_seen == list(range(1, 501))
+
+
 async def test_trimmed_history_is_reported_not_recovered(
     own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

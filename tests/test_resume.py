@@ -126,6 +126,28 @@ async def test_the_position_is_what_was_settled_not_what_was_queued(redis_server
     assert seen == [1, 3, 4, 5]
 
 
+async def test_a_resumed_handler_that_drops_reads_back_and_keeps_its_position(redis_server: RedisServer) -> None:
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    @on(INVOICES, name="billing", resume=True, overflow="drop_newest", inbox_size=5)
+    async def bill(msg: Message, ctx: Context) -> None:
+        await release.wait()
+        seen.append(int(msg.text))
+
+    async with running([bill], redis_server.url) as runner:
+        await publish(redis_server.url, INVOICES, range(1, 31))
+        await eventually(lambda: runner.stats.handlers["billing"].dropped > 0, what="drops")
+        release.set()
+        await eventually(lambda: len(seen) == 30, what="all 30")
+    assert saved(redis_server, INVOICES).offset == 30
+    async with running([bill], redis_server.url) as runner:
+        await publish(redis_server.url, INVOICES, range(31, 33))
+        await eventually(lambda: len(seen) == 32, what="two more")
+        assert await runner.drain(10)
+    assert seen == list(range(1, 33))
+
+
 async def test_messages_trimmed_while_down_are_reported_and_passed(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -115,21 +115,23 @@ async def test_a_steady_publisher_through_every_fault(
 
             async def progress(step: str) -> None:
                 mark = publisher.top
-                await until(lambda: len(set(recorded())) > mark + 200 and publisher.top > mark + 200, f"progress ({step})")
+                await until(
+                    lambda: len(set(recorded())) > mark + 200 and publisher.top > mark + 200, f"progress ({step})"
+                )
 
             await progress("start")
             with admin() as client:  # 1. the subscription connection killed
                 client.client_kill_filter(_type="pubsub")
             await progress("after CLIENT KILL")
             server.pause()  # 2. Redis frozen past the ping deadline
-            await until(lambda: "lost (no answer to PING" in proc.output[-5000:], "the freeze noticed")
+            await until(lambda p=proc: "lost (no answer to PING" in p.output[-5000:], "the freeze noticed")  # type: ignore[misc]
             server.resume()
             await progress("after the freeze")
             with admin() as client:  # 3. the subscriber stopped past a small output-buffer limit
                 client.config_set("client-output-buffer-limit", "pubsub 64kb 0 0")
             proc.signal(signal.SIGSTOP)
             mark = publisher.top
-            await until(lambda: publisher.top > mark + 1500, "a backlog past the limit")
+            await until(lambda m=mark: publisher.top > m + 1500, "a backlog past the limit")  # type: ignore[misc]
             proc.signal(signal.SIGCONT)
             with admin() as client:
                 client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")

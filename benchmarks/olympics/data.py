@@ -108,10 +108,11 @@ def _u32s(raw: bytes) -> list[int]:
     return [int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(HOURS)]
 
 
-# Not the tutorial's state, so left out of the comparison: eventbus's histories of the purchase
-# channels and its listeners' positions in them, and apps.olympics's record of the orders its
-# histograms count (what keeps them exact when a restarted listener handles an order again).
-BOOKKEEPING = ("eventbus:history", "sales_histogram:orders")
+# Not the tutorial's state, so left out of the comparison: eventbus's operational keys (the
+# histories of the purchase channels and the listeners' positions in them, the runner's
+# heartbeats), and apps.olympics's record of the orders its histograms count (what keeps them
+# exact when a restarted listener handles an order again).
+BOOKKEEPING = ("eventbus:history", "eventbus:{heartbeat}", "sales_histogram:orders")
 
 
 def dump_state(url: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from apps.broadcast.failures import NotSent, OutcomeUnknown, PermanentFailure
 from apps.broadcast.masking import redact_numbers
 from apps.broadcast.payload import Sms
 from apps.broadcast.publisher import HISTORY_TTL
-from apps.broadcast.sender import Sender, Sent, SendProgress
+from apps.broadcast.sender import Sender, SendProgress, Sent
 
 KEY_PREFIX = "broadcast:sms-key:"
 # Longer than the channels' history lives, so that a message handled again after a restart still

@@ -32,7 +32,7 @@ _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 # An idempotency key: printable ASCII without spaces, so that it reads well in a Redis key name.
 MAX_KEY_CHARS = 128
-_KEY = re.compile(r"[!-~]{1,%d}" % MAX_KEY_CHARS)
+_KEY = re.compile(rf"[!-~]{{1,{MAX_KEY_CHARS}}}")
 
 _FIELDS = frozenset({"message", "from", "to"})
 _OPTIONAL = frozenset({"key"})
@@ -79,9 +79,7 @@ def validate_sms(body: Any, from_: Any, to: Any, key: Any = None) -> Sms:
         if not is_e164(value):
             raise InvalidPayload(f"field {name!r} is not an E.164 phone number (+ and up to 15 digits)")
     if key is not None and not (isinstance(key, str) and _KEY.fullmatch(key)):
-        raise InvalidPayload(
-            f"field 'key' must be 1 to {MAX_KEY_CHARS} printable ASCII characters without spaces"
-        )
+        raise InvalidPayload(f"field 'key' must be 1 to {MAX_KEY_CHARS} printable ASCII characters without spaces")
     return Sms(body=body, from_=from_, to=to, key=key)
 
 

@@ -41,28 +41,6 @@ def channel_for(kind: str) -> Channel:
     return Channel(CHANNEL_PREFIX + name, history=HISTORY, ttl=HISTORY_TTL)
 
 
-async def publish(self, channel: str | Channel, data: Any) -> int: ...
-
-
-def channel_for(kind: str) -> Channel:
-    """``"alert"`` -> the channel ``channel-alert`` (a full ``channel-...`` name is accepted as is)."""
-    name = kind.removeprefix(CHANNEL_PREFIX)
-    if not _KIND.fullmatch(name):
-        raise ValueError(f"kind must be a word of letters, digits, '_', '.', ':' or '-', got {kind!r}")
-    return Channel(CHANNEL_PREFIX + name, history=HISTORY, ttl=HISTORY_TTL)
-
-
-def service_kinds(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The kinds the service reads: ``BROADCAST_KINDS`` (comma-separated), read at import."""
-    raw = (os.environ if env is None else env).get("BROADCAST_KINDS", "").strip()
-    if not raw:
-        return DEFAULT_KINDS
-    kinds = tuple(dict.fromkeys(kind.strip() for kind in raw.split(",") if kind.strip()))
-    for kind in kinds:
-        channel_for(kind)  # the same rule as the publishers'
-    return kinds
-
-
 async def publish(bus: SupportsPublish, sms: Sms, kind: str = "broadcast") -> int:
     """Publish an already validated message (with a new idempotency key if it has none); return
     how many subscribers received it.

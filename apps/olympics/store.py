@@ -92,7 +92,7 @@ async def write_once(
                 try:
                     await pipe.watch(*marked)
                     new = await _not_marked(ctx.redis, marked, types)
-                    pipe.multi()
+                    pipe.multi()  # type: ignore[no-untyped-call, unused-ignore]  # untyped in redis-py
                     for key, members in marked.items():
                         pipe.sadd(key, *(order.id for order in members))
                     write(pipe, new)

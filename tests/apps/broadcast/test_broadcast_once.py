@@ -69,9 +69,7 @@ async def test_a_restarted_service_sends_what_was_published_while_it_was_down_ex
     assert sent_once(fake_twilio, range(0, 150)) and len(fake_twilio.received) == 150
 
 
-async def test_a_killed_subscription_recovers_without_sending_twice(
-    service: Service, fake_twilio: FakeTwilio
-) -> None:
+async def test_a_killed_subscription_recovers_without_sending_twice(service: Service, fake_twilio: FakeTwilio) -> None:
     fake_twilio.default = Reply(201, delay=0.002)
     assert await publish(service.bus, range(0, 100)) == [1] * 100
     killed = await service.bus.redis.client_kill_filter(_type="pubsub")

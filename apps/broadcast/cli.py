@@ -3,11 +3,14 @@
     send   --to +5584981341213 --from +12028165004 --message "..." [--kind alert]
     bulk   recipients.csv [--from ...] [--message ...] [--kind ...] [--rate 200] [--skip N]
     replay [--keep]               (republish the dead letters Twilio certainly did not accept)
+    replay --id ID [--keep]       (republish one dead letter, an unknown outcome after checking
+                                   Twilio's message log, say: its idempotency key is released)
     serve  [--dry-run] [eventbus run options: --url, --grace, --log-level, ...]
            (the same as: [BROADCAST_DRY_RUN=1] python -m eventbus run apps.broadcast ...)
 
 Exit codes: 0 published; 1 bad input or Redis unreachable; 2 no broadcast service was
-subscribed, so a message was not delivered (Pub/Sub keeps nothing for absent subscribers).
+subscribed (the message waits in its channel's history for a service that ran before, but a
+service that never ran starts after it).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from apps.broadcast.progress import Progress
 from apps.broadcast.publisher import channel_for, publish
 from apps.broadcast.ratelimit import RateLimiter
 from apps.broadcast.recipients import FORMATS, Defaults, RecipientsError, load_recipients
-from apps.broadcast.replay import replay_not_sent
+from apps.broadcast.replay import CannotResend, replay_not_sent, resend
 
 EXIT_OK, EXIT_INPUT, EXIT_UNDELIVERED = 0, 1, 2
 
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd = sub.add_parser("replay", help="republish the dead-lettered messages that were certainly not sent")
     replay_cmd.add_argument("--url", help="Redis URL (default: $EVENTBUS_URL, else redis://localhost:6379/0)")
     replay_cmd.add_argument("--keep", action="store_true", help="leave the replayed entries in the stream")
+    replay_cmd.add_argument(
+        "--id", dest="entry_id", help="republish this one entry whatever its outcome, releasing its idempotency key"
+    )
 
     serve_cmd = sub.add_parser(
         "serve",
@@ -83,7 +89,10 @@ async def send_one(url: str | None, kind: str, sms: Sms) -> int:
     async with eventbus.connect(url=url) as bus:
         receivers = await publish(bus, sms, kind)
     if receivers == 0:
-        raise Undelivered(f"no subscriber on {channel_for(kind)}: the message was not delivered")
+        raise Undelivered(
+            f"no subscriber on {channel_for(kind)}: no broadcast service reads this kind now. The message waits in "
+            "the channel's history: a service that ran before sends it when it starts again, a first start does not"
+        )
     return receivers
 
 
@@ -99,8 +108,10 @@ async def send_many(
                 await pacer.wait("bulk")
             if await publish(bus, messages[index], kind) == 0:
                 raise Undelivered(
-                    f"no subscriber on {channel_for(kind)}: entry {index + 1} and the ones after it were "
-                    f"not delivered ({sent} were). Start the service, then rerun with --skip {index}"
+                    f"no subscriber on {channel_for(kind)}: stopped at entry {index + 1} ({sent} delivered before "
+                    f"it). Entry {index + 1} waits in the channel's history, and a service that ran before sends it "
+                    f"when it starts again: then rerun with --skip {index + 1} (with --skip {index} if the service "
+                    "never ran here)"
                 )
             sent += 1
             progress.advance()
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "replay":
+            if args.entry_id:
+                return asyncio.run(replay_one(args.url, args.entry_id, keep=args.keep))
             return asyncio.run(replay(args.url, keep=args.keep))
         channel_for(args.kind)  # a bad --kind is an input error, before connecting
         if args.command == "send":
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.close()
         print(f"published {sent} message(s) to {channel_for(args.kind)}")
         return EXIT_OK
-    except (InvalidPayload, RecipientsError, ValueError) as exc:
+    except (InvalidPayload, RecipientsError, CannotResend, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except Undelivered as exc:
@@ -163,6 +176,20 @@ async def replay(url: str | None, *, keep: bool) -> int:
     if report.undelivered:
         print("error: no broadcast service is subscribed; the rest were kept", file=sys.stderr)
         return EXIT_UNDELIVERED
+    return EXIT_OK
+
+
+async def replay_one(url: str | None, entry_id: str, *, keep: bool) -> int:
+    async with eventbus.connect(url=url) as bus:
+        receivers = await resend(bus, eventbus.DeadLetterStore(bus.redis), entry_id, keep=keep)
+    if not receivers:
+        print(
+            "no broadcast service is subscribed: the entry was kept; the message waits in the channel's history "
+            "and a service that ran before sends it when it starts",
+            file=sys.stderr,
+        )
+        return EXIT_UNDELIVERED
+    print(f"replayed {entry_id} with its idempotency key released")
     return EXIT_OK
 
 

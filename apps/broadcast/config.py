@@ -11,7 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from apps.broadcast.publisher import channel_for
+
 TWILIO_API_URL = "https://api.twilio.com"
+# The kinds of message the service reads (``channel-<kind>``) unless BROADCAST_KINDS says otherwise.
+DEFAULT_KINDS = ("broadcast", "alert", "reminder", "promotion")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -92,6 +96,24 @@ def handler_concurrency(env: Mapping[str, str] | None = None) -> int:
     ``concurrency``, not by this.
     """
     return _int(os.environ if env is None else env, "BROADCAST_MAX_PENDING", 1_000)
+
+
+def service_kinds(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The kinds the service reads: ``BROADCAST_KINDS``, comma-separated (read at import).
+
+    The service subscribes to each kind's channel by name, not to a pattern, so that it can pick
+    up where it stopped after a restart: a channel is a position, a pattern is not.
+    """
+    raw = (os.environ if env is None else env).get("BROADCAST_KINDS", "").strip()
+    if not raw:
+        return DEFAULT_KINDS
+    kinds = tuple(dict.fromkeys(kind.strip().removeprefix("channel-") for kind in raw.split(",") if kind.strip()))
+    for kind in kinds:
+        try:
+            channel_for(kind)
+        except ValueError as exc:
+            raise ConfigurationError(f"BROADCAST_KINDS: {exc}") from None
+    return kinds
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

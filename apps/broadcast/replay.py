@@ -9,6 +9,11 @@ An entry is only as trustworthy as whoever can write the dead-letter stream, so 
 decide where it goes: like ``dead-letters replay --module``, it is published again only if the
 broadcast handler subscribes to its channel (``eventbus.replay_verdict``); anything else is left
 in the stream and counted as ``refused``.
+
+Each is published through its channel's history, as the publisher does. A message Twilio
+certainly did not accept had its idempotency key released, so the service sends it again. An
+unknown outcome keeps its key (it may have been delivered): :func:`resend` releases the key of one
+entry, after a person has checked Twilio's message log, and publishes it again.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from apps.broadcast.publisher import SupportsPublish
+from apps.broadcast.once import SentKeys
+from apps.broadcast.payload import InvalidPayload, parse_sms
+from apps.broadcast.publisher import SupportsPublish, channel_for
 from apps.broadcast.service import broadcast
 from eventbus import DeadLetter, DeadLetterStore, Router, replay_verdict
 
@@ -60,7 +67,7 @@ async def replay_not_sent(
         if kind != "not-sent" or report.undelivered:
             report.left[kind] += 1
             continue
-        if await bus.publish(dead.channel, dead.payload) == 0:
+        if await bus.publish(channel_for(dead.channel), dead.payload) == 0:
             # Nobody got it; keep the entry (and every later one) for the next run.
             report.undelivered = True
             report.left[kind] += 1
@@ -69,3 +76,30 @@ async def replay_not_sent(
         if not keep:
             await store.delete(dead.id)
     return report
+
+
+class CannotResend(Exception):
+    """The entry is not one the service could send; the text says why."""
+
+
+async def resend(bus: SupportsPublish, store: DeadLetterStore, entry_id: str, *, keep: bool = False) -> int:
+    """Publish one dead letter again, releasing its idempotency key first; return the receivers.
+
+    For an unknown outcome (or a refusal whose cause was fixed) that a person decided to send
+    again: the key would otherwise make the service skip it as sent already.
+    """
+    dead = next((d for d in await store.list(count=100_000) if d.id == entry_id), None)
+    if dead is None or dead.handler != HANDLER:
+        raise CannotResend(f"no broadcast dead letter with id {entry_id}")
+    if replay_verdict(Router([broadcast]), dead).refusal is not None:
+        raise CannotResend(f"dead letter {entry_id} is not for a channel the broadcast service reads")
+    try:
+        sms = parse_sms(dead.payload)
+    except InvalidPayload as exc:
+        raise CannotResend(f"dead letter {entry_id} has an invalid payload ({exc}): it cannot be sent") from None
+    if sms.key is not None:
+        await SentKeys(store.redis).release(sms.key)
+    receivers = await bus.publish(channel_for(dead.channel), dead.payload)
+    if receivers and not keep:
+        await store.delete(dead.id)
+    return receivers

@@ -35,6 +35,14 @@ class Sent:
     attempts: int
 
 
+@dataclass(slots=True)
+class SendProgress:
+    """Whether a request for the message may be at Twilio without an answer yet (the caller
+    needs to know when the send is cancelled: a message never requested was certainly not sent)."""
+
+    requesting: bool = False
+
+
 class Sender:
     """Shared by every handler invocation of the process (one per app, kept in ``ctx.state``)."""
 
@@ -52,7 +60,7 @@ class Sender:
         self._pacer = RateLimiter(rate, settings.burst) if rate else None
         self._spacer = RateLimiter(rate, settings.burst) if rate else None
 
-    async def send(self, sms: Sms, log: Log) -> Sent:
+    async def send(self, sms: Sms, log: Log, progress: SendProgress | None = None) -> Sent:
         """Send ``sms``; raise a :class:`SendFailure` (reason already masked) if not confirmed.
 
         Retries are counted separately for the two reasons Twilio gives for not accepting a
@@ -60,6 +68,8 @@ class Sender:
         queue being full (21611: ``queue_full_attempts``, long backoff).
         """
         settings = self.settings
+        if progress is None:
+            progress = SendProgress()
         # rate_limited also counts connections never made: both are short-lived, max_attempts.
         attempt = queue_full = rate_limited = 0
         while True:
@@ -69,9 +79,11 @@ class Sender:
             async with self._slots:
                 if self._spacer is not None:
                     await self._spacer.wait(sms.from_)
+                progress.requesting = True
                 try:
                     return Sent(await self.transport.create(sms), attempt)
                 except ConnectFailed as exc:
+                    progress.requesting = False
                     why = str(exc)
                     full = False
                 except NoAnswer as exc:
@@ -80,6 +92,7 @@ class Sender:
                         "check the Twilio message log before replaying"
                     ) from None
                 except (TwilioRestException, TwilioServiceException) as exc:
+                    progress.requesting = False  # Twilio answered
                     if not policy.is_retryable(exc):
                         raise policy.failure_for(exc) from None
                     full = policy.is_queue_full(exc)

@@ -9,8 +9,8 @@ they only listen). Every command takes ``--prefix PREFIX`` for data kept under a
 one-command demo keeps its own (``--prefix olympics-demo:``) on a Redis it did not start.
 
 Exit codes: 0 done; 1 Redis unreachable, a PNG asked for without matplotlib, or reset declined;
-2 bad usage, no listener subscribed (Pub/Sub keeps nothing for absent subscribers: the orders
-would go unprocessed), or reset without --yes and no terminal to ask on.
+2 bad usage, no listener subscribed (listeners that never ran start after whatever was posted
+before them, so the orders could go unprocessed), or reset without --yes and no terminal to ask on.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ async def _simulate(args: argparse.Namespace) -> int:
         if not await wait_for_listeners(bus.redis, args.wait) and not args.force:
             print(
                 f"olympics: error: no listener subscribed to 'purchase_orders' at {url} after {args.wait:g}s, "
-                f"so these purchases would never be processed. Start the listeners first:\n"
+                f"so these purchases may never be processed (listeners that ran before catch up on what was posted "
+                f"while they were stopped, but a first start begins after it). Start the listeners first:\n"
                 f"  {RUN_LISTENERS} --url {url}\n(or pass --force to post anyway)",
                 file=sys.stderr,
             )

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eventbus import Channel
+
 ORDERS_CHANNEL = "purchase_orders"
 OPENING_CEREMONY = "Opening Ceremony"
 # Channels are ``purchase_orders:<event name>``; event names contain spaces.
@@ -19,13 +21,29 @@ CEREMONY_PATTERN = f"{ORDERS_CHANNEL}:* Ceremony"
 EVENTS = "events"  # set of event names created with create_event
 SALES_SUMMARY = "sales_summary"  # hash: "<event>:total_sales", "<event>:total_tickets_sold"
 HISTOGRAM = "sales_histogram:time_of_day"  # BITFIELD of 24 u32 counters, one per UTC hour
+# Set of the order ids the histograms count, so that an order announced again is counted once.
+HISTOGRAM_ORDERS = "sales_histogram:orders"
 
 TOTAL_SALES = "total_sales"
 TOTAL_TICKETS = "total_tickets_sold"
 
 
+# How much of each purchase channel Redis keeps, so that listeners stopped for a restart or a
+# deploy catch up on what was announced meanwhile (the README says how these were chosen).
+ORDERS_HISTORY = 100_000
+ORDERS_TTL = 3_600
+
+# Every purchase is announced here, and on its event's channel (``orders_of``).
+ORDERS = Channel(ORDERS_CHANNEL, history=ORDERS_HISTORY, ttl=ORDERS_TTL)
+
+
 def event_channel(event: str) -> str:
     return f"{ORDERS_CHANNEL}:{event}"
+
+
+def orders_of(event: str) -> Channel:
+    """The channel announcing the purchases of one event, ``purchase_orders:<event>``."""
+    return Channel(event_channel(event), history=ORDERS_HISTORY, ttl=ORDERS_TTL)
 
 
 def order_key(order_id: str) -> str:
@@ -87,6 +105,10 @@ class Keys:
     @property
     def histogram(self) -> str:
         return self.prefix + HISTOGRAM
+
+    @property
+    def histogram_orders(self) -> str:
+        return self.prefix + HISTOGRAM_ORDERS
 
     @property
     def created(self) -> str:

@@ -12,14 +12,15 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from apps.olympics.keys import ORDERS_CHANNEL, TUTORIAL_KEYS, Keys, event_channel
+from apps.olympics.keys import ORDERS, ORDERS_CHANNEL, TUTORIAL_KEYS, Keys, orders_of
 from apps.olympics.orders import Order, format_amount
+from eventbus import Channel
 
 
 class Bus(Protocol):
     redis: Any
 
-    async def publish(self, channel: str, data: Any) -> int: ...
+    async def publish(self, channel: str | Channel, data: Any) -> int: ...
 
 
 async def create_event(bus: Bus, name: str, *, price: float, keys: Keys = TUTORIAL_KEYS) -> None:
@@ -37,14 +38,13 @@ async def post_purchase(bus: Bus, order: Order, *, keys: Keys = TUTORIAL_KEYS) -
     """Store the order, then announce its id on ``purchase_orders`` and ``purchase_orders:<event>``.
 
     The hash is written before anything is published, so a listener never looks up an order that
-    is not there yet. Returns the number of receptions (Redis PUBLISH semantics): 0 means no
-    listener was subscribed and, Pub/Sub keeping nothing, nobody will ever process this order.
-    ``keys`` must be the listeners' (a prefix stores the hash where they look it up).
+    is not there yet. Both channels keep a history, so listeners that were stopped for a restart
+    process the order when they are back. Returns the number of receptions (Redis PUBLISH
+    semantics): 0 means no listener was subscribed at that moment. ``keys`` must be the
+    listeners' (a prefix stores the hash where they look it up).
     """
     await bus.redis.hset(keys.order(order.id), mapping=order.fields())
-    receptions = await asyncio.gather(
-        bus.publish(ORDERS_CHANNEL, order.id), bus.publish(event_channel(order.event), order.id)
-    )
+    receptions = await asyncio.gather(bus.publish(ORDERS, order.id), bus.publish(orders_of(order.event), order.id))
     return sum(receptions)
 
 

@@ -91,8 +91,9 @@ def test_redact_numbers_in_free_text() -> None:
 
 
 def test_channel_for() -> None:
-    assert channel_for("alert") == "channel-alert"
-    assert channel_for("channel-reminder") == "channel-reminder"
+    assert channel_for("alert").name == "channel-alert"
+    assert channel_for("channel-reminder").name == "channel-reminder"
+    assert channel_for("alert").recoverable
     for bad in ("", "a*", "with space", "x?"):
         with pytest.raises(ValueError, match="kind must be a word"):
             channel_for(bad)

@@ -3,12 +3,14 @@ a reader of the actual state through plain Redis commands (BITFIELD GET, not the
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import eventbus
 from apps.olympics import Order
 
 
@@ -67,3 +69,16 @@ def actual_state(client: Any, events: Sequence[str], prefix: str = "") -> State:
     per_event = {e: buckets(f"{p}sales_histogram:time_of_day:{e}") for e in events}
     per_event = {e: counts for e, counts in per_event.items() if any(counts)}
     return State(summary, sales, invoices, buckets(f"{p}sales_histogram:time_of_day"), per_event)
+
+
+async def wait_received(runner: eventbus.Runner, expected: dict[str, int], timeout: float = 30.0) -> None:
+    """Until every handler has received what was published to it, then until it has processed it.
+
+    A PUBLISH returns once Redis has queued the message for the subscriber, possibly before the
+    runner has read it, so drain() alone could return early.
+    """
+    deadline = time.monotonic() + timeout
+    while any(runner.stats.handlers[name].received < count for name, count in expected.items()):
+        assert time.monotonic() < deadline, {n: runner.stats.handlers[n].received for n in expected}
+        await asyncio.sleep(0.01)
+    assert await runner.drain(timeout)

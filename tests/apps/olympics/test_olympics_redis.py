@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from olympics_expect import actual_state, expected_alerts, expected_state
+from olympics_expect import actual_state, expected_alerts, expected_state, wait_received
 
 import apps.olympics as olympics
 import eventbus
@@ -25,19 +25,6 @@ async def runner(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("OLYMPICS_SIMULATE", "0")  # the test is the producer
     async with eventbus.Runner(olympics, url=redis_server.url, grace=5.0) as running:
         yield running
-
-
-async def wait_received(runner: eventbus.Runner, expected: dict[str, int], timeout: float = 30.0) -> None:
-    """Until every handler has received what was published to it, then until it has processed it.
-
-    A PUBLISH returns once Redis has queued the message for the subscriber, possibly before the
-    runner has read it, so drain() alone could return early.
-    """
-    deadline = time.monotonic() + timeout
-    while any(runner.stats.handlers[name].received < count for name, count in expected.items()):
-        assert time.monotonic() < deadline, {n: runner.stats.handlers[n].received for n in expected}
-        await asyncio.sleep(0.01)
-    assert await runner.drain(timeout)
 
 
 async def test_every_total_set_and_bucket_is_exact(

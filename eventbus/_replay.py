@@ -29,9 +29,11 @@ from typing import Literal
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from eventbus._channels import Channel
 from eventbus._deadletter import DeadLetter, DeadLetterStore
 from eventbus._errors import ConfigError
 from eventbus._glob import glob_match
+from eventbus._history import RedisHistory
 from eventbus._names import encode_name
 from eventbus._router import Router
 
@@ -47,6 +49,9 @@ class Target:
 
     kind: Literal["channel", "sharded", "stream"]
     name: str
+    # The recoverable Channel the handler subscribed with: the entry goes back through its history,
+    # so that it is recovered after a gap, as any message of the channel is.
+    declared: Channel | None = None
 
     def __str__(self) -> str:
         return f"{'sharded channel' if self.kind == 'sharded' else self.kind} {self.name!r}"
@@ -93,7 +98,9 @@ def replay_verdict(router: Router, letter: DeadLetter) -> Verdict:
         return Verdict(letter, claimed, f"handler {handler.name!r} does not consume stream {claimed.name!r}")
     for subscription in handler.subscriptions:
         if subscription.name == claimed.name and subscription.kind in ("channel", "sharded"):
-            return Verdict(letter, Target("sharded" if subscription.kind == "sharded" else "channel", claimed.name))
+            kind: Literal["channel", "sharded"] = "sharded" if subscription.kind == "sharded" else "channel"
+            declared = subscription.declared if subscription.recoverable else None
+            return Verdict(letter, Target(kind, claimed.name, declared))
     channel = encode_name(claimed.name)
     for subscription in handler.subscriptions:
         if subscription.kind == "pattern" and glob_match(encode_name(subscription.name), channel):
@@ -223,7 +230,9 @@ async def _send(store: DeadLetterStore, target: Target, payload: bytes) -> None:
     # Names as bytes: channel and stream names need not be UTF-8 (eventbus._payloads).
     redis = store.redis
     name = encode_name(target.name)
-    if target.kind == "stream":
+    if target.declared is not None:
+        await RedisHistory(redis).publish(target.declared, payload)
+    elif target.kind == "stream":
         # The handler sees the same .data it failed on; its group delivers the new entry.
         await redis.xadd(name, {"data": payload})
     elif target.kind == "sharded":

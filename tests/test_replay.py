@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import redis
 
-from eventbus import DeadLetterStore, connect, on
+from eventbus import Channel, DeadLetterStore, Message, connect, on
 from eventbus._deadletter import parse_entry
+from eventbus._history import history_keys, parse_envelope
 from eventbus._replay import Target, claimed_target, replay_dead_letters, replay_verdict
 from eventbus._router import Router, load_target
 from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
@@ -210,3 +211,28 @@ def test_replay_without_a_module_is_refused_in_one_line(
     assert result.stderr.count("\n") == 1 and "needs --module MODULE" in result.stderr
     with redis_server.client() as client:
         assert client.xlen(DEFAULT_STREAM) == 1
+
+
+async def test_a_recoverable_channel_gets_its_dead_letters_back_through_its_history(redis_server: RedisServer) -> None:
+    """Replayed to a handler subscribed with a recoverable Channel, an entry is appended to the
+    channel's history and published with its offset, like any message of the channel: a handler
+    that misses it in a gap (or resumes after a restart) still gets it."""
+    invoices = Channel("invoices", history=100)
+
+    @on(invoices, name="bill")
+    async def bill(msg: Message, ctx: Any) -> None: ...
+
+    with redis_server.client() as client:
+        add(client, entry("bill", "invoices", b"inv-1"))
+        watching = Listener(redis_server, "invoices")
+        try:
+            async with connect(redis_server.url) as bus:
+                report = await replay_dead_letters(DeadLetterStore(bus.redis), Router([bill]))
+            assert [o.action for o in report.outcomes] == ["replayed"]
+            [(_, published)] = watching.received()
+        finally:
+            watching.close()
+        envelope = parse_envelope(published)
+        assert envelope is not None and envelope.payload == b"inv-1" and envelope.offset == 1
+        stream, _ = history_keys("invoices")
+        assert [fields[b"d"] for _, fields in client.xrange(stream)] == [b"inv-1"]

@@ -21,8 +21,6 @@ CEREMONY_PATTERN = f"{ORDERS_CHANNEL}:* Ceremony"
 EVENTS = "events"  # set of event names created with create_event
 SALES_SUMMARY = "sales_summary"  # hash: "<event>:total_sales", "<event>:total_tickets_sold"
 HISTOGRAM = "sales_histogram:time_of_day"  # BITFIELD of 24 u32 counters, one per UTC hour
-# Set of the order ids the histograms count, so that an order announced again is counted once.
-HISTOGRAM_ORDERS = "sales_histogram:orders"
 
 TOTAL_SALES = "total_sales"
 TOTAL_TICKETS = "total_tickets_sold"
@@ -105,10 +103,6 @@ class Keys:
     @property
     def histogram(self) -> str:
         return self.prefix + HISTOGRAM
-
-    @property
-    def histogram_orders(self) -> str:
-        return self.prefix + HISTOGRAM_ORDERS
 
     @property
     def created(self) -> str:

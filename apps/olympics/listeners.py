@@ -3,12 +3,11 @@
 A purchase is announced by its order id, on ``purchase_orders`` and on
 ``purchase_orders:<event>``. Each listener takes the ids in batches (up to 500, or whatever
 arrived within 50 ms), reads the orders back from Redis in one round trip, adds the batch up and
-writes its totals in one transaction, or prints the alerts.
+writes its totals in another, or prints the alerts.
 
 The analytics and the Opening Ceremony alerter resume after a restart (``resume=True``, named so
 that their position outlives a rename): what was announced while they were stopped is processed
-when they start again. The totals count each order id once, so an order handled twice after a
-crash adds nothing twice.
+when they start again.
 
 An order whose hash is missing or malformed is refused with ``Reject``: eventbus logs it, counts it
 and keeps it in the dead-letter stream, and the listener goes on with the rest of the batch. A key
@@ -18,11 +17,10 @@ the listener writes that holds another type of value refuses the batch, with a r
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
 
 from apps.olympics.keys import CEREMONY_PATTERN, OPENING_CEREMONY, ORDERS, orders_of
 from apps.olympics.orders import Order, format_amount
-from apps.olympics.store import app_keys, count_tickets, load_orders, refusing_wrong_types, write_once
+from apps.olympics.store import app_keys, count_tickets, load_orders, refusing_wrong_types
 from eventbus import Batch, BatchFailed, Context, on, on_pattern
 
 PURCHASES = Batch(max_size=500, max_wait=0.05)
@@ -33,17 +31,15 @@ async def sales_analytics(order_ids: list[str], ctx: Context) -> None:
     """Tickets sold per UTC hour of day, over all events and per event."""
     orders, refused = await load_orders(order_ids, ctx)
     keys = app_keys(ctx)
-    histograms = {keys.histogram, *(keys.event_histogram(order.event) for order in orders)}
-
-    def count(pipe: Any, new: list[Order]) -> None:
-        tickets: dict[str, Counter[int]] = defaultdict(Counter)  # histogram -> hour -> tickets
-        for order in new:
-            tickets[keys.histogram][order.hour] += order.qty
-            tickets[keys.event_histogram(order.event)][order.hour] += order.qty
-        for histogram, per_hour in tickets.items():
-            count_tickets(pipe, histogram, per_hour)
-
-    await write_once(ctx, orders, lambda _: keys.histogram_orders, dict.fromkeys(histograms, "string"), count)
+    tickets: dict[str, Counter[int]] = defaultdict(Counter)  # histogram -> hour -> tickets
+    for order in orders:
+        tickets[keys.histogram][order.hour] += order.qty
+        tickets[keys.event_histogram(order.event)][order.hour] += order.qty
+    with refusing_wrong_types(*tickets):
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for histogram, per_hour in tickets.items():
+                count_tickets(pipe, histogram, per_hour)
+            await pipe.execute()
     if refused:
         raise BatchFailed(refused)
 
@@ -53,20 +49,21 @@ async def events_analytics(order_ids: list[str], ctx: Context) -> None:
     """The orders of each event, and its sales and ticket totals."""
     orders, refused = await load_orders(order_ids, ctx)
     keys = app_keys(ctx)
+    order_ids_of: dict[str, list[str]] = defaultdict(list)
+    sales: dict[str, float] = defaultdict(float)
+    tickets: Counter[str] = Counter()
+    for order in orders:
+        order_ids_of[order.event].append(order.id)
+        sales[order.event] += order.cost
+        tickets[order.event] += order.qty
     summary = keys.sales_summary
-
-    def add(pipe: Any, new: list[Order]) -> None:
-        sales: dict[str, float] = defaultdict(float)
-        tickets: Counter[str] = Counter()
-        for order in new:
-            sales[order.event] += order.cost
-            tickets[order.event] += order.qty
-        for event in sales:
-            pipe.hincrbyfloat(summary, f"{event}:total_sales", sales[event])
-            pipe.hincrby(summary, f"{event}:total_tickets_sold", tickets[event])
-
-    # The event's set of order ids is also the record of which orders its totals count.
-    await write_once(ctx, orders, lambda order: keys.sales(order.event), {summary: "hash"}, add)
+    with refusing_wrong_types(summary, *map(keys.sales, order_ids_of)):
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for event, ids in order_ids_of.items():
+                pipe.sadd(keys.sales(event), *ids)
+                pipe.hincrbyfloat(summary, f"{event}:total_sales", sales[event])
+                pipe.hincrby(summary, f"{event}:total_tickets_sold", tickets[event])
+            await pipe.execute()
     if refused:
         raise BatchFailed(refused)
 

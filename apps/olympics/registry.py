@@ -21,7 +21,7 @@ CHUNK = 1_000  # names per round trip: bounded pipelines for a simulation of any
 
 def keys_written_for(keys: Keys, orders: Sequence[Order], events: Iterable[str]) -> list[str]:
     """Every key that creating ``events`` and posting ``orders`` writes, listeners included."""
-    names = {keys.events, keys.sales_summary, keys.histogram, keys.histogram_orders}
+    names = {keys.events, keys.sales_summary, keys.histogram}
     for event in events:
         names.update((keys.event(event), keys.sales(event), keys.event_histogram(event)))
     for order in orders:

@@ -112,7 +112,7 @@ def _u32s(raw: bytes) -> list[int]:
 # histories of the purchase channels and the listeners' positions in them, the runner's
 # heartbeats), and apps.olympics's record of the orders its histograms count (what keeps them
 # exact when a restarted listener handles an order again).
-BOOKKEEPING = ("eventbus:history", "eventbus:{heartbeat}", "sales_histogram:orders")
+BOOKKEEPING = ("eventbus:history", "eventbus:{heartbeat}")
 
 
 def dump_state(url: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import asyncio
 from hashlib import sha1
 from typing import Any, NamedTuple, Protocol
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from eventbus._channels import Channel
 from eventbus._names import decode_name, encode_name
@@ -220,6 +220,7 @@ class RedisHistory:
         self._publish_sha = sha1(PUBLISH_SCRIPT.encode()).hexdigest()
         self._read_sha = sha1(READ_SCRIPT.encode()).hexdigest()
         self._claim_sha = sha1(CLAIM_SCRIPT.encode()).hexdigest()
+        self._read_only_scripts = True  # EVALSHA_RO (Redis 7) for reads, until the server says otherwise
         self._save_sha = sha1(SAVE_SCRIPT.encode()).hexdigest()
         # Per channel, the script's arguments but the payload: built once, not per publish.
         self._args: dict[Channel, tuple[bytes, bytes, bytes, int, int, str]] = {}
@@ -239,7 +240,8 @@ class RedisHistory:
 
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
         stream, meta = (encode_name(key) for key in history_keys(channel))
-        reply = await self._call(self._read_sha, READ_SCRIPT, stream, meta, first, count)
+        # EVALSHA_RO: a reader needs only read access to the history (docs/security.md).
+        reply = await self._eval(self._read_sha, READ_SCRIPT, [stream, meta], first, count, read_only=True)
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
         return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
 
@@ -267,11 +269,18 @@ class RedisHistory:
     async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
         return await self._eval(sha, script, [stream, meta], *args)
 
-    async def _eval(self, sha: str, script: str, keys: list[bytes], *args: Any) -> Any:
+    async def _eval(self, sha: str, script: str, keys: list[bytes], *args: Any, read_only: bool = False) -> Any:
         # EVALSHA straight through the client (one command, auto-pipelined), and the script
         # loaded once if the server does not know it yet (a new or restarted server).
+        command = "EVALSHA_RO" if read_only and self._read_only_scripts else "EVALSHA"
         try:
-            return await self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args, keys=keys)
+            return await self.client.execute_command(command, sha, len(keys), *keys, *args, keys=keys)
         except NoScriptError:
             await self.client.script_load(script)
-            return await self.client.execute_command("EVALSHA", sha, len(keys), *keys, *args, keys=keys)
+            return await self.client.execute_command(command, sha, len(keys), *keys, *args, keys=keys)
+        except ResponseError as exc:
+            if command != "EVALSHA_RO" or "unknown command" not in str(exc).lower():
+                raise
+            # A server without it (Redis 6, fakeredis): read with EVALSHA from now on.
+            self._read_only_scripts = False
+            return await self._eval(sha, script, keys, *args)

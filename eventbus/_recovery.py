@@ -26,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from redis.exceptions import NoPermissionError
+
 from eventbus._glob import glob_match
 from eventbus._history import History, HistoryPage, SavedPosition, parse_envelope
 from eventbus._logs import LineLimit
@@ -92,6 +94,8 @@ class Track(Position):
         # A pattern's channel first heard of while the pattern looks for its channels: its live
         # messages wait until that search says where it stands.
         self.undiscovered = False
+        # The connection was lost and the track waits for the new one to resubscribe.
+        self.reconnecting = False
         # Workers whose full inbox dropped a message of this channel, and the last offset each one
         # has: live messages pass them by while they read the rest back (Recovery._catch_up).
         self.behind: dict[Any, int] = {}
@@ -128,6 +132,7 @@ class Recovery:
         # The offset being handed to the workers one message at a time, where track.last does not
         # say it (a replay's message too big for a chunk): what a drop during it refers to.
         self._delivering: int | None = None
+        self._told_no_scan = False
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -166,11 +171,25 @@ class Recovery:
         searching = [self._discover(at_start=True)] if self.patterns else []
         await asyncio.gather(*(self._position(track) for track in tracks), *searching)
 
+    def connection_lost(self, kinds: Sequence[int]) -> None:
+        """A subscription connection was lost: until its replacement has resubscribed and the
+        missed range is read, what arrives waits. (The new connection may deliver messages before
+        :meth:`resubscribed` is told; delivered at once, a first message of a history that began
+        again while we were away would hide that the old one was lost.)"""
+        for track in self.tracks.values():
+            if track.kind in kinds and track.buffer is None and track.epoch is not None:
+                track.buffer = []
+                track.reconnecting = True
+
     def resubscribed(self, kinds: Sequence[int]) -> None:
         """A subscription connection was replaced: every track it carries reads what it missed."""
         for track in list(self.tracks.values()):
-            if track.kind in kinds and track.buffer is None and track.epoch is not None:
-                track.buffer = []
+            if track.kind not in kinds or track.epoch is None:
+                continue
+            if track.reconnecting or track.buffer is None:
+                track.reconnecting = False
+                if track.buffer is None:
+                    track.buffer = []
                 self._spawn(self._recover(track, "a reconnect", time.monotonic()))
         if PATTERN in kinds and self.patterns:
             # A channel first published during the gap has no track yet: look for it.
@@ -504,7 +523,7 @@ class Recovery:
 
     async def _channels(self) -> list[tuple[str, bytes, int]]:
         found = await self._retrying(
-            "search failed", "looking for the channels with a history that the patterns match", self.history.channels
+            "search failed", "looking for the channels with a history that the patterns match", self._listed
         )
         if found is not None:
             return found
@@ -618,6 +637,22 @@ class Recovery:
             track.stats.recovery_seconds += time.monotonic() - began
             self._report(track, reason, after, recovered, missing, lost)
             self._flush(track)
+
+    async def _listed(self) -> list[tuple[str, bytes, int]]:
+        try:
+            return await self.history.channels()
+        except NoPermissionError as exc:
+            # A least-privilege user without +scan: say so once; asking again will not help.
+            if not self._told_no_scan:
+                self._told_no_scan = True
+                log.warning(
+                    "patterns %s cannot look for the channels with a history they match (%s; grant +scan +hmget "
+                    "%%R~eventbus:history-meta:*, docs/security.md): a channel they have not received a message "
+                    "from is not recovered after a gap",
+                    ", ".join(repr(p) for _, p, _ in self.patterns),
+                    exc,
+                )
+            return []
 
     async def _read(self, track: Track, first: int, count: int) -> HistoryPage | None:
         return await self._retrying(

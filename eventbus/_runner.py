@@ -77,7 +77,11 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 
 
 def listen_for_gaps(subscriber: Subscriber, recovery: Recovery, kinds: tuple[int, ...]) -> None:
-    """Have ``subscriber`` tell ``recovery`` when it has resubscribed after a gap."""
+    """Have ``subscriber`` tell ``recovery`` when its connection is lost, and when it has
+    resubscribed after the gap."""
+    lost = getattr(subscriber, "lost_listeners", None)
+    if lost is not None:
+        lost.append(lambda reason: recovery.connection_lost(kinds))
     listeners = getattr(subscriber, "resubscribed", None)
     if listeners is not None:
         listeners.append(lambda: recovery.resubscribed(kinds))

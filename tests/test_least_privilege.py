@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import eventbus
-from eventbus import Context, Message, Reject, on, on_pattern, on_stream
+from eventbus import Channel, Context, Message, Reject, on, on_pattern, on_stream
 from eventbus._settings import DEFAULT_DEAD_LETTER_STREAM as DEFAULT_STREAM
 from tests.conftest import ROOT
 from tests.fault.helpers import eventually, running, wait_reconnected
@@ -128,6 +128,49 @@ async def test_runner(acl: Acl) -> None:
             await eventually(lambda: seen == ["orders:stored=1", "orders:stored=2"], what="the published results")
             assert admin.xlen(DEFAULT_STREAM) == 1
             assert [c["user"] for c in admin.client_list() if c["name"].startswith("eventbus-sub")] == ["runner"]
+    assert acl.denied() == []
+
+
+# docs/security.md, "Recoverable channels": what the publisher and the runner add to their rules.
+HISTORY_PUBLISHER = [
+    *("+evalsha", "+script|load", "+hincrby", "+hget", "+hset", "+del", "+xadd", "+time", "+pexpire"),
+    *("~eventbus:history:*", "~eventbus:history-meta:*"),
+]
+HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "%R~eventbus:history:*"]
+RESUMING_RUNNER = ["+evalsha", "+hget", "+hset", "+pexpire", "~eventbus:history-pos:*"]
+
+
+async def test_recoverable_channels_recover_and_resume_with_the_documented_rules(acl: Acl) -> None:
+    """A gap and a restart of a runner with a resumed handler and a pattern, with the publisher's
+    and the runner's documented rules and their additions for recoverable channels: nothing denied."""
+    orders = Channel("orders", history=100)
+    billed: list[int] = []
+    audited: list[int] = []
+
+    @on(orders, name="bill", resume=True)
+    async def bill(msg: Message, ctx: Context) -> None:
+        billed.append(int(msg.text))
+
+    @on_pattern("orders:*", name="audit")
+    async def audit(msg: Message, ctx: Context) -> None:
+        audited.append(int(msg.text))
+
+    runner_url = acl.user("runner", *HISTORY_RUNNER, *RESUMING_RUNNER)
+    publisher_url = acl.user("publisher", *HISTORY_PUBLISHER)
+    audited_channel = Channel("orders:eu", history=100)
+    async with eventbus.connect(publisher_url) as bus:
+        async with running([bill, audit], runner_url) as runner:
+            await bus.publish(orders, 1)
+            await bus.publish(audited_channel, 1)
+            await eventually(lambda: billed == [1] and audited == [1], what="the first messages")
+            with acl.server.client() as admin:
+                admin.client_kill_filter(_type="pubsub")
+                await wait_reconnected(runner)
+            await bus.publish(orders, 2)
+            await eventually(lambda: billed == [1, 2], what="after the reconnect")
+        await bus.publish(orders, 3)  # while the runner is down
+        async with running([bill, audit], runner_url):
+            await eventually(lambda: billed == [1, 2, 3], what="what was published while it was down")
     assert acl.denied() == []
 
 

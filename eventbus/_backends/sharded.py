@@ -107,6 +107,7 @@ class _NodeSubscriber(RedisSubscriber):
         super().__init__(url, stats, settings)
         self.owner = owner
         self.resubscribed = owner.resubscribed
+        self.lost_listeners = owner.lost_listeners
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
         await self._ssubscribe(protocol, list(self.channels))
@@ -170,6 +171,7 @@ class ShardedSubscriber:
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
         self.resubscribed: list[Callable[[], None]] = []  # told after a node's reconnect
+        self.lost_listeners: list[Callable[[str], None]] = []  # told when a node's connection is lost
 
     async def start(self, consume: Consume, channels: Sequence[str], patterns: Sequence[str] = ()) -> None:
         """Subscribe ``channels`` on their nodes (sharded pub/sub has no patterns)."""

@@ -8,6 +8,10 @@ and encoding it) and a whole beat (the snapshot and its three commands, round tr
 in process CPU time per beat, medians of ``--reps`` runs of ``--beats`` beats. The share of one
 core that beating every 5 seconds takes is that CPU time over 5 seconds; against a drain it is
 the share of the drain's own CPU time.
+
+Side by side in the same run: the runner without recoverable channels, then with ``--channels``
+of them (each with a few counters that are not 0, as after recoveries), for each count given:
+their recovery counters travel in the snapshot, at most ``CHANNELS_SENT`` of them.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import statistics
 import time
 from typing import Any
 
+import orjson
+
 from benchmarks.redisproc import RedisServer
 from eventbus import Context, Message, Runner, on
-from eventbus._heartbeat import INTERVAL, Heartbeat
+from eventbus._heartbeat import CHANNELS_SENT, INTERVAL, Heartbeat
+from eventbus._stats import BusStats
 
 
 def handlers(count: int) -> list[Any]:
@@ -35,7 +42,17 @@ def handlers(count: int) -> list[Any]:
     return made
 
 
-async def measure(url: str, count: int, beats: int, reps: int) -> tuple[float, float]:
+def recovered_on(stats: BusStats, channels: int) -> None:
+    """``channels`` recoverable channels, each with counters as after a few recoveries."""
+    stats.channels.clear()
+    for index in range(channels):
+        counters = stats.recovery(f"orders:{index:06d}")
+        counters.recovered, counters.recoveries, counters.recovery_seconds = 1234 + index, 3, 0.0421
+        counters.unrecovered = index % 7
+
+
+async def measure(url: str, count: int, beats: int, reps: int, channels: list[int]) -> list[tuple[float, float, int]]:
+    """Per channel count: (snapshot CPU seconds, whole beat CPU seconds, snapshot bytes)."""
     runner = Runner(handlers(count), url=url)
     runner.heartbeat_interval = None  # beats are driven here, one after the other
     async with runner:
@@ -48,17 +65,24 @@ async def measure(url: str, count: int, beats: int, reps: int) -> tuple[float, f
             dead_letter_stream=lambda: runner.dead_letter_stream,
             connected=lambda: True,
         )
-        snapshots, whole = [], []
-        for _ in range(reps):
-            start = time.process_time()
-            for _ in range(beats):
-                heartbeat.snapshot()
-            snapshots.append((time.process_time() - start) / beats)
-            start = time.process_time()
-            for _ in range(beats):
-                await heartbeat.beat()
-            whole.append((time.process_time() - start) / beats)
-    return statistics.median(snapshots), statistics.median(whole)
+        results: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in channels}
+        for _ in range(reps):  # the counts interleaved, so that the machine's drift hits each alike
+            for n in channels:
+                recovered_on(runner.stats, n)
+                snapshots, whole = results[n]
+                start = time.process_time()
+                for _ in range(beats):
+                    heartbeat.snapshot()
+                snapshots.append((time.process_time() - start) / beats)
+                start = time.process_time()
+                for _ in range(beats):
+                    await heartbeat.beat()
+                whole.append((time.process_time() - start) / beats)
+        sizes = {}
+        for n in channels:
+            recovered_on(runner.stats, n)
+            sizes[n] = len(orjson.dumps(heartbeat.snapshot()))
+    return [(statistics.median(results[n][0]), statistics.median(results[n][1]), sizes[n]) for n in channels]
 
 
 def main() -> None:
@@ -66,16 +90,23 @@ def main() -> None:
     parser.add_argument("--handlers", type=int, default=10)
     parser.add_argument("--beats", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--channels", default=f"0,20,{CHANNELS_SENT},5000", help="recoverable channel counts, comma-separated"
+    )
     args = parser.parse_args()
+    channels = [int(n) for n in args.channels.split(",")]
     server = RedisServer()
     try:
-        snapshot, beat = asyncio.run(measure(server.url, args.handlers, args.beats, args.reps))
+        results = asyncio.run(measure(server.url, args.handlers, args.beats, args.reps, channels))
     finally:
         server.stop()
     print(f"{args.handlers} handlers, medians of {args.reps} x {args.beats} beats (process CPU time):")
-    print(f"  snapshot (build + encode): {snapshot * 1e6:.0f} us per beat")
-    print(f"  whole beat (snapshot + HSET, SET EX, EXPIRE): {beat * 1e6:.0f} us per beat")
-    print(f"  beating every {INTERVAL:g} s takes {beat / INTERVAL:.4%} of one core")
+    base = results[0][1]
+    for n, (snapshot, beat, size) in zip(channels, results, strict=True):
+        print(f"  {n} recoverable channel(s), {min(n, CHANNELS_SENT)} sent, snapshot {size:,} bytes:")
+        print(f"    snapshot (build + encode): {snapshot * 1e6:.0f} us per beat")
+        print(f"    whole beat (snapshot + HSET, SET EX, EXPIRE): {beat * 1e6:.0f} us per beat ({beat / base:.2f}x)")
+        print(f"    beating every {INTERVAL:g} s takes {beat / INTERVAL:.4%} of one core")
 
 
 if __name__ == "__main__":

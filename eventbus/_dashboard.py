@@ -35,8 +35,17 @@ from hashlib import sha256
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from eventbus._dashboard_html import SCRIPT, STYLE, groups_html, handlers_html, letters_html, page, processes_html
-from eventbus._dashboard_state import App, Filter, State, summarize
+from eventbus._dashboard_html import (
+    SCRIPT,
+    STYLE,
+    channels_html,
+    groups_html,
+    handlers_html,
+    letters_html,
+    page,
+    processes_html,
+)
+from eventbus._dashboard_state import App, Filter, State, recoverable_channels, summarize
 from eventbus._errors import ConfigError
 from eventbus._masking import find_mask
 from eventbus._router import ensure_cwd_on_path, load_target
@@ -177,6 +186,7 @@ def build_app(state: State, *, token: str | None, server: str) -> Starlette:
         return {
             "processes": processes_html(processes),
             "handlers": handlers_html(processes),
+            "channels": channels_html(recoverable_channels(processes)),
             "groups": groups_html(groups),
             "letters": letters_html(letters, total, state.store.stream),
         }

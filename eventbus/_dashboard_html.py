@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from eventbus._dashboard_state import ERROR_SHOWN, Filter, Shown
+from eventbus._dashboard_state import CHANNEL_FIGURES, CHANNEL_TROUBLE, ERROR_SHOWN, Channels, Filter, Shown
 from eventbus._lag import GroupLag
 from eventbus._urls import redact_url
 
@@ -110,12 +110,24 @@ def processes_html(processes: Sequence[dict[str, Any]]) -> str:
     return _table(headers, rows, "No process has sent a heartbeat to this Redis yet.")
 
 
+def _where(process: dict[str, Any]) -> str:
+    """``host:pid [worker i/N]``, unescaped."""
+    worker = process.get("worker")
+    return f"{process.get('host', '?')}:{process.get('pid', '?')}" + (f" [{worker}]" if worker else "")
+
+
+def _recovery(handler: dict[str, Any]) -> str:
+    if not handler.get("recovers"):
+        return "no"
+    return "recovers and resumes" if handler.get("resumes") else "recovers"
+
+
 def handlers_html(processes: Sequence[dict[str, Any]]) -> str:
     rows = []
     for p in processes:
         if not p.get("alive"):
             continue
-        where = f"{p.get('host', '?')}:{p.get('pid', '?')}" + (f" [{p['worker']}]" if p.get("worker") else "")
+        where = _where(p)
         handlers = p.get("handlers")
         for h in handlers if isinstance(handlers, list) else []:
             if not isinstance(h, dict):
@@ -140,13 +152,77 @@ def handlers_html(processes: Sequence[dict[str, Any]]) -> str:
                     _e(_latency(h.get("p50"))),
                     _e(_latency(h.get("p99"))),
                     "paused" if h.get("paused") else "no",
+                    _recovery(h),
                 )
             )
     headers = (
         *("handler", "process", "subscribed to", "messages/s", "handled", "failed", "rejected", "dropped"),
-        *("dead-lettered", "inbox", "p50", "p99", "paused"),
+        *("dead-lettered", "inbox", "p50", "p99", "paused", "recoverable channels"),
     )
     return _table(headers, rows, "No running process has handlers.")
+
+
+# Each recovery counter in words (eventbus._stats.RecoveryStats), as the table's headers and the breakdown say it.
+CHANNEL_LABELS = {
+    "recovered": "recovered",
+    "unrecovered": "not recovered",
+    "history_lost": "history lost",
+    "foreign": "published without history",
+    "resumed": "resumed",
+    "unclean_resumes": "unclean resumes",
+    "recoveries": "recoveries",
+    "recovery_seconds": "total recovery time",
+}
+# What a counter above 0 means for the messages, said in the channel's status.
+CHANNEL_TROUBLE_WORDS = {
+    "unrecovered": "messages lost",
+    "history_lost": "history lost",
+    "unclean_resumes": "messages handled again",
+}
+
+
+def _figure(key: str, value: float) -> str:
+    return f"{value:.3f} s" if key == "recovery_seconds" else f"{value:.0f}"
+
+
+def _figures_text(figures: dict[str, float]) -> str:
+    said = [f"{CHANNEL_LABELS[key]} {_figure(key, value)}" for key, value in figures.items() if value]
+    return ", ".join(said) or "nothing to report"
+
+
+def channels_html(channels: Channels) -> str:
+    rows = []
+    for channel in channels.shown:
+        trouble = [CHANNEL_TROUBLE_WORDS[key] for key in CHANNEL_TROUBLE if channel.total[key]]
+        status = f'<strong class="bad">WARNING: {_e(", ".join(trouble))}</strong>' if trouble else "no loss"
+        cells = []
+        for key in CHANNEL_FIGURES:
+            text = _e(_figure(key, channel.total[key]))
+            cells.append(
+                f'<strong class="bad">{text}</strong>' if key in CHANNEL_TROUBLE and channel.total[key] else text
+            )
+        count = len(channel.by_process)
+        breakdown = "".join(
+            f"<li>{_e(_where(process))}: {_e(_figures_text(figures))}</li>" for process, figures in channel.by_process
+        )
+        processes = (
+            f'<details data-key="{_e(channel.name)}"><summary>{count} process{"" if count == 1 else "es"}</summary>'
+            f"<ul>{breakdown}</ul></details>"
+        )
+        rows.append(_cells(_e(channel.name), status, *cells, processes))
+    headers = ("channel", "status", *(CHANNEL_LABELS[key] for key in CHANNEL_FIGURES), "processes")
+    notes = [
+        f"{_where(p)} has {p.get('channels_total')} recoverable channels: its heartbeat carries the first "
+        f"{len(p.get('channels') or {})} by name, and this table only those."
+        for p in channels.capped
+    ]
+    if channels.count > len(channels.shown):
+        notes.append(
+            f"{len(channels.shown)} channels shown of {channels.count}: those with a warning first, then by name."
+        )
+    note = "".join(f'<p class="capped">{_e(n)}</p>' for n in notes)
+    sums = '<p class="total">Summed over the running processes, each counting since it started.</p>' if rows else ""
+    return sums + note + _table(headers, rows, "No running process subscribes to a recoverable channel.")
 
 
 def groups_html(groups: Sequence[GroupLag]) -> str:
@@ -218,6 +294,7 @@ def page(
 {f'<p class="notice" role="status">{_e(notice)}</p>' if notice else ""}
 <section><h2>Processes</h2><div id="processes">{sections["processes"]}</div></section>
 <section><h2>Handlers</h2><div id="handlers">{sections["handlers"]}</div></section>
+<section><h2>Recoverable channels</h2><div id="channels">{sections["channels"]}</div></section>
 <section><h2>Stream groups</h2><div id="groups">{sections["groups"]}</div></section>
 <section><h2>Dead letters</h2>
 <form method="get" action="." class="filter">
@@ -257,7 +334,8 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 SCRIPT = """\
 "use strict";
-// Refreshes each section from /live every few seconds, keeping the dead letters that are ticked.
+// Refreshes each section from /live every few seconds, keeping the dead letters that are ticked and
+// the per-process breakdowns that are open.
 (function () {
   const url = document.body.dataset.live;
   async function refresh() {
@@ -266,11 +344,13 @@ SCRIPT = """\
       if (!reply.ok) { document.getElementById("updated").textContent = "failed (" + reply.status + ")"; return; }
       const sections = await reply.json();
       const ticked = new Set(Array.from(document.querySelectorAll("input[name=selected]:checked"), e => e.value));
+      const open = new Set(Array.from(document.querySelectorAll("details[data-key][open]"), e => e.dataset.key));
       for (const [id, html] of Object.entries(sections)) {
         const element = document.getElementById(id);
         if (element && element.innerHTML !== html) { element.innerHTML = html; }
       }
       for (const box of document.querySelectorAll("input[name=selected]")) { box.checked = ticked.has(box.value); }
+      for (const part of document.querySelectorAll("details[data-key]")) { part.open = open.has(part.dataset.key); }
       document.getElementById("updated").textContent = new Date().toLocaleTimeString();
     } catch (error) {
       document.getElementById("updated").textContent = "failed (" + error + ")";
@@ -287,7 +367,8 @@ table { border-collapse: collapse; width: 100%; margin-bottom: 0.5em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; }
 pre { margin: 0; white-space: pre-wrap; word-break: break-all; max-height: 12em; overflow: auto; }
-.ok { color: #17692b; font-weight: bold; } .gone { color: #a01818; font-weight: bold; }
+.ok { color: #17692b; font-weight: bold; } .gone, .bad { color: #a01818; font-weight: bold; }
+.capped { background: #fff6e0; padding: 0.5em; } details ul { margin: 0.2em 0; padding-left: 1.2em; }
 .refused { color: #7a5a00; } .empty { color: #666; } .notice { background: #eef6ff; padding: 0.5em; }
 form.filter label { margin-right: 1em; } button { margin: 0.1em; }
 """

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventbus._deadletter import DeadLetter, DeadLetterStore
@@ -31,6 +31,14 @@ GROUPS_SHOWN = 100  # stream groups read for one page
 SCANNED = 10_000  # dead letters a filtered page looks through (the newest first)
 PAGE = 500  # dead letters read at once
 ERROR_SHOWN = 2000  # characters of an error shown
+CHANNELS_SHOWN = 500  # recoverable channels listed at once
+# The recovery counters shown per channel (eventbus._stats.RecoveryStats), in the table's order.
+CHANNEL_FIGURES = (
+    *("recovered", "unrecovered", "history_lost", "foreign", "resumed", "unclean_resumes"),
+    *("recoveries", "recovery_seconds"),
+)
+# Counters that say messages were lost or handled twice: shown as a warning.
+CHANNEL_TROUBLE = ("unrecovered", "history_lost", "unclean_resumes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,55 @@ class Shown:
     letter: DeadLetter
     payload: str
     replay: str | None  # None: replay would send it back; else why not
+
+
+@dataclass(slots=True)
+class ChannelFigures:
+    """One recoverable channel: its counters summed over the running processes, and each one's."""
+
+    name: str
+    total: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CHANNEL_FIGURES, 0.0))
+    by_process: list[tuple[dict[str, Any], dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def trouble(self) -> bool:
+        return any(self.total[name] for name in CHANNEL_TROUBLE)
+
+
+@dataclass(slots=True)
+class Channels:
+    """The recoverable channels of the running processes, as far as their heartbeats carry them."""
+
+    shown: list[ChannelFigures]
+    count: int  # channels found (more than shown past CHANNELS_SHOWN)
+    capped: list[dict[str, Any]]  # processes whose heartbeat carries only part of their channels
+
+
+def recoverable_channels(processes: Sequence[dict[str, Any]]) -> Channels:
+    """Per channel, summed over the running processes: those with a problem first, then by name.
+
+    Each process counts since it started, so the sums are since the running processes started.
+    """
+    found: dict[str, ChannelFigures] = {}
+    capped = []
+    for process in processes:
+        channels = process.get("channels")
+        if not process["alive"] or not isinstance(channels, dict):
+            continue
+        if _number(process.get("channels_total")) > len(channels):
+            capped.append(process)
+        for name, counters in channels.items():
+            if not isinstance(counters, dict):
+                continue
+            figures = {key: _number(counters.get(key)) for key in CHANNEL_FIGURES}
+            channel = found.get(name)
+            if channel is None:
+                channel = found[name] = ChannelFigures(name)
+            channel.by_process.append((process, figures))
+            for key, value in figures.items():
+                channel.total[key] += value
+    ordered = sorted(found.values(), key=lambda c: (not c.trouble, c.name))
+    return Channels(ordered[:CHANNELS_SHOWN], len(found), capped)
 
 
 class State:

@@ -3,6 +3,7 @@ the trust boundary, payloads masked. The browser drives it in tests/test_dashboa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -11,12 +12,14 @@ from urllib.parse import urlencode
 import pytest
 import redis
 
+from eventbus import Channel, connect
 from eventbus._dashboard import ENV_TOKEN
+from eventbus._history import history_keys
 from tests.cli_process import run_eventbus
 from tests.dashboard_process import dashboard, needs_extra, runner
 from tests.dashboard_process import request as get
 from tests.redis_server import RedisServer
-from tests.sample_apps import dashboard_demo
+from tests.sample_apps import dashboard_demo, dashboard_recovery
 
 pytestmark = needs_extra
 TOKEN = "s3cret-token-of-the-tests"
@@ -205,3 +208,54 @@ def test_a_selection_and_a_filter_choose_what_is_deleted(
         status, headers, _ = get(address, "dead-letters/delete", data=matching.encode())
         assert status == 303 and "1+deleted" in headers["location"]
     assert [e.decode() for e, _ in sync_redis.xrange("eventbus:dead-letter")] == [ids[3]]
+
+
+async def _publish(url: str, channel: Channel, data: bytes) -> None:
+    async with connect(url) as bus:
+        await bus.publish(channel, data)
+
+
+def test_recoverable_channels_show_summed_over_processes(
+    redis_server: RedisServer, sync_redis: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    payments = dashboard_recovery.PAYMENTS
+    # A second process with figures of its own, and a channel named with markup (heartbeats are
+    # anyone's to write): summed per channel, a warning in words, everything escaped.
+    forged = {
+        "host": "other", "pid": 2, "ts": time.time(), "handlers": [], "channels_total": 900,
+        "channels": {
+            payments.name: {"recovered": 5, "unrecovered": 3, "recoveries": 2, "recovery_seconds": 0.25},
+            '<img src=x onerror="alert(1)">': {"history_lost": 1},
+        },
+    }  # fmt: skip
+    sync_redis.hset("eventbus:{heartbeat}:processes", "other:2", json.dumps(forged))
+    sync_redis.set("eventbus:{heartbeat}:alive:other:2", 1, ex=120)
+    with (
+        runner(redis_server.url, subprocess_env, "sample_apps.dashboard_recovery"),
+        dashboard(redis_server.url, subprocess_env) as address,
+    ):
+        # A message that never arrived: the next one's offset says so, and the runner reads it back.
+        asyncio.run(_publish(redis_server.url, payments, b"1"))
+        stream, meta = history_keys(payments.name)
+        sync_redis.hincrby(meta, "s", 1)
+        sync_redis.xadd(stream, {"d": b"2"}, id="2-0")
+        asyncio.run(_publish(redis_server.url, payments, b"3"))
+        deadline = time.monotonic() + 30
+        while "recovered 1," not in (live := json.loads(get(address, "live")[2]))["channels"]:
+            assert time.monotonic() < deadline, live["channels"]
+            time.sleep(0.2)
+        assert sync_redis.get(dashboard_recovery.SETTLED) == b"3"
+        channels = live["channels"]
+        row = re.search(rf"<tr><td>{re.escape(payments.name)}</td>.*?</tr>", channels)
+        assert row, channels
+        cells = re.findall(r"<td>(.*?)</td>", row.group(0).split("<details")[0])
+        # status, recovered, not recovered, history lost, foreign, resumed, unclean resumes, recoveries, time
+        assert cells[1] == '<strong class="bad">WARNING: messages lost</strong>'
+        assert cells[2:5] == ["6", '<strong class="bad">3</strong>', "0"] and cells[8] == "3"
+        assert "2 processes" in row.group(0) and "other:2: recovered 5, not recovered 3" in row.group(0)
+        assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in channels and "<img" not in channels
+        assert "WARNING: history lost" in channels
+        assert "other:2 has 900 recoverable channels: its heartbeat carries the first 2 by name" in channels
+        assert "recovers and resumes" in live["handlers"]
+        page = get(address)[2]
+        assert "<h2>Recoverable channels</h2>" in page and "other:2: recovered 5" in page and "<img" not in page

@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from eventbus import Runner
-from eventbus._heartbeat import INTERVAL, LATENCY_BUCKETS, TTL, percentile, read_processes
+from eventbus import Channel, Context, Message, Runner, on
+from eventbus._heartbeat import (
+    CHANNELS_SENT,
+    INTERVAL,
+    LATENCY_BUCKETS,
+    TTL,
+    percentile,
+    read_processes,
+    recovery_counters,
+)
+from eventbus._history import history_keys
 from eventbus._runner import connect
+from eventbus._stats import BusStats
 from tests.cli_process import EventbusProcess
 from tests.fault.helpers import eventually
 from tests.redis_server import RedisServer
@@ -111,3 +121,57 @@ async def test_workers_are_numbered_as_the_logs_number_them(
         proc.signal()
         proc.wait(30)
         proc.kill()
+
+
+async def test_recovery_counters_travel_in_the_heartbeat(redis_server: RedisServer) -> None:
+    orders = Channel("hb-orders", history=100)
+    seen: list[int] = []
+
+    @on(orders, resume=True)
+    async def tally(msg: Message, ctx: Context) -> None:
+        seen.append(int(msg.text))
+
+    @on("hb-plain")
+    async def plain(msg: Message, ctx: Context) -> None:
+        pass
+
+    runner = Runner([tally, plain], url=redis_server.url, grace=5.0)
+    runner.heartbeat_interval = 0.1
+    async with runner:
+        assert runner.publisher is not None
+        for n in (1, 2):
+            await runner.publisher.publish(orders, n)
+        await eventually(lambda: len(seen) == 2, what="two messages")
+        # Two messages that never arrived: the next one's offset says so; the history has one of them.
+        stream, meta = history_keys(orders.name)
+        async with redis.asyncio.Redis.from_url(redis_server.url) as admin:
+            await admin.hincrby(meta, "s", 2)
+            await admin.xadd(stream, {"d": b"4"}, id="4-0")
+        await runner.publisher.publish(orders, 5)
+        await eventually(lambda: seen[-1:] == [5], what="the message after the jump")
+
+        async def counted() -> dict[str, Any]:
+            [process] = await _processes(redis_server.url)
+            return dict(process["channels"].get(orders.name, {}))
+
+        async def recovered() -> bool:
+            return "recovered" in await counted()
+
+        await eventually(recovered, what="the recovery in a beat")
+        counters = await counted()
+        assert counters["recovered"] == 1 and counters["unrecovered"] == 1 and counters["recoveries"] == 1
+        assert "history_lost" not in counters  # only the counters that are not 0
+        [process] = await _processes(redis_server.url)
+        assert process["channels_total"] == 1 and list(process["channels"]) == [orders.name]
+        by_name = {h["name"]: h for h in process["handlers"]}
+        assert by_name["tally"]["recovers"] and by_name["tally"]["resumes"]
+        assert not by_name["plain"]["recovers"] and not by_name["plain"]["resumes"]
+
+
+def test_a_beat_carries_a_bounded_number_of_channels() -> None:
+    stats = BusStats()
+    for index in range(CHANNELS_SENT + 5):
+        stats.recovery(f"c{index:04d}").foreign = index
+    sent = recovery_counters(stats.channels)
+    assert list(sent) == sorted(stats.channels)[:CHANNELS_SENT]
+    assert sent["c0000"] == {} and sent["c0003"] == {"foreign": 3}

@@ -108,14 +108,16 @@ async def test_a_master_killed_mid_stream_loses_nothing_unreported(
         master = cluster.owner_of(slot)
         replica = cluster.replica_of(master)
         replica.pause()
-        with master.client() as admin:
-            # More than the sockets hold: what the master writes next waits in its own buffer for
-            # the replica, and dies with it.
-            admin.set(f"{{{tag}}}ballast", b"x" * 32_000_000)
-        held_back = publisher.count()
-        await eventually(lambda: publisher.count() >= held_back + 100, what="messages the replica does not get")
-        master.kill()
-        replica.resume()
+        try:
+            with master.client() as admin:
+                # More than the sockets hold: what the master writes next waits in its own buffer
+                # for the replica, and dies with it.
+                admin.set(f"{{{tag}}}ballast", b"x" * 32_000_000)
+            held_back = publisher.count()
+            await eventually(lambda: publisher.count() >= held_back + 100, what="messages the replica does not get")
+            master.kill()
+        finally:
+            replica.resume()
         await asyncio.to_thread(cluster.wait_promoted, replica, slot)
         promoted = publisher.count()
         await eventually(lambda: publisher.count() >= promoted + 300, what="publishing on the promoted replica")

@@ -7,8 +7,8 @@ channel itself, live in one slot):
   its offset (``<offset>-0``), trimmed with ``MAXLEN ~ history``: at least ``history`` entries
   are kept (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x
   slower, see benchmarks/RESULTS.md);
-- ``eventbus:history-meta:{channel}``: a hash with the epoch (``e``), the top offset (``s``) and the
-  channel's name (``n``).
+- ``eventbus:history-meta:{channel}``: a hash with the epoch (``e``), the top offset (``s``), the
+  channel's name (``n``) and the top offset again (``w``), written for the master and its AOF only.
 
 One Lua script appends, trims, refreshes the TTL and publishes, so a publish is one round trip and
 no subscriber can see a message that is not in the history (the scheme of Centrifugo's Redis
@@ -17,6 +17,17 @@ broker). The published payload carries its offset and epoch in an envelope
 The epoch names one life of the history: when the keys are lost (a restart without persistence,
 an idle channel's TTL) the next publish starts a new epoch at offset 1, and a subscriber that
 sees another epoch knows its position means nothing there.
+
+A failover promotes a replica whose copy may lack the newest entries (replication is
+asynchronous): continuing its epoch would give new messages offsets that subscribers already
+received, and they would skip them as repeats. So the script tells its own history from a
+replica's copy: ``w`` is written with ``redis.set_repl(redis.REPL_AOF)``, kept by the master (and
+its AOF and snapshots, so a restart with persistence keeps the epoch) but never sent to replicas.
+Where ``w`` is not the top offset, the node did not write the history's last message: it starts
+a new epoch marked :data:`FAILOVER` at offset 1, and subscribers report what the old one may have
+lost (eventbus._recovery). A replica that synced in full after the channel's last publish holds
+``w`` too: if its master then publishes only messages that never reach it before dying, that
+failover is not told apart (docs/recovery.md, "Failover on Redis Cluster").
 """
 
 from __future__ import annotations
@@ -34,20 +45,29 @@ ENVELOPE = b"\x00EB"
 KEY_PREFIX = "eventbus:history:"
 META_PREFIX = "eventbus:history-meta:"
 POSITIONS_PREFIX = "eventbus:history-pos:"
+# The last character of an epoch begun by a promoted replica (see the module docstring).
+FAILOVER = b"f"
 
 # KEYS: the stream, the meta hash. ARGV: payload, history, ttl in ms (0: none), channel, command.
 PUBLISH_SCRIPT = """
 local offset = redis.call('hincrby', KEYS[2], 's', 1)
-local epoch
-if offset == 1 then
+local meta = redis.call('hmget', KEYS[2], 'e', 'w')
+local epoch = meta[1]
+if offset == 1 or not epoch or meta[2] ~= string.format('%d', offset - 1) then
   local now = redis.call('time')
   epoch = now[1] .. string.format('%06d', tonumber(now[2]))
+  if offset ~= 1 then
+    epoch = epoch .. 'f'
+    offset = 1
+    redis.call('hset', KEYS[2], 's', 1)
+  end
   redis.call('hset', KEYS[2], 'e', epoch, 'n', ARGV[4])
   redis.call('del', KEYS[1])
-else
-  epoch = redis.call('hget', KEYS[2], 'e')
 end
 offset = string.format('%d', offset)
+redis.set_repl(redis.REPL_AOF)
+redis.call('hset', KEYS[2], 'w', offset)
+redis.set_repl(redis.REPL_ALL)
 redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
 if ARGV[3] ~= '0' then
   redis.call('pexpire', KEYS[1], ARGV[3])

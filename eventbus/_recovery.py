@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from redis.exceptions import NoPermissionError
 
 from eventbus._glob import glob_match
-from eventbus._history import History, HistoryPage, SavedPosition, parse_envelope
+from eventbus._history import FAILOVER, History, HistoryPage, SavedPosition, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message, Position
 from eventbus._names import encode_name
@@ -261,11 +261,18 @@ class Recovery:
                 reason = f"offset {offset} after {track.last}"
                 self._spawn(self._recover(track, reason, time.monotonic()))
             return
-        if track.epoch is None or offset == 1:
+        failover = epoch.endswith(FAILOVER)
+        if track.epoch is None or (offset == 1 and not failover):
             # A first message, or a history that began again (its TTL passed while idle, Redis
             # restarted): nothing before it was missed.
             track.epoch, track.last = epoch, offset
             self._deliver(track, msg)
+            return
+        if failover and track.epoch:
+            # A replica took over with a copy that may lack the old history's newest messages, some
+            # perhaps never received here: the recovery reads the new history and reports that.
+            track.buffer = [(offset, epoch, msg)]
+            self._spawn(self._recover(track, "a failover to a replica", time.monotonic()))
             return
         # A history that began again while we were not looking: read it from its start.
         track.epoch, track.last = epoch, 0
@@ -722,8 +729,8 @@ class Recovery:
         if lost:
             log.warning(
                 "NOT recovered: messages on %s published after offset %d (%s): the channel's history was lost "
-                "(its epoch changed: Redis restarted without persistence, or the history expired); how many "
-                "is unknown",
+                "(its epoch changed: Redis restarted without persistence, a replica without its newest messages "
+                "took over, or the history expired); how many is unknown",
                 where,
                 after,
                 reason,

@@ -83,6 +83,27 @@ def redis_cluster(shared_cluster: LocalCluster) -> LocalCluster:
 
 
 @pytest.fixture(scope="session")
+def shared_replicated_cluster() -> Iterator[LocalCluster]:
+    """Three masters, each with a replica (six nodes), created once per session by the tests that
+    kill a master: they cost a few seconds to start."""
+    cluster = LocalCluster(replicas=1).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def replicated_cluster(shared_replicated_cluster: LocalCluster) -> LocalCluster:
+    """The session's replicated cluster, every node running and synced, and empty. A node killed by
+    an earlier test comes back as a replica of the one that took over from it."""
+    for node in shared_replicated_cluster.nodes:
+        if node.process is None:
+            node.start()
+    shared_replicated_cluster.wait_ok()
+    shared_replicated_cluster.flushall()
+    return shared_replicated_cluster
+
+
+@pytest.fixture(scope="session")
 def shared_sentinel() -> Iterator[tuple[RedisServer, SentinelProcess]]:
     """A master and one sentinel watching it, started once per session."""
     master = RedisServer().start()

@@ -230,7 +230,7 @@ async def test_an_offset_jump_is_read_from_the_history(redis_server: RedisServer
         await delivered(seen, 3)
         stream, meta = history_keys("orders")
         with redis_server.client() as admin:
-            admin.hincrby(meta, "s", 1)
+            admin.hset(meta, mapping={"s": 4, "w": 4})  # the top offset, as the publish script writes it
             admin.xadd(stream, {"d": b"4"}, id="4-0")
         await publish_range(runner, ORDERS, range(5, 7))
         await delivered(seen, 6)
@@ -253,6 +253,33 @@ async def test_restart_without_persistence_reports_the_lost_history(
         await delivered(seen, 6)
     assert seen == [1, 2, 3, 4, 5, 6]
     assert "the channel's history was lost (its epoch changed" in caplog.text
+
+
+async def test_a_promoted_replica_starts_a_new_epoch(own_redis_server: RedisServer) -> None:
+    """Replication never carries the master's own record of its top offset (``w``): a promoted
+    replica's first publish cannot go on with a copy that may lack the newest messages, and begins
+    a new epoch, marked as a failover's (tests/scaling/test_cluster_failover.py: what subscribers
+    make of it)."""
+    _, meta = history_keys("orders")
+    with own_redis_server.client() as admin:
+        admin.config_set("repl-diskless-sync-delay", 0)
+    replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(own_redis_server.port)]).start()
+    try:
+        async with connect(own_redis_server.url) as producer:
+            await publish_range(producer, ORDERS, range(1, 4))
+        with replica.client() as copy, own_redis_server.client() as master:
+            await eventually(lambda: copy.hget(meta, "s") == b"3", what="the replica's copy")
+            epoch = master.hget(meta, "e")
+            assert master.hget(meta, "w") == b"3" and copy.hget(meta, "w") is None
+            assert copy.hget(meta, "e") == epoch
+            copy.replicaof("NO", "ONE")
+            async with connect(replica.url) as producer:
+                await publish_range(producer, ORDERS, range(4, 5))
+            new_epoch = copy.hget(meta, "e")
+            assert new_epoch != epoch and new_epoch.endswith(b"f")
+            assert copy.hmget(meta, "s", "w") == [b"1", b"1"]
+    finally:
+        replica.stop()
 
 
 async def test_restart_with_persistence_recovers_across_it(tmp_path: Any) -> None:

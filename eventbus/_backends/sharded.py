@@ -107,7 +107,10 @@ class _NodeSubscriber(RedisSubscriber):
         super().__init__(url, stats, settings)
         self.owner = owner
         self.resubscribed = owner.resubscribed
-        self.lost_listeners = owner.lost_listeners
+        # A node that went away may have failed over to its replica: look at the slot map now.
+        self.lost_listeners.append(lambda reason: owner.slots_changed(f"lost {self.safe_url} ({reason})"))
+        # And whoever listens to the sharded subscriber hears of it (recovery holds its channels).
+        self.lost_listeners.append(owner.node_lost)
 
     async def _subscribe(self, protocol: _SubscriptionProtocol) -> None:
         await self._ssubscribe(protocol, list(self.channels))
@@ -200,6 +203,11 @@ class ShardedSubscriber:
         """One line per node connection that is down."""
         return [problem for node in list(self.nodes.values()) for problem in node.problems()]
 
+    def node_lost(self, reason: str) -> None:
+        """One node's connection was lost: tell the listeners, as one subscriber's loss is told."""
+        for listener in self.lost_listeners:
+            listener(reason)
+
     def slots_changed(self, reason: str) -> None:
         """Something says a slot moved: re-read the slot map soon."""
         log.info("sharded subscriptions: %s; re-reading the slot map", reason)
@@ -279,14 +287,18 @@ class ShardedSubscriber:
                 self.rebalances += 1
                 log.warning(
                     "resubscribed %d sharded channel(s) on their new node(s); sharded pub/sub is at-most-once: "
-                    "messages published during the move are lost",
+                    "messages published during the move are lost (recoverable channels read them back)",
                     moved,
                 )
+                for told in self.resubscribed:  # a move is a gap, as a reconnect is
+                    told()
 
     async def _refresh_loop(self) -> None:
         while True:
+            # While a node is down its slots may be failing over to a replica: look more often.
+            interval = self.refresh_interval if self.is_connected() else min(self.refresh_interval, 0.5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.refresh_interval)
+                await asyncio.wait_for(self._wake.wait(), interval)
             woken = self._wake.is_set()
             self._wake.clear()
             if woken:

@@ -1,4 +1,5 @@
-"""A real local Redis Cluster of three masters on free ports, for the scaling tests and benchmarks.
+"""A real local Redis Cluster on free ports, for the scaling tests and benchmarks: three masters, and
+optionally a replica of each (``LocalCluster(replicas=1)``) that takes over when its master is killed.
 
 Each node is a :class:`~tests.redis_server.RedisServer` with ``cluster-enabled yes``, so a test
 can kill and restart one; ``redis-cli --cluster create`` assigns the 16384 slots.
@@ -35,9 +36,10 @@ def cluster_port() -> int:
 
 
 class LocalCluster:
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.nodes: list[RedisServer] = []
-        for _ in range(masters):
+        for _ in range(masters * (1 + replicas)):
             node = RedisServer(port=cluster_port())
             node.extra_args = [
                 "--cluster-enabled", "yes",
@@ -45,6 +47,8 @@ class LocalCluster:
                 "--cluster-node-timeout", "2000",
                 # A slot with no owner must not stop the rest of the cluster (we kill nodes).
                 "--cluster-require-full-coverage", "no",
+                # A replica's first sync starts at once, not after the default 5 s wait for others.
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             self.nodes.append(node)
 
@@ -67,19 +71,21 @@ class LocalCluster:
         if cli is None:
             raise RuntimeError("redis-cli is not installed")
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "0",
-             "--cluster-yes"],
+            [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         self.wait_ok()
         return self
 
     def wait_ok(self, timeout: float = 20.0) -> None:
-        """Until every node says cluster_state:ok and agrees on all 16384 slots."""
+        """Until every node says cluster_state:ok and agrees on all 16384 slots, and every replica
+        has its master's data (a replica still syncing would miss what is written meanwhile)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if all(self._ok(node) for node in self.nodes if node.process is not None):
+                running = [node for node in self.nodes if node.process is not None]
+                if all(self._ok(node) for node in running) and all(self._synced(node) for node in running):
                     return
             except redis.RedisError:
                 pass
@@ -94,6 +100,12 @@ class LocalCluster:
             text = info.decode() if isinstance(info, bytes) else str(info)
             return "cluster_state:ok" in text and "cluster_slots_assigned:16384" in text
 
+    @staticmethod
+    def _synced(node: RedisServer) -> bool:
+        with node.client() as client:
+            info = client.info("replication")
+        return info["role"] == "master" or (info["master_link_status"] == "up" and not info["master_sync_in_progress"])
+
     def node_ids(self) -> dict[int, str]:
         ids = {}
         for node in self.nodes:
@@ -102,12 +114,50 @@ class LocalCluster:
         return ids
 
     def owner_of(self, slot: int) -> RedisServer:
-        with self.nodes[0].client() as client:
+        """The master that owns ``slot`` (as the first running node sees it)."""
+        port = self._owner_port(next(n for n in self.nodes if n.process is not None), slot)
+        if port is None:
+            raise LookupError(slot)
+        return next(n for n in self.nodes if n.port == port)
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The replica that replicates ``master`` (a cluster made with ``replicas=1``)."""
+        for node in self.nodes:
+            if node is not master and node.process is not None:
+                with node.client() as client:
+                    info = client.info("replication")
+                if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                    return node
+        raise LookupError(f"no replica of the node on port {master.port}")
+
+    def wait_promoted(self, replica: RedisServer, slot: int, timeout: float = 20.0) -> None:
+        """Until ``replica`` (whose master was killed) is a master that owns ``slot``, as the
+        surviving nodes see it: the failover is over (cluster-node-timeout is 2 s here)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._role(replica) == "master" and all(
+                    self._owner_port(node, slot) == replica.port for node in self.nodes if node.process is not None
+                ):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the replica on port {replica.port} did not take over slot {slot}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _role(node: RedisServer) -> str:
+        with node.client() as client:
+            return str(client.info("replication")["role"])
+
+    @staticmethod
+    def _owner_port(node: RedisServer, slot: int) -> int | None:
+        with node.client() as client:
             for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
-                    port = int(master[1])
-                    return next(n for n in self.nodes if n.port == port)
-        raise LookupError(slot)
+                    return int(master[1])
+        return None
 
     def move_slot(self, slot: int, target: RedisServer) -> None:
         """Move an (empty-keyed) slot to ``target`` the way redis-cli --cluster reshard does."""
@@ -126,8 +176,9 @@ class LocalCluster:
         self.wait_ok()
 
     def flushall(self) -> None:
+        """Empty every master (a replica follows; it refuses writes)."""
         for node in self.nodes:
-            if node.process is not None:
+            if node.process is not None and self._role(node) == "master":
                 with node.client() as client:
                     client.flushall()
 

@@ -133,7 +133,7 @@ async def test_runner(acl: Acl) -> None:
 
 # docs/security.md, "Recoverable channels": what the publisher and the runner add to their rules.
 HISTORY_PUBLISHER = [
-    *("+evalsha", "+script|load", "+hincrby", "+hget", "+hset", "+del", "+xadd", "+time", "+pexpire"),
+    *("+evalsha", "+script|load", "+hincrby", "+hmget", "+hset", "+del", "+xadd", "+time", "+pexpire"),
     *("~eventbus:history:*", "~eventbus:history-meta:*"),
 ]
 HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "%R~eventbus:history:*"]

@@ -32,6 +32,7 @@ from eventbus._errors import ConnectError, SubscribeError
 from eventbus._flow import ReadGate
 from eventbus._settings import DEFAULT_MAX_CONNECTIONS, ConnectionSettings
 from eventbus._stats import BusStats
+from eventbus._tasks import cancel_and_wait
 from eventbus._urls import autopipeline_enabled, redact_url
 
 log = logging.getLogger("eventbus.redis")
@@ -303,8 +304,10 @@ class RedisSubscriber:
         """Stop reading and close the connection; messages already in inboxes stay there."""
         self._stopping = True
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+            # Asked until it ends: on Python 3.11, asyncio.wait_for whose timeout expires as the
+            # cancellation arrives swallows the cancellation (the ping wait in _watch), and the
+            # supervisor would go on watching a connection nobody closes.
+            await cancel_and_wait([self._supervisor])
         if self._protocol is not None:
             self._protocol.close()
         self.connected.clear()

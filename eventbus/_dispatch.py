@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mypy_extensions import i64
+
 from eventbus._envelope import read_message
 from eventbus._message import Message, Position
 from eventbus._names import decode_name, encode_name
@@ -172,36 +174,38 @@ def _in_order(track: Position | None, data: bytes) -> bytes | None:
     case, kept here on the compiled path); None: anything else, for Recovery.accept to handle.
 
     Parsed byte by byte: compiled, each index is a C operation, where ``find``, ``int`` and slices
-    would each be a call and an allocation.
+    would each be a call and an allocation; the indexes and bytes are ``i64`` (machine
+    integers), which spares each step mypyc's checks for big ints (benchmarks/PROFILE.md).
     """
     if track is None or track.buffer is not None:
         return None
     epoch = track.epoch
     if epoch is None:
         return None
-    size = len(data)
+    size: i64 = len(data)
     if size < 7 or data[1] != 69 or data[2] != 66:  # b"\x00EB"
         return None
-    offset = 0
-    i = 3
-    c: int
+    offset = 0  # an int like Position.last: their compare cannot overflow
+    i: i64 = 3
+    c: i64
     while i < size:
         c = data[i]
         if c == 58:  # ":"
             break
         if c < 48 or c > 57 or i > 22:
             return None
-        offset = offset * 10 + (c - 48)
+        offset = offset * 10 + int(c - 48)
         i += 1
     if i == 3 or offset != track.last + 1:
         return None
-    width = len(epoch)
-    end = i + 1 + width
+    width: i64 = len(epoch)
+    start: i64 = i + 1
+    end: i64 = start + width
     if end >= size or data[end] != 58:
         return None
-    j = 0
+    j: i64 = 0
     while j < width:
-        if data[i + 1 + j] != epoch[j]:
+        if data[start + j] != epoch[j]:
             return None
         j += 1
     track.last = offset

@@ -65,9 +65,13 @@ if offset == 1 or not epoch or meta[2] ~= string.format('%d', offset - 1) then
   redis.call('del', KEYS[1])
 end
 offset = string.format('%d', offset)
-redis.set_repl(redis.REPL_AOF)
+if redis.set_repl then
+  redis.set_repl(redis.REPL_AOF)
+end
 redis.call('hset', KEYS[2], 'w', offset)
-redis.set_repl(redis.REPL_ALL)
+if redis.set_repl then
+  redis.set_repl(redis.REPL_ALL)
+end
 redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
 if ARGV[3] ~= '0' then
   redis.call('pexpire', KEYS[1], ARGV[3])

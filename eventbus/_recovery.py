@@ -386,7 +386,7 @@ class Recovery:
                 run = page.payloads[: max(0, upto - page.first + 1)] if page.payloads else []
                 if not run:
                     continue
-                recovered += await self._deliver_in_room(track, (worker,), page.first, run, catching_up=worker)
+                recovered += await self._deliver_in_room(track, page.first, run, catching_up=worker)
         finally:
             caught_up = track.behind.pop(worker, None)
             if caught_up is not None and caught_up < track.last and track.epoch == epoch and not missing:
@@ -397,16 +397,15 @@ class Recovery:
             track.stats.recovery_seconds += time.monotonic() - began
             self._report(track, f"dropped by handler {worker.name}'s full inbox", after, recovered, missing, False)
 
-    async def _deliver_in_room(
-        self, track: Track, workers: tuple[Any, ...], first: int, run: list[bytes], catching_up: Any = None
-    ) -> int:
-        """Hand ``run`` (offsets ``first``...) to ``workers`` a chunk at a time, each chunk no more
-        than their inboxes have room for, so that a replay never overflows an inbox; returns how
-        many were handed over. Moves the channel's position (or ``catching_up``'s) along."""
+    async def _deliver_in_room(self, track: Track, first: int, run: list[bytes], catching_up: Any = None) -> int:
+        """Hand ``run`` (offsets ``first``...) a chunk at a time, each chunk no more than the
+        inboxes have room for, so that a replay never overflows an inbox; returns how many were
+        handed over. To the channel's receiving workers, moving its position along; or to the one
+        worker ``catching_up``, moving that worker's."""
         i = 0
         while i < len(run):
-            if catching_up is None:
-                workers = _receiving(track)  # a worker may have fallen behind meanwhile
+            # Looked at again for each chunk: a worker may have fallen behind meanwhile.
+            workers = (catching_up,) if catching_up is not None else _receiving(track)
             await _room(workers)
             j = _fit(workers, run, i)
             if j == i:
@@ -568,10 +567,8 @@ class Recovery:
                     track.last,
                 )
             keeper.begin(track.epoch, track.last)
-            keeper.started = True
             return
         keeper.begin(saved.epoch, saved.offset)
-        keeper.started = True
         if saved.epoch == track.epoch and saved.offset >= track.last:
             return  # nothing was published while it was down
         if not saved.clean:
@@ -630,7 +627,7 @@ class Recovery:
                 taken = max(0, min(len(payloads), live - page.first))
                 if taken:
                     run = payloads[:taken] if taken < len(payloads) else payloads
-                    await self._deliver_in_room(track, track.workers, page.first, run)
+                    await self._deliver_in_room(track, page.first, run)
                 recovered += taken
                 if ahead is None or taken < PAGE or (until is not None and track.last >= until):
                     break

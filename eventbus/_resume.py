@@ -65,12 +65,14 @@ class PositionKeeper:
         self.outstanding: dict[int, None] = {}
         self.saved: tuple[bytes, int] | None = None
         self.taken_over = False
-        self.started = False  # positioned at start (claimed, caught up): saves may begin
+        self.started = False  # positioned at start (begin): saves may begin
 
     def begin(self, epoch: bytes, offset: int) -> None:
-        """Where this run starts (the saved position, or the channel's top on a first start)."""
+        """Where this run starts (the saved position, or the channel's top on a first start): from
+        now on its position is saved."""
         self.epoch, self.last = epoch, offset
         self.outstanding.clear()
+        self.started = True
 
     def delivered(self, offset: int, epoch: bytes) -> None:
         if epoch != self.epoch:

@@ -74,12 +74,7 @@ def shared_cluster() -> Iterator[LocalCluster]:
 @pytest.fixture
 def redis_cluster(shared_cluster: LocalCluster) -> LocalCluster:
     """The session's cluster, healthy and empty (a fault test may have restarted a node)."""
-    for node in shared_cluster.nodes:
-        if node.process is None:
-            node.start()
-    shared_cluster.wait_ok()
-    shared_cluster.flushall()
-    return shared_cluster
+    return shared_cluster.reset()
 
 
 @pytest.fixture(scope="session")
@@ -95,12 +90,7 @@ def shared_replicated_cluster() -> Iterator[LocalCluster]:
 def replicated_cluster(shared_replicated_cluster: LocalCluster) -> LocalCluster:
     """The session's replicated cluster, every node running and synced, and empty. A node killed by
     an earlier test comes back as a replica of the one that took over from it."""
-    for node in shared_replicated_cluster.nodes:
-        if node.process is None:
-            node.start()
-    shared_replicated_cluster.wait_ok()
-    shared_replicated_cluster.flushall()
-    return shared_replicated_cluster
+    return shared_replicated_cluster.reset()
 
 
 @pytest.fixture(scope="session")

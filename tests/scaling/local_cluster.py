@@ -175,6 +175,16 @@ class LocalCluster:
                     c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target.port])
         self.wait_ok()
 
+    def reset(self) -> LocalCluster:
+        """Healthy and empty again for the next test: a node a fault test killed runs again (a
+        killed master comes back as a replica of the one that took over from it)."""
+        for node in self.nodes:
+            if node.process is None:
+                node.start()
+        self.wait_ok()
+        self.flushall()
+        return self
+
     def flushall(self) -> None:
         """Empty every master (a replica follows; it refuses writes)."""
         for node in self.nodes:

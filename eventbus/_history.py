@@ -4,30 +4,35 @@ Per channel, two keys that share a hash tag (so that on Redis Cluster both, and 
 channel itself, live in one slot):
 
 - ``eventbus:history:{channel}``: a stream of the latest ``history`` payloads, each entry's id
-  its offset (``<offset>-0``), trimmed with ``MAXLEN ~ history``: at least ``history`` entries
-  are kept (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x
-  slower, see benchmarks/RESULTS.md);
-- ``eventbus:history-meta:{channel}``: a hash with the epoch (``e``), the top offset (``s``), the
-  channel's name (``n``) and the top offset again (``w``), written for the master and its AOF only.
+  ``<epoch>-<offset>``, trimmed with ``MAXLEN ~ history``: at least ``history`` entries are kept
+  (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x slower, see
+  benchmarks/RESULTS.md);
+- ``eventbus:history-top:{channel}``: the top offset as this node wrote it, sent to its AOF but
+  never to replicas (the failover check below).
 
-One Lua script appends, trims, refreshes the TTL and publishes, so a publish is one round trip and
-no subscriber can see a message that is not in the history (the scheme of Centrifugo's Redis
-broker). The published payload carries its offset and epoch in an envelope
+The stream numbers the messages itself: ``XADD <epoch>-*`` gives the next offset of the epoch the
+publisher names, so a publish is the XADD, the check and the PUBLISH, one script and one round
+trip, and no subscriber can see a message that is not in the history (the scheme of Centrifugo's
+Redis broker). The published payload carries its offset and epoch in an envelope
 (``\\x00EB<offset>:<epoch>:<payload>``) that eventbus subscribers strip before a handler sees it.
+
 The epoch names one life of the history: when the keys are lost (a restart without persistence,
 an idle channel's TTL) the next publish starts a new epoch at offset 1, and a subscriber that
-sees another epoch knows its position means nothing there.
+sees another epoch knows its position means nothing there. An epoch is a number (the server's
+clock in ms, times ten, plus one for an epoch begun by a failover, :func:`is_failover`), larger
+than the one it replaces; a publisher keeps the epoch it last saw, and the stream refuses an
+``XADD`` with an older one, which is how a publisher learns of a new epoch.
 
 A failover promotes a replica whose copy may lack the newest entries (replication is
 asynchronous): continuing its epoch would give new messages offsets that subscribers already
 received, and they would skip them as repeats. So the script tells its own history from a
-replica's copy: ``w`` is written with ``redis.set_repl(redis.REPL_AOF)``, kept by the master (and
-its AOF and snapshots, so a restart with persistence keeps the epoch) but never sent to replicas.
-Where ``w`` is not the top offset, the node did not write the history's last message: it starts
-a new epoch marked :data:`FAILOVER` at offset 1, and subscribers report what the old one may have
-lost (eventbus._recovery). A replica that synced in full after the channel's last publish holds
-``w`` too: if its master then publishes only messages that never reach it before dying, that
-failover is not told apart (docs/recovery.md, "Failover on Redis Cluster").
+replica's copy: the top key is written with ``redis.set_repl(redis.REPL_AOF)``, kept by the master
+(and its AOF and snapshots, so a restart with persistence keeps the epoch) but never sent to
+replicas. Where it is not the offset before the new one, the node did not write the history's last
+message: it starts a new epoch marked as a failover's, and subscribers report what the old one
+may have lost (eventbus._recovery). A replica that synced in full after the channel's last publish
+holds the top key too: if its master then publishes only messages that never reach it before
+dying, that failover is not told apart (docs/recovery.md, "Failover on Redis Cluster").
 """
 
 from __future__ import annotations
@@ -43,55 +48,109 @@ from eventbus._names import decode_name, encode_name
 
 ENVELOPE = b"\x00EB"
 KEY_PREFIX = "eventbus:history:"
-META_PREFIX = "eventbus:history-meta:"
+TOP_PREFIX = "eventbus:history-top:"
 POSITIONS_PREFIX = "eventbus:history-pos:"
-# The last character of an epoch begun by a promoted replica (see the module docstring).
-FAILOVER = b"f"
+# The last digit of an epoch begun by a promoted replica (see the module docstring).
+FAILOVER = b"1"
+NO_EPOCH = b"0"  # what a publisher names before it has seen the channel's epoch
 
-# KEYS: the stream, the meta hash. ARGV: payload, history, ttl in ms (0: none), channel, command.
+# KEYS: the stream, the top key. ARGV: payload, history, the epoch the publisher last saw (NO_EPOCH:
+# none), ttl in ms (0: none), channel, command.
+# Returns the receivers where the publisher's epoch was the history's; otherwise {receivers, epoch}
+# with the epoch it has now, which the publisher keeps.
 PUBLISH_SCRIPT = """
-local offset = redis.call('hincrby', KEYS[2], 's', 1)
-local meta = redis.call('hmget', KEYS[2], 'e', 'w')
-local epoch = meta[1]
-if offset == 1 or not epoch or meta[2] ~= string.format('%d', offset - 1) then
-  local now = redis.call('time')
-  epoch = now[1] .. string.format('%06d', tonumber(now[2]))
-  if offset ~= 1 then
-    epoch = epoch .. 'f'
-    offset = 1
-    redis.call('hset', KEYS[2], 's', 1)
+local epoch = ARGV[3]
+local old = 0
+local failover = 0
+if epoch ~= '0' then
+  local id = redis.pcall('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], epoch .. '-*', 'd', ARGV[1])
+  if type(id) == 'string' then
+    local offset = string.sub(id, #epoch + 2)
+    local last
+    if redis.set_repl then redis.set_repl(redis.REPL_AOF) end
+    if ARGV[4] == '0' then
+      last = redis.call('set', KEYS[2], offset, 'GET')
+    else
+      last = redis.call('set', KEYS[2], offset, 'PX', ARGV[4], 'GET')
+      redis.call('pexpire', KEYS[1], ARGV[4])
+    end
+    if redis.set_repl then redis.set_repl(redis.REPL_ALL) end
+    if tonumber(last) == tonumber(offset) - 1 then
+      return redis.call(ARGV[6], ARGV[5], '\\0EB' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
+    end
+    -- Offset 0: the stream was missing (created now) or of an older epoch than the publisher's.
+    -- Otherwise this node did not write the history's last message: a promoted replica's copy.
+    old = tonumber(epoch)
+    if offset ~= '0' or redis.call('xlen', KEYS[1]) > 1 then
+      failover = 1
+    end
+  elseif not string.find(tostring(id['err']), 'equal or smaller', 1, true) then
+    return id
+  else
+    epoch = '0'
   end
-  redis.call('hset', KEYS[2], 'e', epoch, 'n', ARGV[4])
-  redis.call('del', KEYS[1])
 end
-offset = string.format('%d', offset)
-if redis.set_repl then
-  redis.set_repl(redis.REPL_AOF)
+if epoch == '0' then
+  -- The publisher's epoch is unknown or older: continue the stream's own, if this node wrote it.
+  local top = redis.call('xrevrange', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if top then
+    local current, offset = string.match(top[1], '^(%d+)-(%d+)$')
+    local last = redis.call('get', KEYS[2])
+    if current and last == offset then
+      offset = string.format('%d', tonumber(offset) + 1)
+      redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], current .. '-' .. offset, 'd', ARGV[1])
+      if redis.set_repl then redis.set_repl(redis.REPL_AOF) end
+      redis.call('set', KEYS[2], offset)
+      if redis.set_repl then redis.set_repl(redis.REPL_ALL) end
+      if ARGV[4] ~= '0' then
+        redis.call('pexpire', KEYS[1], ARGV[4])
+        redis.call('pexpire', KEYS[2], ARGV[4])
+      end
+      local receivers = redis.call(ARGV[6], ARGV[5], '\\0EB' .. offset .. ':' .. current .. ':' .. ARGV[1])
+      return {receivers, current}
+    end
+    old = tonumber(current or '0') or 0
+    failover = 1
+  end
 end
-redis.call('hset', KEYS[2], 'w', offset)
-if redis.set_repl then
-  redis.set_repl(redis.REPL_ALL)
+-- A new epoch, larger than the one it replaces, at offset 1.
+local now = redis.call('time')
+local number = (tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) * 10 + failover
+if number <= old then
+  number = old - old % 10 + 10 + failover
 end
-redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'd', ARGV[1])
-if ARGV[3] ~= '0' then
-  redis.call('pexpire', KEYS[1], ARGV[3])
-  redis.call('pexpire', KEYS[2], ARGV[3])
+epoch = string.format('%.0f', number)
+redis.call('del', KEYS[1])
+redis.call('xadd', KEYS[1], epoch .. '-1', 'd', ARGV[1])
+if redis.set_repl then redis.set_repl(redis.REPL_AOF) end
+redis.call('set', KEYS[2], '1')
+if redis.set_repl then redis.set_repl(redis.REPL_ALL) end
+if ARGV[4] ~= '0' then
+  redis.call('pexpire', KEYS[1], ARGV[4])
+  redis.call('pexpire', KEYS[2], ARGV[4])
 end
-local receivers = redis.call(ARGV[5], ARGV[4], '\\0EB' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
-return {offset, epoch, receivers}
+local receivers = redis.call(ARGV[6], ARGV[5], '\\0EB1:' .. epoch .. ':' .. ARGV[1])
+return {receivers, epoch}
 """
 
-# KEYS: the stream, the meta hash. ARGV: the first offset wanted, how many at most (0: only the meta).
-# Returns {epoch or '', top offset, first offset returned, payload, payload, ...}: the entries of a
-# history are consecutive offsets (every publish appends one; trimming removes the oldest), so one
+# KEYS: the stream. ARGV: the first offset wanted, how many at most (0: only the epoch and top).
+# Returns {epoch or '', top offset, first offset returned, payload, payload, ...}: the entries of an
+# epoch are consecutive offsets (every publish appends one; trimming removes the oldest), so one
 # offset and the payloads say it all, and a page of 10,000 is parsed by hiredis alone.
 READ_SCRIPT = """
-local meta = redis.call('hmget', KEYS[2], 'e', 's')
-local out = {meta[1] or '', meta[2] or '0', 0}
+local top = redis.call('xrevrange', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not top then
+  return {'', '0', 0}
+end
+local epoch, last = string.match(top[1], '^(%d+)-(%d+)$')
+if not epoch then
+  return {'', '0', 0}
+end
+local out = {epoch, last, 0}
 if ARGV[2] ~= '0' then
-  local entries = redis.call('xrange', KEYS[1], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  local entries = redis.call('xrange', KEYS[1], epoch .. '-' .. ARGV[1], '+', 'COUNT', ARGV[2])
   if entries[1] then
-    out[3] = string.match(entries[1][1], '^%d+')
+    out[3] = string.match(entries[1][1], '-(%d+)$')
   end
   for i, entry in ipairs(entries) do
     out[i + 3] = entry[2][2]
@@ -190,7 +249,7 @@ class History(Protocol):
 
 
 def history_keys(channel: str) -> tuple[str, str]:
-    """The stream and meta keys of ``channel``, in the slot the channel itself hashes to.
+    """The stream and top keys of ``channel``, in the slot the channel itself hashes to.
 
     A channel name with a hash tag of its own (``{user1}.orders``) keeps it: the keys are tagged
     with it, so that the channel, sharded or not, and its history are in one slot.
@@ -202,7 +261,26 @@ def history_keys(channel: str) -> tuple[str, str]:
         if end > start + 1:
             tag = channel[start + 1 : end]
     suffix = "" if tag == channel else ":" + channel
-    return f"{KEY_PREFIX}{{{tag}}}{suffix}", f"{META_PREFIX}{{{tag}}}{suffix}"
+    return f"{KEY_PREFIX}{{{tag}}}{suffix}", f"{TOP_PREFIX}{{{tag}}}{suffix}"
+
+
+def channel_of(stream_key: str) -> str | None:
+    """The channel whose history is ``stream_key`` (the inverse of :func:`history_keys`), or None."""
+    rest = stream_key[len(KEY_PREFIX) :]
+    if not stream_key.startswith(KEY_PREFIX) or not rest.startswith("{"):
+        return None
+    close = rest.find("}")
+    # ``{tag}:name`` is the channel ``name``, ``{tag}`` the channel ``tag``: whichever of the two
+    # has these keys (a name with braces of its own may read both ways; the first is meant).
+    for candidate in (rest[close + 2 :], rest[1:-1]):
+        if candidate and history_keys(candidate)[0] == stream_key:
+            return candidate
+    return None
+
+
+def is_failover(epoch: bytes) -> bool:
+    """Whether ``epoch`` was begun by a promoted replica (the module docstring)."""
+    return epoch.endswith(FAILOVER)
 
 
 def positions_key(channel: str) -> str:
@@ -246,39 +324,57 @@ class RedisHistory:
         self._claim_sha = sha1(CLAIM_SCRIPT.encode()).hexdigest()
         self._read_only_scripts = True  # EVALSHA_RO (Redis 7) for reads, until the server says otherwise
         self._save_sha = sha1(SAVE_SCRIPT.encode()).hexdigest()
-        # Per channel, the script's arguments but the payload: built once, not per publish.
-        self._args: dict[Channel, tuple[bytes, bytes, bytes, int, int, str]] = {}
+        # Per channel, the script's keys and arguments but the payload and epoch: built once, not
+        # per publish; and the epoch each channel's history had at its last publish from here.
+        self._args: dict[Channel, tuple[list[bytes], int, int, bytes, str]] = {}
+        self._epochs: dict[Channel, bytes] = {}
 
     async def publish(self, channel: Channel, payload: bytes) -> int:
         args = self._args.get(channel)
         if args is None:
-            stream, meta = (encode_name(key) for key in history_keys(channel.name))
+            keys = [encode_name(key) for key in history_keys(channel.name)]
             ttl_ms = 0 if channel.ttl is None else max(1, int(channel.ttl * 1000))
             command = "spublish" if channel.sharded else "publish"
-            args = self._args[channel] = (stream, meta, encode_name(channel.name), channel.history, ttl_ms, command)
-        stream, meta, name, history, ttl_ms, command = args
-        reply = await self._call(
-            self._publish_sha, PUBLISH_SCRIPT, stream, meta, payload, history, ttl_ms, name, command
+            args = self._args[channel] = (keys, channel.history, ttl_ms, encode_name(channel.name), command)
+        keys, history, ttl_ms, name, command = args
+        epoch = self._epochs.get(channel, NO_EPOCH)
+        reply = await self._eval(
+            self._publish_sha, PUBLISH_SCRIPT, keys, payload, history, epoch, ttl_ms, name, command
         )
-        return int(reply[2])
+        if type(reply) is int:
+            return reply
+        # The history's epoch was not the one named: the script says which it is now.
+        receivers, epoch = reply
+        self._epochs[channel] = epoch if isinstance(epoch, bytes) else str(epoch).encode()
+        return int(receivers)
 
     async def read(self, channel: str, first: int, count: int) -> HistoryPage:
-        stream, meta = (encode_name(key) for key in history_keys(channel))
+        stream, _ = history_keys(channel)
         # EVALSHA_RO: a reader needs only read access to the history (docs/security.md).
-        reply = await self._eval(self._read_sha, READ_SCRIPT, [stream, meta], first, count, read_only=True)
+        reply = await self._eval(self._read_sha, READ_SCRIPT, [encode_name(stream)], first, count, read_only=True)
         epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
         return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
 
     async def channels(self) -> list[tuple[str, bytes, int]]:
-        # SCAN (every master, on a cluster) for the meta hashes, then their name, epoch and top,
+        # SCAN (every master, on a cluster) for the streams, then each one's top entry,
         # auto-pipelined: what a pattern subscription needs to find channels it never heard from.
-        keys = [key async for key in self.client.scan_iter(match=META_PREFIX + "*", count=1000)]
-        metas = await asyncio.gather(*(self.client.hmget(key, "n", "e", "s") for key in keys))
-        return [
-            (decode_name(name), epoch, int(top))
-            for name, epoch, top in metas
-            if name is not None and epoch is not None and top is not None and top.isdigit()
-        ]
+        names = {}
+        async for key in self.client.scan_iter(match=KEY_PREFIX + "*", count=1000):
+            name = channel_of(decode_name(key))
+            if name is not None:
+                names[key] = name
+        tops = await asyncio.gather(*(self.client.xrevrange(key, count=1) for key in names), return_exceptions=True)
+        found = []
+        for name, top in zip(names.values(), tops, strict=True):
+            if isinstance(top, BaseException):
+                if isinstance(top, ResponseError):
+                    continue  # not a stream: a key of someone else's under our prefix
+                raise top
+            if top:
+                epoch, _, offset = top[0][0].partition(b"-")
+                if epoch.isdigit() and offset.isdigit():
+                    found.append((name, epoch, int(offset)))
+        return found
 
     async def claim_position(self, channel: str, identity: str, owner: bytes) -> bytes | None:
         key = encode_name(positions_key(channel))
@@ -289,9 +385,6 @@ class RedisHistory:
         key = encode_name(positions_key(channel))
         reply = await self._eval(self._save_sha, SAVE_SCRIPT, [key], identity.encode(), owner, value, ttl_ms)
         return bool(int(reply))
-
-    async def _call(self, sha: str, script: str, stream: bytes, meta: bytes, *args: Any) -> Any:
-        return await self._eval(sha, script, [stream, meta], *args)
 
     async def _eval(self, sha: str, script: str, keys: list[bytes], *args: Any, read_only: bool = False) -> Any:
         # EVALSHA straight through the client (one command, auto-pipelined), and the script

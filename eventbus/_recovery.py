@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from redis.exceptions import NoPermissionError
 
 from eventbus._glob import glob_match
-from eventbus._history import FAILOVER, History, HistoryPage, SavedPosition, parse_envelope
+from eventbus._history import History, HistoryPage, SavedPosition, is_failover, parse_envelope
 from eventbus._logs import LineLimit
 from eventbus._message import Message, Position
 from eventbus._names import encode_name
@@ -261,7 +261,7 @@ class Recovery:
                 reason = f"offset {offset} after {track.last}"
                 self._spawn(self._recover(track, reason, time.monotonic()))
             return
-        failover = epoch.endswith(FAILOVER)
+        failover = is_failover(epoch)
         if track.epoch is None or (offset == 1 and not failover):
             # A first message, or a history that began again (its TTL passed while idle, Redis
             # restarted): nothing before it was missed.
@@ -650,8 +650,8 @@ class Recovery:
             if not self._told_no_scan:
                 self._told_no_scan = True
                 log.warning(
-                    "patterns %s cannot look for the channels with a history they match (%s; grant +scan +hmget "
-                    "%%R~eventbus:history-meta:*, docs/security.md): a channel they have not received a message "
+                    "patterns %s cannot look for the channels with a history they match (%s; grant +scan +xrevrange "
+                    "%%R~eventbus:history:*, docs/security.md): a channel they have not received a message "
                     "from is not recovered after a gap",
                     ", ".join(repr(p) for _, p, _ in self.patterns),
                     exc,

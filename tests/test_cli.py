@@ -549,7 +549,8 @@ def test_publish_with_history_keeps_it(
         assert eventbus(["publish", "--history", "2", "--ttl", "60", "orders", data], env).returncode == 0
     # At least the last 2 are kept (Redis trims whole blocks of entries: docs/recovery.md).
     assert [fields[b"d"] for _, fields in sync_redis.xrange("eventbus:history:{orders}")][-2:] == [b"b", b"c"]
-    assert sync_redis.hget("eventbus:history-meta:{orders}", "s") == b"3"
+    [(top, _)] = sync_redis.xrevrange("eventbus:history:{orders}", count=1)
+    assert top.endswith(b"-3") and sync_redis.get("eventbus:history-top:{orders}") == b"3"
     assert 0 < sync_redis.ttl("eventbus:history:{orders}") <= 60
     bad = eventbus(["publish", "--ttl", "60", "orders", "x"], env)
     assert bad.returncode != 0 and "ttl without history" in bad.stderr

@@ -14,10 +14,10 @@ import redis
 
 from eventbus import Channel, connect
 from eventbus._dashboard import ENV_TOKEN
-from eventbus._history import history_keys
 from tests.cli_process import run_eventbus
 from tests.dashboard_process import dashboard, needs_extra, runner
 from tests.dashboard_process import request as get
+from tests.histories import append_unpublished
 from tests.redis_server import RedisServer
 from tests.sample_apps import dashboard_demo, dashboard_recovery
 
@@ -236,10 +236,7 @@ def test_recoverable_channels_show_summed_over_processes(
     ):
         # A message that never arrived: the next one's offset says so, and the runner reads it back.
         asyncio.run(_publish(redis_server.url, payments, b"1"))
-        stream, meta = history_keys(payments.name)
-        top = sync_redis.hincrby(meta, "s", 1)
-        sync_redis.hset(meta, "w", top)  # as the publish script writes it on the master
-        sync_redis.xadd(stream, {"d": b"2"}, id="2-0")
+        assert append_unpublished(sync_redis, payments.name, b"2") == 2
         asyncio.run(_publish(redis_server.url, payments, b"3"))
         deadline = time.monotonic() + 30
         while "recovered 1," not in (live := json.loads(get(address, "live")[2]))["channels"]:

@@ -9,7 +9,7 @@ import pytest
 
 from eventbus import Channel, Context, Message, on, on_pattern
 from eventbus._backends.memory import MemoryBroker, MemoryHistory
-from eventbus._history import envelope, history_keys, parse_envelope
+from eventbus._history import channel_of, envelope, history_keys, parse_envelope
 from eventbus.testing import TestBus
 from tests.fault.helpers import eventually
 
@@ -30,12 +30,18 @@ def test_envelope_round_trip_and_plain_payloads() -> None:
 
 
 def test_keys_share_the_channels_slot() -> None:
-    assert history_keys("orders") == ("eventbus:history:{orders}", "eventbus:history-meta:{orders}")
+    assert history_keys("orders") == ("eventbus:history:{orders}", "eventbus:history-top:{orders}")
     # A channel with a hash tag of its own keeps it, so channel and keys hash alike.
     assert history_keys("{user1}.orders") == (
         "eventbus:history:{user1}:{user1}.orders",
-        "eventbus:history-meta:{user1}:{user1}.orders",
+        "eventbus:history-top:{user1}:{user1}.orders",
     )
+
+
+@pytest.mark.parametrize("channel", ["orders", "{user1}.orders", "{orders}", "a}:b", "a{}b", "x{y", "{}"])
+def test_a_stream_key_names_its_channel(channel: str) -> None:
+    assert channel_of(history_keys(channel)[0]) == channel
+    assert channel_of("eventbus:history-top:{orders}") is None
 
 
 async def test_memory_history_is_bounded_and_restarts_with_a_new_epoch() -> None:

@@ -133,10 +133,10 @@ async def test_runner(acl: Acl) -> None:
 
 # docs/security.md, "Recoverable channels": what the publisher and the runner add to their rules.
 HISTORY_PUBLISHER = [
-    *("+evalsha", "+script|load", "+hincrby", "+hmget", "+hset", "+del", "+xadd", "+time", "+pexpire"),
-    *("~eventbus:history:*", "~eventbus:history-meta:*"),
+    *("+evalsha", "+script|load", "+xadd", "+set", "+get", "+xlen", "+xrevrange", "+del", "+time", "+pexpire"),
+    *("~eventbus:history:*", "~eventbus:history-top:*"),
 ]
-HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "%R~eventbus:history:*"]
+HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "+xrevrange", "%R~eventbus:history:*"]
 RESUMING_RUNNER = ["+evalsha", "+hget", "+hset", "+pexpire", "~eventbus:history-pos:*"]
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from eventbus import Channel, Context, Message, Publisher, Runner, connect, on, on_pattern
-from eventbus._history import history_keys
+from eventbus._history import history_keys, is_failover
 from eventbus._metrics import StatsCollector
 from tests.fault.helpers import Proxy, eventually, running, wait_reconnected
+from tests.histories import append_unpublished
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.fault]
@@ -228,10 +229,8 @@ async def test_an_offset_jump_is_read_from_the_history(redis_server: RedisServer
     async with running([handler], redis_server.url) as runner:
         await publish_range(runner, ORDERS, range(1, 4))
         await delivered(seen, 3)
-        stream, meta = history_keys("orders")
         with redis_server.client() as admin:
-            admin.hset(meta, mapping={"s": 4, "w": 4})  # the top offset, as the publish script writes it
-            admin.xadd(stream, {"d": b"4"}, id="4-0")
+            assert append_unpublished(admin, "orders", b"4") == 4
         await publish_range(runner, ORDERS, range(5, 7))
         await delivered(seen, 6)
     assert seen == [1, 2, 3, 4, 5, 6]
@@ -256,11 +255,11 @@ async def test_restart_without_persistence_reports_the_lost_history(
 
 
 async def test_a_promoted_replica_starts_a_new_epoch(own_redis_server: RedisServer) -> None:
-    """Replication never carries the master's own record of its top offset (``w``): a promoted
+    """Replication never carries the master's own record of its top offset (the top key): a promoted
     replica's first publish cannot go on with a copy that may lack the newest messages, and begins
     a new epoch, marked as a failover's (tests/scaling/test_cluster_failover.py: what subscribers
     make of it)."""
-    _, meta = history_keys("orders")
+    stream, top = history_keys("orders")
     with own_redis_server.client() as admin:
         admin.config_set("repl-diskless-sync-delay", 0)
     replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(own_redis_server.port)]).start()
@@ -268,18 +267,45 @@ async def test_a_promoted_replica_starts_a_new_epoch(own_redis_server: RedisServ
         async with connect(own_redis_server.url) as producer:
             await publish_range(producer, ORDERS, range(1, 4))
         with replica.client() as copy, own_redis_server.client() as master:
-            await eventually(lambda: copy.hget(meta, "s") == b"3", what="the replica's copy")
-            epoch = master.hget(meta, "e")
-            assert master.hget(meta, "w") == b"3" and copy.hget(meta, "w") is None
-            assert copy.hget(meta, "e") == epoch
+            await eventually(lambda: copy.xlen(stream) == 3, what="the replica's copy")
+            [(last, _)] = master.xrevrange(stream, count=1)
+            epoch, _, offset = last.partition(b"-")
+            assert offset == b"3" and master.get(top) == b"3" and copy.get(top) is None
             copy.replicaof("NO", "ONE")
             async with connect(replica.url) as producer:
                 await publish_range(producer, ORDERS, range(4, 5))
-            new_epoch = copy.hget(meta, "e")
-            assert new_epoch != epoch and new_epoch.endswith(b"f")
-            assert copy.hmget(meta, "s", "w") == [b"1", b"1"]
+            [(new_id, fields)] = copy.xrange(stream)
+            new_epoch, _, new_offset = new_id.partition(b"-")
+            assert new_epoch != epoch and is_failover(new_epoch) and not is_failover(epoch)
+            assert new_offset == b"1" and fields == {b"d": b"4"} and copy.get(top) == b"1"
     finally:
         replica.stop()
+
+
+async def test_publishers_follow_the_history_s_epoch(redis_server: RedisServer) -> None:
+    """Each publisher names the epoch it last saw: one that missed a new epoch (the keys were lost
+    and another publisher began it) joins it instead of beginning yet another, offsets in turn."""
+    stream, top = history_keys("orders")
+    async with connect(redis_server.url) as first, connect(redis_server.url) as second:
+        await publish_range(first, ORDERS, range(1, 3))
+        await publish_range(second, ORDERS, range(3, 4))  # learns the epoch from the stream
+        with redis_server.client() as admin:
+            [(old_id, _)] = admin.xrevrange(stream, count=1)
+            assert old_id.endswith(b"-3")
+            admin.delete(stream, top)  # lost, as by a restart without persistence
+            await publish_range(first, ORDERS, range(4, 5))  # begins a new epoch at 1
+            await publish_range(second, ORDERS, range(5, 6))  # named the old one: refused, joins
+            await publish_range(first, ORDERS, range(6, 7))
+            entries = admin.xrange(stream)
+    epochs = {entry_id.partition(b"-")[0] for entry_id, _ in entries}
+    [epoch] = epochs
+    assert epoch != old_id.partition(b"-")[0] and int(epoch) > int(old_id.partition(b"-")[0])
+    assert not is_failover(epoch)
+    assert [(entry_id.partition(b"-")[2], fields[b"d"]) for entry_id, fields in entries] == [
+        (b"1", b"4"),
+        (b"2", b"5"),
+        (b"3", b"6"),
+    ]
 
 
 async def test_restart_with_persistence_recovers_across_it(tmp_path: Any) -> None:
@@ -344,12 +370,12 @@ async def test_the_history_is_bounded_and_expires(redis_server: RedisServer) -> 
     channel = Channel("bounded", history=3, ttl=30)
     async with connect(redis_server.url) as producer:
         await publish_range(producer, channel, range(1, 1001))
-    stream, meta = history_keys("bounded")
+    stream, top = history_keys("bounded")
     with redis_server.client() as admin:
-        ids = [int(entry_id.split(b"-")[0]) for entry_id, _ in admin.xrange(stream)]
+        ids = [int(entry_id.split(b"-")[1]) for entry_id, _ in admin.xrange(stream)]
         assert 3 <= len(ids) < 300 and ids == list(range(ids[0], 1001))
-        assert admin.hget(meta, "s") == b"1000"
-        assert 0 < admin.ttl(stream) <= 30 and 0 < admin.ttl(meta) <= 30
+        assert admin.get(top) == b"1000"
+        assert 0 < admin.ttl(stream) <= 30 and 0 < admin.ttl(top) <= 30
 
 
 async def test_recovery_metrics(own_redis_server: RedisServer) -> None:

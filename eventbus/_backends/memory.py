@@ -33,10 +33,10 @@ _epochs = itertools.count(1)
 
 
 class _ChannelLog:
-    """One recoverable channel's history in memory: what Redis keeps in its stream and meta hash."""
+    """One recoverable channel's history in memory: what Redis keeps in its stream."""
 
     def __init__(self) -> None:
-        self.epoch = b"m%d" % next(_epochs)
+        self.epoch = b"%d0" % next(_epochs)  # a number, as Redis's are; never a failover's
         self.top = 0
         self.entries: deque[tuple[int, bytes]] = deque()
         self.expires: float | None = None

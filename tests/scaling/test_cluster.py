@@ -82,8 +82,8 @@ async def test_recoverable_channels_on_a_cluster(redis_cluster: LocalCluster) ->
     """The history's keys share the channel's slot: the publish script runs on the node owning
     it, SPUBLISH included, and a gap (an offset jump here) is read back from there."""
     from eventbus import Channel
-    from eventbus._history import history_keys
     from tests.fault.helpers import eventually
+    from tests.histories import append_unpublished_async
 
     plain, sharded = Channel("rec-plain", history=100), Channel("rec-sharded", history=100, sharded=True)
     seen: dict[str, list[int]] = {"rec-plain": [], "rec-sharded": []}
@@ -96,10 +96,8 @@ async def test_recoverable_channels_on_a_cluster(redis_cluster: LocalCluster) ->
         assert runner.publisher is not None
         for channel in (plain, sharded):
             await runner.publisher.publish(channel, 1)
-            stream, meta = history_keys(channel.name)
             # A message that never arrived: in the history, not published.
-            await runner.redis.hset(meta, mapping={"s": 2, "w": 2})  # the top offset, as the publish script writes it
-            await runner.redis.xadd(stream, {"d": b"2"}, id="2-0")
+            assert await append_unpublished_async(runner.redis, channel.name, b"2") == 2
             await runner.publisher.publish(channel, 3)
         await eventually(lambda: all(len(v) == 3 for v in seen.values()), what="three messages on each channel")
     assert seen == {"rec-plain": [1, 2, 3], "rec-sharded": [1, 2, 3]}

@@ -85,7 +85,7 @@ def spawn(subprocess_env: dict[str, str]) -> Iterator[list[Process]]:
 # eventbus's operational state: the heartbeats every runner writes for the dashboard, and the
 # purchase channels' histories and the listeners' positions in them (they expire with the
 # histories' ttl). The demo's promise is about its data, not these.
-EVENTBUS_STATE = (b"eventbus:{heartbeat}:", b"eventbus:history:", b"eventbus:history-meta:", b"eventbus:history-pos:")
+EVENTBUS_STATE = (b"eventbus:{heartbeat}:", b"eventbus:history:", b"eventbus:history-top:", b"eventbus:history-pos:")
 
 
 def keys(client: Any) -> list[bytes]:

@@ -98,7 +98,7 @@ class Router:
             (first, "ctx") if payload is None else ("payload", "ctx", first) if payload.envelope else ("payload", "ctx")
         )
         _check_call(func, call, f"handler {name}")
-        options = _resume_options(name, spec) if spec.options.resume else spec.options
+        options = _resume_options(name, spec) if spec.options.resume else _recovering_options(name, spec)
         handler = Handler(name, func, spec.subscriptions, options, is_async, chain, payload)
         self._add_handler(handler)
 
@@ -319,6 +319,19 @@ def _check_call(func: Callable[..., Any], args: tuple[str, ...], what: str) -> N
             "batch handlers (msgs, ctx), typed ones (payload: T, ctx) with an optional third `msg: Message`; "
             "hooks take (ctx)"
         ) from None
+
+
+def _recovering_options(name: str, spec: HandlerSpec) -> HandlerOptions:
+    """A handler's options, checked: on a recoverable channel its inbox may drop the newest message
+    (read back in order from the history once there is room) or pause, but not evict queued ones."""
+    recoverable = [sub.name for sub in spec.subscriptions if sub.recoverable]
+    if recoverable and spec.options.overflow == "drop_oldest":
+        raise LoadError(
+            f"handler {name}: overflow='drop_oldest' would evict queued messages of the recoverable channel "
+            f"{recoverable[0]!r}, which it could only read back out of order; use overflow='drop_newest' (the "
+            "default: a dropped message is read back from the history, in order, once the inbox has room) or 'pause'"
+        )
+    return spec.options
 
 
 def _resume_options(name: str, spec: HandlerSpec) -> HandlerOptions:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventbus import Channel, Context, Message, Publisher, Runner, connect, on, on_pattern
+from eventbus import Channel, Context, LoadError, Message, Publisher, Runner, connect, on, on_pattern
 from eventbus._history import history_keys, is_failover
 from eventbus._metrics import StatsCollector
 from tests.fault.helpers import Proxy, eventually, running, wait_reconnected
@@ -456,3 +456,19 @@ async def test_a_steady_publisher_through_kills_freezes_and_output_buffer_drops(
     stats = runner.stats.channels["steady"]
     assert stats.unrecovered == 0 and stats.history_lost == 0
     assert faults >= 3
+
+
+def test_a_recoverable_channel_never_evicts_queued_messages() -> None:
+    """``drop_oldest`` would evict messages that could only come back out of order: refused at load
+    on a recoverable channel, with what to use instead; plain channels and patterns keep it."""
+
+    def handler() -> Any:
+        async def count(msg: Message, ctx: Context) -> None: ...
+
+        return count
+
+    with pytest.raises(LoadError, match=r"drop_oldest.*recoverable channel 'orders'.*drop_newest"):
+        Runner([on("plain", ORDERS, overflow="drop_oldest")(handler())])
+    for subscribed in (on("plain", overflow="drop_oldest"), on_pattern("ord*", overflow="drop_oldest")):
+        assert Runner([subscribed(handler())]).router.handlers[0].options.overflow == "drop_oldest"
+    assert Runner([on(ORDERS)(handler())]).router.handlers[0].options.overflow == "drop_newest"

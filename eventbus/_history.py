@@ -30,14 +30,19 @@ replica's copy: the top key is written with ``redis.set_repl(redis.REPL_AOF)``, 
 (and its AOF and snapshots, so a restart with persistence keeps the epoch) but never sent to
 replicas. Where it is not the offset before the new one, the node did not write the history's last
 message: it starts a new epoch marked as a failover's, and subscribers report what the old one
-may have lost (eventbus._recovery). A replica that synced in full after the channel's last publish
-holds the top key too: if its master then publishes only messages that never reach it before
-dying, that failover is not told apart (docs/recovery.md, "Failover on Redis Cluster").
+may have lost (eventbus._recovery). So does a node without the history at all where a publisher
+names the epoch it saw (a replica that had not yet received the channel's first messages, a
+restart without persistence); a publisher does not name it past the channel's ttl since its own
+last publish, when the history may have expired as it should. A replica that synced in full
+after the channel's last publish holds the top key too: if its master then publishes only
+messages that never reach it before dying, that failover is not told apart (docs/recovery.md,
+"Failover on Redis Cluster").
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from hashlib import sha1
 from typing import Any, NamedTuple, Protocol
 
@@ -55,7 +60,8 @@ FAILOVER = b"1"
 NO_EPOCH = b"0"  # what a publisher names before it has seen the channel's epoch
 
 # KEYS: the stream, the top key. ARGV: payload, history, the epoch the publisher last saw (NO_EPOCH:
-# none), ttl in ms (0: none), channel, command.
+# none, or not since the channel's ttl: the history may have expired as it should), ttl in ms (0:
+# none), channel, command.
 # Returns the receivers where the publisher's epoch was the history's; otherwise {receivers, epoch}
 # with the epoch it has now, which the publisher keeps.
 PUBLISH_SCRIPT = """
@@ -78,12 +84,11 @@ if epoch ~= '0' then
     if tonumber(last) == tonumber(offset) - 1 then
       return redis.call(ARGV[6], ARGV[5], '\\0EB' .. offset .. ':' .. epoch .. ':' .. ARGV[1])
     end
-    -- Offset 0: the stream was missing (created now) or of an older epoch than the publisher's.
-    -- Otherwise this node did not write the history's last message: a promoted replica's copy.
+    -- This node lacks what the publisher saw: the history's newest messages (a promoted replica's
+    -- copy, which did not write them), or all of it (offset 0: the stream was missing, or of an
+    -- older epoch than the publisher's). Subscribers must hear that something may be lost.
     old = tonumber(epoch)
-    if offset ~= '0' or redis.call('xlen', KEYS[1]) > 1 then
-      failover = 1
-    end
+    failover = 1
   elseif not string.find(tostring(id['err']), 'equal or smaller', 1, true) then
     return id
   else
@@ -328,6 +333,7 @@ class RedisHistory:
         # per publish; and the epoch each channel's history had at its last publish from here.
         self._args: dict[Channel, tuple[list[bytes], int, int, bytes, str]] = {}
         self._epochs: dict[Channel, bytes] = {}
+        self._published: dict[Channel, float] = {}  # when each channel with a ttl was last published
 
     async def publish(self, channel: Channel, payload: bytes) -> int:
         args = self._args.get(channel)
@@ -338,6 +344,13 @@ class RedisHistory:
             args = self._args[channel] = (keys, channel.history, ttl_ms, encode_name(channel.name), command)
         keys, history, ttl_ms, name, command = args
         epoch = self._epochs.get(channel, NO_EPOCH)
+        if ttl_ms:
+            # Past the ttl since our last publish the history may have expired, as it should (every
+            # publish renews it): the epoch is not named, so that a new one is not taken for a loss.
+            now = time.monotonic()
+            if now - self._published.get(channel, now) > channel.ttl:  # type: ignore[operator]
+                epoch = NO_EPOCH
+            self._published[channel] = now
         reply = await self._eval(
             self._publish_sha, PUBLISH_SCRIPT, keys, payload, history, epoch, ttl_ms, name, command
         )

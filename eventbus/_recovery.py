@@ -272,7 +272,8 @@ class Recovery:
             # A replica took over with a copy that may lack the old history's newest messages, some
             # perhaps never received here: the recovery reads the new history and reports that.
             track.buffer = [(offset, epoch, msg)]
-            self._spawn(self._recover(track, "a failover to a replica", time.monotonic()))
+            reason = "a failover to a replica, or the history lost under a publisher"
+            self._spawn(self._recover(track, reason, time.monotonic()))
             return
         # A history that began again while we were not looking: read it from its start.
         track.epoch, track.last = epoch, 0

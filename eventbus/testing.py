@@ -145,7 +145,8 @@ class TestBus:
 
     def lose_history(self, channel: str | Channel | None = None) -> None:
         """Forget a recoverable channel's history (all of them by default), as a Redis restart
-        without persistence does: its next publish starts a new epoch."""
+        without persistence does: its next publish starts a new epoch, which subscribers report
+        as a loss (the publisher knew the old one), gap or not."""
         self.broker.lose_history(None if channel is None else channel_name(channel))
 
     async def request(self, channel: str, data: Any, **options: Any) -> Any:

@@ -191,3 +191,30 @@ async def test_testbus_reads_back_what_a_full_inbox_dropped() -> None:
         assert bus.stats.channels["orders"].recovered >= bus.handler_stats("slow").dropped
     assert fast_seen == list(range(1, 51))
     assert slow_seen == list(range(1, 51))
+
+
+async def test_testbus_reports_a_history_lost_without_a_gap(caplog: pytest.LogCaptureFixture) -> None:
+    """As on Redis (tests/test_recovery.py::test_a_history_lost_without_a_gap_is_reported): the
+    next publish begins an epoch marked as a loss; an expired history begins again unreported."""
+    short = Channel("short", history=5, ttl=0.05)
+    seen: list[str] = []
+
+    @on(ORDERS, short)
+    async def record(msg: Message, ctx: Context) -> None:
+        seen.append(msg.text)
+
+    caplog.set_level(logging.WARNING, "eventbus.recovery")
+    async with TestBus([record]) as bus:
+        await bus.publish(ORDERS, "1")
+        await bus.publish(short, "a")
+        await bus.drain()
+        bus.lose_history(ORDERS)
+        await asyncio.sleep(0.1)  # short's history expires
+        await bus.publish(ORDERS, "2")
+        await bus.publish(short, "b")
+        await bus.drain()
+        assert bus.stats.channels["orders"].history_lost == 1
+        assert bus.stats.channels["short"].history_lost == 0
+    assert [t for t in seen if t.isdigit()] == ["1", "2"] and [t for t in seen if not t.isdigit()] == ["a", "b"]
+    assert "NOT recovered: messages on 'orders' published after offset 1" in caplog.text
+    assert "'short'" not in caplog.text

@@ -133,7 +133,7 @@ async def test_runner(acl: Acl) -> None:
 
 # docs/security.md, "Recoverable channels": what the publisher and the runner add to their rules.
 HISTORY_PUBLISHER = [
-    *("+evalsha", "+script|load", "+xadd", "+set", "+get", "+xlen", "+xrevrange", "+del", "+time", "+pexpire"),
+    *("+evalsha", "+script|load", "+xadd", "+set", "+get", "+xrevrange", "+del", "+time", "+pexpire"),
     *("~eventbus:history:*", "~eventbus:history-top:*"),
 ]
 HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "+xrevrange", "%R~eventbus:history:*"]

@@ -284,7 +284,8 @@ async def test_a_promoted_replica_starts_a_new_epoch(own_redis_server: RedisServ
 
 async def test_publishers_follow_the_history_s_epoch(redis_server: RedisServer) -> None:
     """Each publisher names the epoch it last saw: one that missed a new epoch (the keys were lost
-    and another publisher began it) joins it instead of beginning yet another, offsets in turn."""
+    and another publisher began it) joins it instead of beginning yet another, offsets in turn.
+    The history lost under a publisher that knew it begins an epoch marked as a loss."""
     stream, top = history_keys("orders")
     async with connect(redis_server.url) as first, connect(redis_server.url) as second:
         await publish_range(first, ORDERS, range(1, 3))
@@ -300,7 +301,7 @@ async def test_publishers_follow_the_history_s_epoch(redis_server: RedisServer) 
     epochs = {entry_id.partition(b"-")[0] for entry_id, _ in entries}
     [epoch] = epochs
     assert epoch != old_id.partition(b"-")[0] and int(epoch) > int(old_id.partition(b"-")[0])
-    assert not is_failover(epoch)
+    assert is_failover(epoch)
     assert [(entry_id.partition(b"-")[2], fields[b"d"]) for entry_id, fields in entries] == [
         (b"1", b"4"),
         (b"2", b"5"),
@@ -472,3 +473,48 @@ def test_a_recoverable_channel_never_evicts_queued_messages() -> None:
     for subscribed in (on("plain", overflow="drop_oldest"), on_pattern("ord*", overflow="drop_oldest")):
         assert Runner([subscribed(handler())]).router.handlers[0].options.overflow == "drop_oldest"
     assert Runner([on(ORDERS)(handler())]).router.handlers[0].options.overflow == "drop_newest"
+
+
+async def test_an_expired_history_begins_again_without_a_loss(redis_server: RedisServer) -> None:
+    """An idle channel's history expires with its ttl, as it should: the next publish begins an
+    epoch that is not taken for a loss; within the ttl, a missing history is one."""
+    short = Channel("short-lived", history=10, ttl=0.3)
+    stream, _ = history_keys(short.name)
+
+    def epoch_now(admin: Any) -> bytes:
+        [(entry_id, _)] = admin.xrevrange(stream, count=1)
+        return bytes(entry_id.partition(b"-")[0])
+
+    async with connect(redis_server.url) as producer:
+        await producer.publish(short, 1)
+        with redis_server.client() as admin:
+            first = epoch_now(admin)
+            await eventually(lambda: not admin.exists(stream), what="the history's expiry")
+            await producer.publish(short, 2)
+            second = epoch_now(admin)
+            assert second != first and not is_failover(second)
+            admin.delete(stream)  # lost within the ttl: not an expiry
+            await producer.publish(short, 3)
+            third = epoch_now(admin)
+            assert third != second and is_failover(third)
+
+
+async def test_a_history_lost_without_a_gap_is_reported(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber whose connection never broke (on a cluster: connected to another node) while
+    the node holding the history lost it (a promoted replica without a copy): the publisher's next
+    message begins an epoch marked as a loss, and the subscriber reports it instead of taking the
+    new history for a fresh one."""
+    handler, seen = recorder()
+    with caplog.at_level(logging.WARNING, logger="eventbus.recovery"):
+        async with running([handler], redis_server.url) as runner:
+            await publish_range(runner, ORDERS, range(1, 4))
+            await delivered(seen, 3)
+            with redis_server.client() as admin:
+                admin.delete(*history_keys("orders"))
+            await publish_range(runner, ORDERS, range(4, 6))
+            await delivered(seen, 5)
+            assert runner.stats.channels["orders"].history_lost == 1
+    assert seen == [1, 2, 3, 4, 5]
+    assert "NOT recovered: messages on 'orders' published after offset 3" in caplog.text

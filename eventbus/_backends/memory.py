@@ -35,8 +35,10 @@ _epochs = itertools.count(1)
 class _ChannelLog:
     """One recoverable channel's history in memory: what Redis keeps in its stream."""
 
-    def __init__(self) -> None:
-        self.epoch = b"%d0" % next(_epochs)  # a number, as Redis's are; never a failover's
+    def __init__(self, lost: bool = False) -> None:
+        # A number, as Redis's are; ending in 1 where it replaces a history that was lost (not
+        # expired), as Redis's does when a publisher names the epoch it saw (eventbus._history).
+        self.epoch = b"%d%d" % (next(_epochs), 1 if lost else 0)
         self.top = 0
         self.entries: deque[tuple[int, bytes]] = deque()
         self.expires: float | None = None
@@ -100,6 +102,7 @@ class MemoryBroker:
         self.subscribers: list[MemorySubscriber] = []
         self.published = 0
         self.logs: dict[str, _ChannelLog] = {}  # recoverable channels' histories
+        self.lost: set[str] = set()  # channels whose history was lost, not yet published again
         # Resumed handlers' positions, (channel, identity) -> record (eventbus._resume).
         self.positions: dict[tuple[str, str], bytes] = {}
 
@@ -109,15 +112,17 @@ class MemoryBroker:
             del self.logs[channel]  # expired, as Redis expires both keys
             log = None
         if log is None and create:
-            log = self.logs[channel] = _ChannelLog()
+            log = self.logs[channel] = _ChannelLog(lost=channel in self.lost)
+            self.lost.discard(channel)
         return log
 
     def lose_history(self, channel: str | None = None) -> None:
         """Forget one channel's history (or all): what a Redis restart without persistence does."""
         if channel is None:
+            self.lost.update(self.logs)
             self.logs.clear()
-        else:
-            self.logs.pop(channel, None)
+        elif self.logs.pop(channel, None) is not None:
+            self.lost.add(channel)
 
     def client(self) -> Any:
         """A redis.asyncio-compatible client on this broker's keyspace."""

@@ -54,20 +54,22 @@ from eventbus._names import decode_name, encode_name
 ENVELOPE = b"\x00EB"
 KEY_PREFIX = "eventbus:history:"
 TOP_PREFIX = "eventbus:history-top:"
+PREVIOUS_PREFIX = "eventbus:history-prev:"
 POSITIONS_PREFIX = "eventbus:history-pos:"
 # The last digit of an epoch begun by a promoted replica (see the module docstring).
 FAILOVER = b"1"
 NO_EPOCH = b"0"  # what a publisher names before it has seen the channel's epoch
 
-# KEYS: the stream, the top key. ARGV: payload, history, the epoch the publisher last saw (NO_EPOCH:
-# none, or not since the channel's ttl: the history may have expired as it should), ttl in ms (0:
-# none), channel, command.
+# KEYS: the stream, the top key, the previous epoch's stream. ARGV: payload, history, the epoch the
+# publisher last saw (NO_EPOCH: none, or not since the channel's ttl: the history may have expired
+# as it should), ttl in ms (0: none), channel, command.
 # Returns the receivers where the publisher's epoch was the history's; otherwise {receivers, epoch}
 # with the epoch it has now, which the publisher keeps.
 PUBLISH_SCRIPT = """
 local epoch = ARGV[3]
 local old = 0
 local failover = 0
+local appended
 if epoch ~= '0' then
   local id = redis.pcall('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], epoch .. '-*', 'd', ARGV[1])
   if type(id) == 'string' then
@@ -89,6 +91,7 @@ if epoch ~= '0' then
     -- older epoch than the publisher's). Subscribers must hear that something may be lost.
     old = tonumber(epoch)
     failover = 1
+    appended = id
   elseif not string.find(tostring(id['err']), 'equal or smaller', 1, true) then
     return id
   else
@@ -125,7 +128,16 @@ if number <= old then
   number = old - old % 10 + 10 + failover
 end
 epoch = string.format('%.0f', number)
-redis.call('del', KEYS[1])
+if appended then
+  redis.call('xdel', KEYS[1], appended)
+end
+if failover == 1 and redis.call('xlen', KEYS[1]) > 0 then
+  -- What this node has of the old epoch stays readable (with its TTL) for subscribers positioned
+  -- in it: they recover what it holds after their position, and report only the rest.
+  redis.call('rename', KEYS[1], KEYS[3])
+else
+  redis.call('del', KEYS[1])
+end
 redis.call('xadd', KEYS[1], epoch .. '-1', 'd', ARGV[1])
 if redis.set_repl then redis.set_repl(redis.REPL_AOF) end
 redis.call('set', KEYS[2], '1')
@@ -138,27 +150,40 @@ local receivers = redis.call(ARGV[6], ARGV[5], '\\0EB1:' .. epoch .. ':' .. ARGV
 return {receivers, epoch}
 """
 
-# KEYS: the stream. ARGV: the first offset wanted, how many at most (0: only the epoch and top).
-# Returns {epoch or '', top offset, first offset returned, payload, payload, ...}: the entries of an
-# epoch are consecutive offsets (every publish appends one; trimming removes the oldest), so one
-# offset and the payloads say it all, and a page of 10,000 is parsed by hiredis alone.
+# KEYS: the stream, the previous epoch's stream. ARGV: the first offset wanted, how many at most (0:
+# only the epoch and top), the epoch the reader is positioned in ('': none).
+# Returns {epoch or '', top offset, first offset returned, superseded (1: the previous epoch's
+# stream, which holds the wanted offset though a new epoch began), payload, payload, ...}: the
+# entries of an epoch are consecutive offsets (every publish appends one; trimming removes the
+# oldest), so one offset and the payloads say it all, and a page of 10,000 is parsed by hiredis alone.
 READ_SCRIPT = """
-local top = redis.call('xrevrange', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if not top then
-  return {'', '0', 0}
+local key = KEYS[1]
+local top = redis.call('xrevrange', key, '+', '-', 'COUNT', 1)[1]
+local epoch, last
+if top then
+  epoch, last = string.match(top[1], '^(%d+)-(%d+)$')
 end
-local epoch, last = string.match(top[1], '^(%d+)-(%d+)$')
+local superseded = 0
+if epoch ~= ARGV[3] and ARGV[3] ~= '' and ARGV[2] ~= '0' then
+  local before = redis.call('xrevrange', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if before then
+    local e, l = string.match(before[1], '^(%d+)-(%d+)$')
+    if e == ARGV[3] and tonumber(l) >= tonumber(ARGV[1]) then
+      key, epoch, last, superseded = KEYS[2], e, l, 1
+    end
+  end
+end
 if not epoch then
-  return {'', '0', 0}
+  return {'', '0', 0, 0}
 end
-local out = {epoch, last, 0}
+local out = {epoch, last, 0, superseded}
 if ARGV[2] ~= '0' then
-  local entries = redis.call('xrange', KEYS[1], epoch .. '-' .. ARGV[1], '+', 'COUNT', ARGV[2])
+  local entries = redis.call('xrange', key, epoch .. '-' .. ARGV[1], '+', 'COUNT', ARGV[2])
   if entries[1] then
     out[3] = string.match(entries[1][1], '-(%d+)$')
   end
   for i, entry in ipairs(entries) do
-    out[i + 3] = entry[2][2]
+    out[i + 4] = entry[2][2]
   end
 end
 return out
@@ -204,12 +229,15 @@ class Envelope(NamedTuple):
 
 class HistoryPage(NamedTuple):
     """What a read returned: the history's epoch (b"": no history), its top offset, and the
-    payloads of consecutive offsets from ``first`` on (none: ``first`` is 0)."""
+    payloads of consecutive offsets from ``first`` on (none: ``first`` is 0). ``superseded``: read
+    from the epoch the reader is positioned in, which a failover replaced; the reader goes on with
+    the current one once it has read this one to its end."""
 
     epoch: bytes
     top: int
     first: int
     payloads: list[bytes]
+    superseded: bool = False
 
 
 class SavedPosition(NamedTuple):
@@ -240,8 +268,9 @@ class History(Protocol):
     async def publish(self, channel: Channel, payload: bytes) -> int:
         """Append ``payload`` to the history and publish it with its offset; returns the receivers."""
 
-    async def read(self, channel: str, first: int, count: int) -> HistoryPage:
-        """Up to ``count`` entries from offset ``first`` on (``count=0``: only the epoch and top)."""
+    async def read(self, channel: str, first: int, count: int, epoch: bytes = b"") -> HistoryPage:
+        """Up to ``count`` entries from offset ``first`` on (``count=0``: only the epoch and top), of
+        the current epoch, or of ``epoch`` where a failover replaced it and it still has them."""
 
     async def channels(self) -> list[tuple[str, bytes, int]]:
         """Every channel that has a history now: (name, epoch, top offset)."""
@@ -286,6 +315,12 @@ def channel_of(stream_key: str) -> str | None:
 def is_failover(epoch: bytes) -> bool:
     """Whether ``epoch`` was begun by a promoted replica (the module docstring)."""
     return epoch.endswith(FAILOVER)
+
+
+def previous_key(channel: str) -> str:
+    """The stream that keeps what a promoted replica had of the epoch it replaced, in the same slot."""
+    stream, _ = history_keys(channel)
+    return PREVIOUS_PREFIX + stream[len(KEY_PREFIX) :]
 
 
 def positions_key(channel: str) -> str:
@@ -338,7 +373,7 @@ class RedisHistory:
     async def publish(self, channel: Channel, payload: bytes) -> int:
         args = self._args.get(channel)
         if args is None:
-            keys = [encode_name(key) for key in history_keys(channel.name)]
+            keys = [encode_name(key) for key in (*history_keys(channel.name), previous_key(channel.name))]
             ttl_ms = 0 if channel.ttl is None else max(1, int(channel.ttl * 1000))
             command = "spublish" if channel.sharded else "publish"
             args = self._args[channel] = (keys, channel.history, ttl_ms, encode_name(channel.name), command)
@@ -361,12 +396,12 @@ class RedisHistory:
         self._epochs[channel] = epoch if isinstance(epoch, bytes) else str(epoch).encode()
         return int(receivers)
 
-    async def read(self, channel: str, first: int, count: int) -> HistoryPage:
-        stream, _ = history_keys(channel)
+    async def read(self, channel: str, first: int, count: int, epoch: bytes = b"") -> HistoryPage:
+        keys = [encode_name(history_keys(channel)[0]), encode_name(previous_key(channel))]
         # EVALSHA_RO: a reader needs only read access to the history (docs/security.md).
-        reply = await self._eval(self._read_sha, READ_SCRIPT, [encode_name(stream)], first, count, read_only=True)
-        epoch = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
-        return HistoryPage(epoch, int(reply[1]), int(reply[2]), reply[3:])
+        reply = await self._eval(self._read_sha, READ_SCRIPT, keys, first, count, epoch, read_only=True)
+        found = reply[0] if isinstance(reply[0], bytes) else str(reply[0]).encode()
+        return HistoryPage(found, int(reply[1]), int(reply[2]), reply[4:], int(reply[3]) == 1)
 
     async def channels(self) -> list[tuple[str, bytes, int]]:
         # SCAN (every master, on a cluster) for the streams, then each one's top entry,

@@ -396,7 +396,7 @@ class Recovery:
             track.stats.recovered += recovered
             track.stats.recoveries += 1
             track.stats.recovery_seconds += time.monotonic() - began
-            self._report(track, f"dropped by handler {worker.name}'s full inbox", after, recovered, missing, False)
+            self._report(track, f"dropped by handler {worker.name}'s full inbox", after, recovered, missing, None)
 
     async def _deliver_in_room(self, track: Track, first: int, run: list[bytes], catching_up: Any = None) -> int:
         """Hand ``run`` (offsets ``first``...) a chunk at a time, each chunk no more than the
@@ -590,7 +590,8 @@ class Recovery:
 
     async def _recover(self, track: Track, reason: str, began: float, until: int | None = None) -> None:
         after = track.last
-        recovered, lost = 0, False
+        recovered = 0
+        lost_after: int | None = None
         missing: list[tuple[int, int | None]] = []
         ahead: asyncio.Task[HistoryPage | None] | None = None
         try:
@@ -601,8 +602,8 @@ class Recovery:
                     missing.append((first, None))
                     break
                 if page.epoch != track.epoch:
-                    if track.epoch:  # a history we had a position in is gone
-                        lost = True
+                    if track.epoch:  # a history we had a position in is gone, past where we got in it
+                        lost_after = track.last
                         track.stats.history_lost += 1
                     if not page.epoch:
                         track.epoch, track.last = NO_HISTORY, 0  # the next history, from its start
@@ -630,7 +631,15 @@ class Recovery:
                     run = payloads[:taken] if taken < len(payloads) else payloads
                     await self._deliver_in_room(track, page.first, run)
                 recovered += taken
-                if ahead is None or taken < PAGE or (until is not None and track.last >= until):
+                if until is not None and track.last >= until:
+                    break
+                if ahead is None and page.superseded and taken == len(payloads):
+                    # What a promoted replica kept of our epoch, read to its end: on to the current
+                    # epoch, whose first read reports what the old one may have lost past it.
+                    first = track.last + 1
+                    page = await self._read(track, first, PAGE)
+                    continue
+                if ahead is None or taken < PAGE:
                     break
                 first = track.last + 1
                 page, ahead = await ahead, None
@@ -640,7 +649,7 @@ class Recovery:
             track.stats.recovered += recovered
             track.stats.recoveries += 1
             track.stats.recovery_seconds += time.monotonic() - began
-            self._report(track, reason, after, recovered, missing, lost)
+            self._report(track, reason, after, recovered, missing, lost_after)
             self._flush(track)
 
     async def _listed(self) -> list[tuple[str, bytes, int]]:
@@ -663,7 +672,7 @@ class Recovery:
         return await self._retrying(
             "read failed",
             f"reading the history of {track.channel!r}",
-            lambda: self.history.read(track.channel, first, count),
+            lambda: self.history.read(track.channel, first, count, track.epoch or b""),
         )
 
     async def _retrying(self, reason: str, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
@@ -695,10 +704,10 @@ class Recovery:
         after: int,
         recovered: int,
         missing: list[tuple[int, int | None]],
-        lost: bool,
+        lost_after: int | None,
     ) -> None:
         where = repr(track.channel) if track.pattern is None else f"{track.channel!r} (via {track.pattern!r})"
-        if recovered or not (missing or lost):
+        if recovered or not (missing or lost_after is not None):
             log.info(
                 "recovered %d message(s) on %s missed after offset %d (%s); %d not recovered",
                 recovered,
@@ -724,13 +733,13 @@ class Recovery:
                     end,
                     reason,
                 )
-        if lost:
+        if lost_after is not None:
             log.warning(
                 "NOT recovered: messages on %s published after offset %d (%s): the channel's history was lost "
                 "(its epoch changed: Redis restarted without persistence, a replica without its newest messages "
                 "took over, or the history expired); how many is unknown",
                 where,
-                after,
+                lost_after,
                 reason,
             )
 

@@ -134,9 +134,11 @@ async def test_runner(acl: Acl) -> None:
 # docs/security.md, "Recoverable channels": what the publisher and the runner add to their rules.
 HISTORY_PUBLISHER = [
     *("+evalsha", "+script|load", "+xadd", "+set", "+get", "+xrevrange", "+del", "+time", "+pexpire"),
-    *("~eventbus:history:*", "~eventbus:history-top:*"),
+    *("+xdel", "+xlen", "+rename", "~eventbus:history:*", "~eventbus:history-top:*", "~eventbus:history-prev:*"),
 ]
-HISTORY_RUNNER = ["+evalsha_ro", "+script|load", "+xrange", "+xrevrange", "%R~eventbus:history:*"]
+HISTORY_RUNNER = [
+    *("+evalsha_ro", "+script|load", "+xrange", "+xrevrange", "%R~eventbus:history:*", "%R~eventbus:history-prev:*")
+]
 RESUMING_RUNNER = ["+evalsha", "+hget", "+hset", "+pexpire", "~eventbus:history-pos:*"]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventbus import Channel, Context, LoadError, Message, Publisher, Runner, connect, on, on_pattern
-from eventbus._history import history_keys, is_failover
+from eventbus._history import history_keys, is_failover, previous_key
 from eventbus._metrics import StatsCollector
 from tests.fault.helpers import Proxy, eventually, running, wait_reconnected
 from tests.histories import append_unpublished
@@ -278,6 +278,8 @@ async def test_a_promoted_replica_starts_a_new_epoch(own_redis_server: RedisServ
             new_epoch, _, new_offset = new_id.partition(b"-")
             assert new_epoch != epoch and is_failover(new_epoch) and not is_failover(epoch)
             assert new_offset == b"1" and fields == {b"d": b"4"} and copy.get(top) == b"1"
+            # Its copy of the old epoch is kept aside for subscribers positioned in it.
+            assert [f[b"d"] for _, f in copy.xrange(previous_key("orders"))] == [b"1", b"2", b"3"]
     finally:
         replica.stop()
 
@@ -518,3 +520,38 @@ async def test_a_history_lost_without_a_gap_is_reported(
             assert runner.stats.channels["orders"].history_lost == 1
     assert seen == [1, 2, 3, 4, 5]
     assert "NOT recovered: messages on 'orders' published after offset 3" in caplog.text
+
+
+async def test_a_gap_across_a_failover_recovers_what_the_replica_kept(
+    own_redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscriber in a gap while a replica without the master's record takes over (here: its top
+    key deleted, as a promoted replica has none): the old epoch's copy is kept aside, so the
+    subscriber recovers what it holds after its position, reports only what may lie past it, and
+    goes on with the new epoch."""
+    caplog.set_level(logging.INFO, "eventbus.recovery")
+    proxy = await Proxy(own_redis_server.port).start()
+    handler, seen = recorder()
+    stream, top = history_keys("orders")
+    try:
+        async with running([handler], proxy.url) as runner, connect(own_redis_server.url) as producer:
+            await publish_range(producer, ORDERS, range(1, 4))
+            await delivered(seen, 3)
+            proxy.blackhole = True
+            await publish_range(producer, ORDERS, range(4, 7))  # in the copy the replica will have
+            with own_redis_server.client() as admin:
+                admin.delete(top)
+                await publish_range(producer, ORDERS, range(7, 8))  # the promoted replica's first
+                kept = [(i.partition(b"-")[2], f[b"d"]) for i, f in admin.xrange(previous_key("orders"))]
+                assert kept == [(b"%d" % n, b"%d" % n) for n in range(1, 7)]
+                assert [f[b"d"] for _, f in admin.xrange(stream)] == [b"7"]
+            await eventually(lambda: not runner.subscriber.is_connected(), what="the gap noticed")  # type: ignore[union-attr]
+            proxy.blackhole = False
+            await wait_reconnected(runner)
+            await delivered(seen, 7)
+            assert runner.stats.channels["orders"].history_lost == 1
+            assert runner.stats.channels["orders"].recovered == 4  # 4-6 from the copy kept aside, 7
+    finally:
+        await proxy.close()
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+    assert "NOT recovered: messages on 'orders' published after offset 6" in caplog.text

@@ -1,14 +1,16 @@
 """A recoverable channel's history in Redis: the atomic publish and the reads that recover from it.
 
-Per channel, two keys that share a hash tag (so that on Redis Cluster both, and the sharded
-channel itself, live in one slot):
+Per channel, keys that share a hash tag (so that on Redis Cluster they, and the sharded channel
+itself, live in one slot):
 
 - ``eventbus:history:{channel}``: a stream of the latest ``history`` payloads, each entry's id
   ``<epoch>-<offset>``, trimmed with ``MAXLEN ~ history``: at least ``history`` entries are kept
   (Redis trims whole nodes of up to 100 entries; exact trimming made a publish ~3x slower, see
   benchmarks/RESULTS.md);
 - ``eventbus:history-top:{channel}``: the top offset as this node wrote it, sent to its AOF but
-  never to replicas (the failover check below).
+  never to replicas (the failover check below);
+- ``eventbus:history-prev:{channel}``: after a failover, what the promoted replica had of the epoch
+  it replaced, kept for the subscribers still positioned in it.
 
 The stream numbers the messages itself: ``XADD <epoch>-*`` gives the next offset of the epoch the
 publisher names, so a publish is the XADD, the check and the PUBLISH, one script and one round
